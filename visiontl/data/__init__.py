@@ -1,0 +1,1 @@
+"""Data: decoding, datasets per task, augmentation presets, samplers and synthetic sets for tests."""

@@ -1,0 +1,131 @@
+"""Classification datasets: image folders (`root/<split>/<class>/*`) and CSV lists (`path,label`).
+
+Everything is checked when the dataset is built, before training: missing folders, unknown labels,
+empty classes, files that are not readable images. Each problem is one line naming the file and record.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from visiontl.config import DataConfig
+from visiontl.data.images import check_image, is_image_file, read_image
+from visiontl.errors import DataError
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int
+
+
+def _split_path(data: DataConfig, split: str) -> Path:
+    if data.root is None:
+        raise DataError("data.root is not set: point it at the dataset folder")
+    if not data.root.is_dir():
+        raise DataError(f"data.root: {str(data.root)!r} does not exist or is not a folder")
+    value = getattr(data, split)
+    path = Path(value)
+    return path if path.is_absolute() else data.root / path
+
+
+def discover_classes(data: DataConfig) -> list[str]:
+    """The class list: data.classes when given, else the sorted class folders / labels of the train split."""
+    if data.classes:
+        if len(set(data.classes)) != len(data.classes):
+            raise DataError(f"data.classes lists a class twice: {data.classes}")
+        return list(data.classes)
+    path = _split_path(data, "train")
+    if data.format == "imagefolder":
+        if not path.is_dir():
+            raise DataError(f"{path}: train folder not found (data.format imagefolder wants root/<split>/<class>/)")
+        names = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    else:
+        names = sorted({label for _, label, _ in _read_csv_rows(path)})
+    if len(names) < 2:
+        raise DataError(f"{path}: found {len(names)} class(es) {names}; classification needs at least 2")
+    return names
+
+
+def load_split(data: DataConfig, split: str, classes: list[str]) -> list[Sample]:
+    """The samples of `split` ('train' or 'val'), every file checked to be a readable image."""
+    path = _split_path(data, split)
+    index = {name: i for i, name in enumerate(classes)}
+    samples = _imagefolder(path, index) if data.format == "imagefolder" else _csv(path, data.root, index)
+    if not samples:
+        raise DataError(f"{path}: no images found for split {split!r}")
+    for s in samples:
+        check_image(s.path)
+    return samples
+
+
+def _imagefolder(path: Path, index: dict[str, int]) -> list[Sample]:
+    if not path.is_dir():
+        raise DataError(f"{path}: folder not found (data.format imagefolder wants root/<split>/<class>/)")
+    samples = []
+    for folder in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if folder.name not in index:
+            raise DataError(f"{folder}: class folder {folder.name!r} is not in the class list {list(index)}")
+        files = sorted(f for f in folder.rglob("*") if f.is_file() and is_image_file(f))
+        samples += [Sample(f, index[folder.name]) for f in files]
+    return samples
+
+
+def _read_csv_rows(path: Path) -> list[tuple[str, str, int]]:
+    if not path.is_file():
+        raise DataError(f"{path}: CSV list not found (data.format csv wants a file with columns path,label)")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or not {"path", "label"} <= set(reader.fieldnames):
+            raise DataError(f"{path}: the header must name the columns 'path' and 'label', got {reader.fieldnames}")
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            if not row["path"] or not row["label"]:
+                raise DataError(f"{path}:{line}: empty path or label")
+            rows.append((row["path"].strip(), row["label"].strip(), line))
+    return rows
+
+
+def _csv(path: Path, root: Path | None, index: dict[str, int]) -> list[Sample]:
+    samples = []
+    base = root if root is not None else path.parent
+    for file, label, line in _read_csv_rows(path):
+        if label not in index:
+            raise DataError(f"{path}:{line}: unknown label {label!r}; known classes: {list(index)}")
+        p = Path(file)
+        samples.append(Sample(p if p.is_absolute() else base / p, index[label]))
+    return samples
+
+
+def class_counts(samples: list[Sample], num_classes: int) -> list[int]:
+    return np.bincount([s.label for s in samples], minlength=num_classes).tolist()
+
+
+class ClassificationDataset(Dataset):
+    """Items are (image tensor CHW, label, index). Indexed by (index, augmentation seed) pairs from
+    `EpochSampler`, so augmentation is reproducible whatever the worker count; a plain int works too."""
+
+    def __init__(self, samples: list[Sample], transform: Callable):
+        self.samples = samples
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int, int]:
+        index, seed = item if isinstance(item, tuple) else (item, index_seed(item))
+        sample = self.samples[index]
+        self.transform.set_random_seed(seed)
+        image = self.transform(image=read_image(sample.path))["image"]
+        return image, sample.label, index
+
+
+def index_seed(index: int) -> int:
+    return index * 7919 + 17

@@ -1,0 +1,40 @@
+"""Reproducible sampling: the order of an epoch and the augmentation seed of every sample depend only on
+(seed, epoch, position), never on worker count or on what ran before, so a resumed run sees the same
+batches as an uninterrupted one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import Sampler
+
+
+def sample_seed(seed: int, epoch: int, position: int) -> int:
+    return (seed * 1_000_003 + epoch * 9_973 + position * 31) % (2**31 - 1)
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Yields (dataset index, augmentation seed). Call `set_epoch` before each epoch."""
+
+    def __init__(self, size: int, shuffle: bool, seed: int, subset: int | None = None):
+        self.size = size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.subset = subset  # use only the first `subset` positions (overfit mode)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size if self.subset is None else min(self.subset, self.size)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, 0))
+            order = torch.randperm(self.size, generator=g).tolist()
+        else:
+            order = list(range(self.size))
+        for position, index in enumerate(order[: len(self)]):
+            yield index, sample_seed(self.seed, self.epoch, position + 1)

@@ -1,0 +1,113 @@
+"""Rebuilding a trained model from its checkpoint alone (no weights download, no training data)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from visiontl.backbones import Backbone, create_backbone
+from visiontl.config import Config, apply_overrides, build_config
+from visiontl.engine.checkpoint import load_checkpoint
+from visiontl.errors import CheckpointError
+from visiontl.tasks import TaskAdapter, get_task
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    backbone: Backbone
+    task: TaskAdapter
+    config: Config
+    classes: list[str]
+    checkpoint: dict[str, Any]
+
+
+def load_trained(path: str | Path, overrides: list[str] | None = None) -> LoadedModel:
+    ckpt = load_checkpoint(path)
+    raw = apply_overrides(copy.deepcopy(ckpt["config"]), list(overrides or []))
+    cfg = build_config(raw, source=f"{path} (stored config)")
+    task = get_task(cfg.task)
+    backbone = create_backbone(cfg.model.backbone, "none")
+    model = task.build_model(cfg, backbone, list(ckpt["classes"]))
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not fit the model its config describes ({first})") from None
+    model.eval()
+    return LoadedModel(model, backbone, task, cfg, list(ckpt["classes"]), ckpt)
+
+
+def evaluate_checkpoint(path: str | Path, overrides: list[str], out_dir: Path) -> dict[str, Any]:
+    """Score a checkpoint on its config's val split (overrides may point elsewhere, e.g. data.val=test)."""
+    from visiontl.data.sampling import EpochSampler
+    from visiontl.engine.checkpoint import atomic_write_json
+    from visiontl.engine.trainer import autocast_for, make_loader, resolve_device
+
+    loaded = load_trained(path, overrides)
+    cfg, task = loaded.config, loaded.task
+    data = task.prepare_data(cfg)
+    if data.classes != loaded.classes:
+        raise CheckpointError(f"{path}: trained on classes {loaded.classes}, the data has {data.classes}")
+    device = resolve_device(cfg.train.device)
+    _, val_set = task.datasets(cfg, data, loaded.backbone, augment=False)
+    loader = make_loader(val_set, EpochSampler(len(val_set), False, cfg.train.seed), cfg.train.batch_size,
+                         cfg.train.workers, task.collate, device)
+    autocast, _ = autocast_for(device, cfg.train.amp)
+    metrics = task.evaluate(loaded.model.to(device), loader, device, loaded.classes, autocast)
+    metrics["checkpoint"] = str(path)
+    metrics["split"] = cfg.data.val
+    atomic_write_json(Path(out_dir) / "metrics.json", metrics)
+    return metrics
+
+
+def predict_images(path: str | Path, inputs: list[Path], out_file: Path, topk: int = 1, batch_size: int = 32) -> list[dict[str, Any]]:
+    """Classify image files; write a CSV or JSON (by `out_file`'s suffix) with the top-k classes."""
+    import csv
+    import io
+    import json
+
+    import torch
+
+    from visiontl.data.augment import classification_transform
+    from visiontl.data.images import is_image_file, read_image
+    from visiontl.engine.checkpoint import atomic_write_text
+    from visiontl.errors import DataError
+
+    loaded = load_trained(path)
+    files: list[Path] = []
+    for item in inputs:
+        item = Path(item)
+        if item.is_dir():
+            files += sorted(f for f in item.rglob("*") if f.is_file() and is_image_file(f))
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise DataError(f"{item}: no such file or folder")
+    if not files:
+        raise DataError(f"no images found in {', '.join(map(str, inputs))}")
+    d = loaded.config.data
+    transform = classification_transform("none", d.image_size, loaded.backbone.mean, loaded.backbone.std, train=False)
+    k = min(topk, len(loaded.classes))
+    rows = []
+    for start in range(0, len(files), batch_size):
+        chunk = files[start : start + batch_size]
+        images = torch.stack([transform(image=read_image(f))["image"] for f in chunk])
+        probs = loaded.task.predict(loaded.model, images)
+        scores, labels = probs.topk(k, dim=1)
+        for f, s, lab in zip(chunk, scores.tolist(), labels.tolist()):
+            rows.append({"file": str(f), "top": [{"class": loaded.classes[j], "score": round(p, 6)} for j, p in zip(lab, s)]})
+    if out_file.suffix.lower() == ".json":
+        atomic_write_text(out_file, json.dumps(rows, indent=2) + "\n")
+    else:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(["file"] + [c for i in range(k) for c in (f"class_{i + 1}", f"score_{i + 1}")])
+        for r in rows:
+            writer.writerow([r["file"]] + [v for t in r["top"] for v in (t["class"], t["score"])])
+        atomic_write_text(out_file, buf.getvalue())
+    return rows

@@ -1,0 +1,343 @@
+"""One trainer for every task. The task adapter says how to move a batch, compute the loss and score; the
+finetune plan says what trains at which LR; this module runs the loop and writes the run directory:
+
+    <run.dir>/config.yaml   the resolved config
+    <run.dir>/log.csv       one row per epoch: phase, trainable params, LR per group, losses, metrics, time
+    <run.dir>/metrics.json  final val metrics (and the best epoch's)
+    <run.dir>/checkpoints/{last,best}.pt
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from visiontl import __version__
+from visiontl.backbones import create_backbone
+from visiontl.config import Config, save_config
+from visiontl.data.sampling import EpochSampler
+from visiontl.engine.checkpoint import atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
+from visiontl.engine.schedule import lr_factor
+from visiontl.engine.seed import rng_state, seed_everything, set_rng_state, worker_init
+from visiontl.errors import CheckpointError, ConfigError
+from visiontl.finetune import Phase, apply_phase, group_lrs, param_groups, phase_at, plan_phases, set_train_mode
+from visiontl.tasks import get_task
+
+log = logging.getLogger("visiontl")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: 'cuda' was asked for but no CUDA device is available; use auto or cpu")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast_for(device: torch.device, amp: bool) -> tuple[contextlib.AbstractContextManager, torch.dtype | None]:
+    """bf16 autocast where the GPU supports it, else fp16 (which needs a grad scaler); nothing on CPU."""
+    if device.type != "cuda" or not amp:
+        return contextlib.nullcontext(), None
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype), dtype
+
+
+def make_loader(dataset: Any, sampler: EpochSampler, batch_size: int, workers: int, collate: Any, device: torch.device) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        worker_init_fn=worker_init,
+    )
+
+
+def build_optimizer(cfg: Config, groups: list[dict]) -> torch.optim.Optimizer:
+    t = cfg.train
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    if t.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=t.lr, weight_decay=t.weight_decay)
+    return torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay)
+
+
+def checkpoint_dict(cfg: Config, task: Any, model: torch.nn.Module, classes: list[str], backbone: Any, **state: Any) -> dict[str, Any]:
+    return {
+        "model": model.state_dict(),
+        "config": cfg.to_dict(),
+        "classes": list(classes),
+        "task": cfg.task,
+        "backbone_prefix": task.backbone_prefix,
+        "normalization": {"mean": list(backbone.mean), "std": list(backbone.std)},
+        "visiontl_version": __version__,
+        **state,
+    }
+
+
+class CsvLog:
+    """log.csv, rewritten atomically after every epoch (it is small), so it never holds half a row."""
+
+    def __init__(self, path: Path, rows: list[dict[str, Any]] | None = None):
+        self.path = path
+        self.rows = list(rows or [])
+
+    @classmethod
+    def resume(cls, path: Path, epochs_done: int) -> CsvLog:
+        rows = []
+        if path.is_file():
+            with open(path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= epochs_done]
+        return cls(path, rows)
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        fields: list[str] = []
+        for r in self.rows:
+            fields += [k for k in r if k not in fields]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.path, buf.getvalue())
+
+
+def _fmt(value: Any) -> Any:
+    return f"{value:.6g}" if isinstance(value, float) else value
+
+
+def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
+    """Run `cfg` end to end and return the final val metrics."""
+    run_dir = Path(cfg.run.dir)
+    ckpt_dir = run_dir / "checkpoints"
+    last_path = ckpt_dir / "last.pt"
+    resumed = load_checkpoint(last_path) if resume else None
+    if resume and resumed is None:
+        raise CheckpointError(f"--resume: {last_path} not found")
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    device = resolve_device(cfg.train.device)
+    task = get_task(cfg.task)
+    data = task.prepare_data(cfg)  # every file checked before anything is written or built
+    classes = data.classes
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    log.info("data: %s", data.summary())
+    if resumed is not None and list(resumed["classes"]) != classes:
+        raise CheckpointError(f"{last_path}: trained on classes {resumed['classes']}, the data now has {classes}")
+
+    backbone = create_backbone(cfg.model.backbone, cfg.model.weights, log=log.info)
+    model = task.build_model(cfg, backbone, classes)
+    log.info(
+        "model: %s on %s (%d stages, %s weights), %.2fM parameters, device %s",
+        cfg.model.arch, cfg.model.backbone, backbone.num_stages, cfg.model.weights,
+        sum(p.numel() for p in model.parameters()) / 1e6, device,
+    )
+    overfit = cfg.train.overfit_batches
+    train_set, val_set = task.datasets(cfg, data, backbone, augment=not overfit)
+
+    if task.fits_in_closed_form(cfg):
+        return _fit_closed_form(cfg, task, model, backbone, classes, train_set, val_set, run_dir, device)
+
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = not cfg.train.deterministic
+    autocast, amp_dtype = autocast_for(device, cfg.train.amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    t = cfg.train
+    if overfit:
+        # Sanity mode: the same first N batches, unaugmented, for training and for validation.
+        subset = overfit * t.batch_size
+        train_sampler = EpochSampler(len(train_set), shuffle=False, seed=t.seed, subset=subset)
+        val_set, val_sampler = train_set, EpochSampler(len(train_set), shuffle=False, seed=t.seed, subset=subset)
+        log.info("overfit mode: training and validating on the same %d fixed batches", overfit)
+    else:
+        train_sampler = EpochSampler(len(train_set), shuffle=True, seed=t.seed)
+        val_sampler = EpochSampler(len(val_set), shuffle=False, seed=t.seed)
+    train_loader = make_loader(train_set, train_sampler, t.batch_size, t.workers, task.collate, device)
+    val_loader = make_loader(val_set, val_sampler, t.batch_size, t.workers, task.collate, device)
+    steps_per_epoch = math.ceil(len(train_loader) / t.accumulate)
+
+    phases = plan_phases(cfg, backbone.num_stages)
+    groups = param_groups(model, backbone, t.weight_decay)
+    optimizer = build_optimizer(cfg, groups)
+
+    start_epoch, step = 0, 0
+    best: dict[str, Any] = {"value": None, "epoch": None}
+    bad_epochs = 0
+    csv_log = CsvLog(run_dir / "log.csv")
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        scaler.load_state_dict(resumed["scaler"])
+        start_epoch, step = int(resumed["epoch"]), int(resumed["step"])
+        best, bad_epochs = dict(resumed["best"]), int(resumed["bad_epochs"])
+        set_rng_state(resumed["rng"])
+        csv_log = CsvLog.resume(run_dir / "log.csv", start_epoch)
+        log.info("resumed from %s at epoch %d, step %d", last_path, start_epoch, step)
+
+    metrics: dict[str, Any] = dict(resumed.get("metrics", {})) if resumed is not None else {}
+    monitor, sign = t.monitor, (1.0 if t.monitor_mode == "max" else -1.0)
+    for epoch in range(start_epoch, t.epochs):
+        if t.max_steps is not None and step >= t.max_steps:
+            break
+        phase = phase_at(phases, epoch)
+        trainable = apply_phase(model, backbone, phase, cfg.finetune.bn)
+        base_lrs = group_lrs(phase, optimizer.param_groups)
+        if epoch == phase.start_epoch or epoch == start_epoch:
+            log.info(
+                "phase %d (epochs %d-%d): %d of %d backbone stages train, %d trainable parameters",
+                phase.index + 1, phase.start_epoch + 1, phase.end_epoch, phase.trainable_stages,
+                backbone.num_stages, trainable,
+            )
+        set_train_mode(model, backbone, phase, cfg.finetune.bn)
+        train_sampler.set_epoch(epoch)
+        started = time.perf_counter()
+        loss_sum, seen, step = _train_epoch(
+            cfg, task, model, optimizer, scaler, autocast, train_loader, device, phase, base_lrs, epoch,
+            step, steps_per_epoch,
+        )
+        train_seconds = time.perf_counter() - started
+        metrics = task.evaluate(model, val_loader, device, classes, autocast)
+        seconds = time.perf_counter() - started
+
+        value = metrics.get(monitor)
+        if value is None:
+            raise ConfigError(f"train.monitor: {monitor!r} is not a val metric of this task; try one of {task.log_metrics}")
+        improved = best["value"] is None or sign * (value - best["value"]) > (
+            t.early_stopping.min_delta if t.early_stopping else 0.0
+        )
+        if improved:
+            best, bad_epochs = {"value": value, "epoch": epoch + 1}, 0
+        else:
+            bad_epochs += 1
+
+        row = {"epoch": epoch + 1, "phase": phase.index + 1, "trainable_params": trainable}
+        row.update({f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups})
+        row.update(train_loss=loss_sum / max(1, seen), val_loss=metrics["loss"])
+        row.update({k: metrics[k] for k in task.log_metrics})
+        row.update(seconds=seconds, img_per_s=seen / max(train_seconds, 1e-9))
+        csv_log.append({k: _fmt(v) for k, v in row.items()})
+        log.info(
+            "epoch %d/%d  train_loss %.4f  val_loss %.4f  %s  %.0f img/s  %.1fs%s",
+            epoch + 1, t.epochs, row["train_loss"], metrics["loss"],
+            "  ".join(f"{k} {metrics[k]:.4f}" for k in task.log_metrics), row["img_per_s"], seconds,
+            _memory_note(device),
+        )
+
+        state = {
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "scheduler": {"step": step, "steps_per_epoch": steps_per_epoch},
+            "epoch": epoch + 1,
+            "step": step,
+            "phase": phase.index,
+            "best": best,
+            "bad_epochs": bad_epochs,
+            "metrics": _scalars(metrics),
+            "rng": rng_state(),
+        }
+        ckpt = checkpoint_dict(cfg, task, model, classes, backbone, **state)
+        if improved:
+            save_checkpoint(ckpt_dir / "best.pt", ckpt)
+        save_checkpoint(last_path, ckpt)
+        if t.early_stopping and bad_epochs >= t.early_stopping.patience:
+            log.info("early stopping: %s has not improved for %d epochs (best %.4f at epoch %d)",
+                     monitor, bad_epochs, best["value"], best["epoch"])
+            break
+
+    final = {**metrics, "best": {monitor: best["value"], "epoch": best["epoch"]}}
+    atomic_write_json(run_dir / "metrics.json", final)
+    return final
+
+
+def _train_epoch(
+    cfg: Config, task: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: Any,
+    autocast: contextlib.AbstractContextManager, loader: DataLoader, device: torch.device, phase: Phase,
+    base_lrs: dict[str, float], epoch: int, step: int, steps_per_epoch: int,
+) -> tuple[float, int, int]:
+    """One pass over `loader`; returns (summed loss, images seen, global step after the epoch)."""
+    from tqdm.auto import tqdm
+
+    t = cfg.train
+    phase_first_step = phase.start_epoch * steps_per_epoch
+    phase_steps = phase.epochs * steps_per_epoch
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    loss_total = torch.zeros((), device=device)
+    seen, micro = 0, 0
+    optimizer.zero_grad(set_to_none=True)
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not t.progress, leave=False, mininterval=1.0)
+    n_batches = len(loader)
+    for i, batch in enumerate(bar):
+        with autocast:
+            loss, n = task.loss(model, batch, device)
+        scaler.scale(loss / t.accumulate).backward()
+        loss_total += loss.detach() * n
+        seen += n
+        micro += 1
+        if micro % t.accumulate and i + 1 < n_batches:
+            continue
+        factor = lr_factor(t, step - phase_first_step, phase_steps, epoch - phase.start_epoch)
+        for g in optimizer.param_groups:
+            g["lr"] = base_lrs[g["name"]] * factor
+        if t.clip_grad is not None:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(trainable, t.clip_grad)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        if step % t.log_every == 0 and t.progress:
+            bar.set_postfix(loss=f"{loss_total.item() / seen:.4f}")  # the only host sync, every log_every steps
+        if t.max_steps is not None and step >= t.max_steps:
+            break
+    bar.close()
+    return float(loss_total), seen, step
+
+
+def _fit_closed_form(cfg, task, model, backbone, classes, train_set, val_set, run_dir, device) -> dict[str, Any]:
+    model.to(device)
+    started = time.perf_counter()
+    fit = task.fit_closed_form(cfg, model, train_set, run_dir, device)
+    autocast, _ = autocast_for(device, cfg.train.amp)
+    sampler = EpochSampler(len(val_set), shuffle=False, seed=cfg.train.seed)
+    loader = make_loader(val_set, sampler, cfg.train.batch_size, cfg.train.workers, task.collate, device)
+    metrics = task.evaluate(model, loader, device, classes, autocast)
+    seconds = time.perf_counter() - started
+    trainable = model.head[-1].weight.numel() + model.head[-1].bias.numel()
+    row = {"epoch": 1, "phase": 1, "trainable_params": trainable, "train_loss": "", "val_loss": metrics["loss"]}
+    row.update({k: metrics[k] for k in task.log_metrics})
+    row.update(seconds=seconds, img_per_s=len(train_set) / max(seconds, 1e-9))
+    CsvLog(run_dir / "log.csv").append({k: _fmt(v) for k, v in row.items()})
+    log.info("%s: train accuracy %.4f, %s", cfg.model.head, fit["train_accuracy"],
+             "  ".join(f"{k} {metrics[k]:.4f}" for k in task.log_metrics))
+    state = {"epoch": 1, "step": 0, "phase": 0, "best": {"value": metrics[cfg.train.monitor], "epoch": 1},
+             "bad_epochs": 0, "metrics": _scalars(metrics), "sklearn_head": {"kind": cfg.model.head, **fit}}
+    ckpt = checkpoint_dict(cfg, task, model, classes, backbone, **state)
+    save_checkpoint(run_dir / "checkpoints" / "best.pt", ckpt)
+    save_checkpoint(run_dir / "checkpoints" / "last.pt", ckpt)
+    final = {**metrics, "best": {cfg.train.monitor: metrics[cfg.train.monitor], "epoch": 1}, "sklearn_head": fit}
+    atomic_write_json(run_dir / "metrics.json", final)
+    return final
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def _memory_note(device: torch.device) -> str:
+    if device.type != "cuda":
+        return ""
+    return f"  gpu mem {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"

@@ -1,0 +1,37 @@
+"""Errors a user can act on.
+
+Each carries the process exit status the CLI returns and a message that fits on one line: the file or key,
+the record, and what is wrong. Anything else escaping the CLI is a bug in visiontl.
+"""
+
+from __future__ import annotations
+
+
+class VisiontlError(Exception):
+    """Base class: a problem with the user's input or environment, reported in one line."""
+
+    exit_code = 1
+
+
+class ConfigError(VisiontlError):
+    """An invalid config file, key, value or command-line override."""
+
+    exit_code = 2
+
+
+class DataError(VisiontlError):
+    """A dataset that cannot be used: missing files, unreadable images, bad labels."""
+
+    exit_code = 2
+
+
+class WeightsError(VisiontlError):
+    """Weights that cannot be found, verified or loaded."""
+
+    exit_code = 2
+
+
+class CheckpointError(VisiontlError):
+    """A checkpoint that cannot be read or does not fit the requested use."""
+
+    exit_code = 2

@@ -1,0 +1,1 @@
+"""Scoring predictions: classification metrics here; COCO and segmentation metrics join later."""

@@ -1,0 +1,52 @@
+"""The contract between the trainer and a task."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from visiontl.backbones import Backbone
+from visiontl.config import Config
+
+
+class PreparedData(Protocol):
+    """What a task found in the dataset before any model is built (everything validated)."""
+
+    classes: list[str]
+
+    def summary(self) -> str: ...
+
+
+class TaskAdapter(Protocol):
+    name: str
+    backbone_prefix: str  # where the backbone body sits in the model's state dict
+    log_metrics: tuple[str, ...]  # scalar val metrics that go into log.csv
+
+    def prepare_data(self, cfg: Config) -> PreparedData: ...
+
+    def build_model(self, cfg: Config, backbone: Backbone, classes: list[str]) -> nn.Module: ...
+
+    def datasets(self, cfg: Config, data: PreparedData, backbone: Backbone, augment: bool) -> tuple[Dataset, Dataset]: ...
+
+    def collate(self, batch: list[Any]) -> Any: ...
+
+    def loss(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int]:
+        """Mean loss of a batch and its number of images."""
+        ...
+
+    def evaluate(
+        self, model: nn.Module, loader: DataLoader, device: torch.device, classes: list[str], autocast: AbstractContextManager
+    ) -> dict[str, Any]: ...
+
+    def fits_in_closed_form(self, cfg: Config) -> bool:
+        """True when the head is fitted without gradient steps (scikit-learn heads)."""
+        ...
+
+    def fit_closed_form(
+        self, cfg: Config, model: nn.Module, train: Dataset, run_dir: Path, device: torch.device
+    ) -> dict[str, Any]: ...

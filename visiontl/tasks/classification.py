@@ -1,0 +1,180 @@
+"""Image classification: data, model, loss, metrics, and the scikit-learn heads on frozen features."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from visiontl.backbones import Backbone
+from visiontl.config import Config
+from visiontl.data.augment import classification_transform
+from visiontl.data.classification import ClassificationDataset, Sample, class_counts, discover_classes, load_split
+from visiontl.evaluation.classification import ClassificationMetrics
+from visiontl.models.classifier import BACKBONE_PREFIX, Classifier, build_classifier
+
+log = logging.getLogger("visiontl")
+
+SKLEARN_HEADS = ("logistic_regression", "linear_svm")
+
+
+@dataclass
+class ClassificationData:
+    classes: list[str]
+    train: list[Sample]
+    val: list[Sample]
+
+    def summary(self) -> str:
+        k = len(self.classes)
+        tr, va = class_counts(self.train, k), class_counts(self.val, k)
+        per_class = ", ".join(f"{c} {a}/{b}" for c, a, b in zip(self.classes, tr, va))
+        return f"{len(self.train)} train / {len(self.val)} val images, {k} classes (train/val: {per_class})"
+
+
+class ClassificationTask:
+    name = "classification"
+    backbone_prefix = BACKBONE_PREFIX
+    log_metrics = ("accuracy", "macro_f1")
+
+    def prepare_data(self, cfg: Config) -> ClassificationData:
+        classes = discover_classes(cfg.data)
+        return ClassificationData(classes, load_split(cfg.data, "train", classes), load_split(cfg.data, "val", classes))
+
+    def build_model(self, cfg: Config, backbone: Backbone, classes: list[str]) -> Classifier:
+        m = cfg.model
+        return build_classifier(backbone, len(classes), m.head, m.mlp_hidden, m.dropout)
+
+    def datasets(self, cfg: Config, data: ClassificationData, backbone: Backbone, augment: bool) -> tuple[Dataset, Dataset]:
+        d = cfg.data
+
+        def transform(train: bool) -> Any:
+            return classification_transform(d.augment, d.image_size, backbone.mean, backbone.std, train, d.hflip, d.vflip)
+
+        return ClassificationDataset(data.train, transform(augment)), ClassificationDataset(data.val, transform(False))
+
+    def collate(self, batch: list[Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        images, labels, index = zip(*batch)
+        return torch.stack(images), torch.as_tensor(labels), torch.as_tensor(index)
+
+    def loss(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int]:
+        images, labels, _ = batch
+        images = _to_device(images, device)
+        logits = model(images)
+        return F.cross_entropy(logits.float(), labels.to(device, non_blocking=True)), images.shape[0]
+
+    @torch.no_grad()
+    def evaluate(
+        self, model: nn.Module, loader: DataLoader, device: torch.device, classes: list[str], autocast: AbstractContextManager
+    ) -> dict[str, Any]:
+        model.eval()
+        metrics = ClassificationMetrics(classes)
+        loss_sum = torch.zeros((), device=device)
+        count = 0
+        for images, labels, _ in loader:
+            images = _to_device(images, device)
+            labels = labels.to(device, non_blocking=True)
+            with autocast:
+                logits = model(images).float()
+            loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+            count += labels.numel()
+            metrics.update(logits, labels)
+        out = metrics.compute()
+        out["loss"] = float(loss_sum) / max(1, count)
+        return out
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (softmax of the logits)."""
+        model.eval()
+        return model(images).float().softmax(dim=1)
+
+    # -- scikit-learn heads ------------------------------------------------------------------------------
+
+    def fits_in_closed_form(self, cfg: Config) -> bool:
+        return cfg.model.head in SKLEARN_HEADS
+
+    def fit_closed_form(self, cfg: Config, model: nn.Module, train: Dataset, run_dir: Path, device: torch.device) -> dict[str, Any]:
+        """Extract pooled backbone features once (cached in the run dir), fit the scikit-learn model, and
+        fold it (scaler included) into the model's linear head, so the checkpoint is an ordinary model."""
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+        from sklearn.svm import LinearSVC
+
+        feats, labels = cached_features(model, train, cfg, run_dir / "features", device)
+        c = cfg.model.sklearn_c
+        if cfg.model.head == "logistic_regression":
+            estimator = LogisticRegression(C=c, max_iter=2000)
+        else:
+            estimator = LinearSVC(C=c, max_iter=20000)
+        log.info("fitting %s (C=%g) on %d x %d features", cfg.model.head, c, *feats.shape)
+        pipe = make_pipeline(StandardScaler(), estimator).fit(feats, labels)
+        fold_linear_head(model, pipe, num_classes=model.head[-1].out_features)
+        train_acc = float((pipe.predict(feats) == labels).mean())
+        return {"train_accuracy": train_acc, "num_features": int(feats.shape[1])}
+
+
+def _to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    images = images.to(device, non_blocking=True)
+    return images.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else images
+
+
+@torch.no_grad()
+def extract_features(model: Classifier, dataset: Dataset, device: torch.device, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=ClassificationTask().collate)
+    feats, labels = [], []
+    for images, y, _ in loader:
+        feats.append(model.features(_to_device(images, device)).float().cpu())
+        labels.append(y)
+    return torch.cat(feats).numpy(), torch.cat(labels).numpy()
+
+
+def cached_features(model: Classifier, dataset: ClassificationDataset, cfg: Config, folder: Path, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Features keyed by everything that changes them: backbone, weights, image size and sample list."""
+    from visiontl.engine.checkpoint import save_checkpoint
+
+    key = hashlib.sha256()
+    key.update(f"{cfg.model.backbone}|{cfg.model.weights}|{cfg.data.image_size}".encode())
+    for s in dataset.samples:
+        key.update(f"{s.path}|{s.label}|{s.path.stat().st_mtime_ns}".encode())
+    for p in model.backbone.parameters():  # the weights themselves, cheaply: a checksum per tensor
+        key.update(np.float64(p.detach().double().sum().item()).tobytes())
+    path = folder / f"train-{key.hexdigest()[:16]}.pt"
+    if path.is_file():
+        cached = torch.load(path, map_location="cpu", weights_only=True)
+        log.info("features: reusing %s", path)
+        return cached["features"].numpy(), cached["labels"].numpy()
+    feats, labels = extract_features(model, dataset, device)
+    save_checkpoint(path, {"features": torch.from_numpy(feats), "labels": torch.from_numpy(labels)})
+    log.info("features: extracted %d x %d, cached at %s", *feats.shape, path)
+    return feats, labels
+
+
+def fold_linear_head(model: Classifier, pipe: Any, num_classes: int) -> None:
+    """Write scaler + linear classifier into the last nn.Linear of the head: logits = W' x + b'."""
+    scaler, estimator = pipe.steps[0][1], pipe.steps[-1][1]
+    coef = np.asarray(estimator.coef_, dtype=np.float64)
+    intercept = np.asarray(estimator.intercept_, dtype=np.float64)
+    present = np.asarray(estimator.classes_, dtype=np.int64)
+    if coef.shape[0] == 1:  # binary: sklearn scores the second class; softmax([0, z]) == sigmoid(z)
+        coef = np.vstack([np.zeros_like(coef), coef])
+        intercept = np.concatenate([[0.0], intercept])
+    scale = np.asarray(scaler.scale_, dtype=np.float64)
+    mean = np.asarray(scaler.mean_, dtype=np.float64)
+    weight = np.zeros((num_classes, coef.shape[1]))
+    bias = np.full(num_classes, -1e4)  # classes absent from the training set are never predicted
+    weight[present] = coef / scale
+    bias[present] = intercept - (coef / scale) @ mean
+    linear = model.head[-1]
+    linear.weight.data.copy_(torch.from_numpy(weight))
+    linear.bias.data.copy_(torch.from_numpy(bias))
