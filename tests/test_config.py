@@ -89,3 +89,16 @@ def test_cli_missing_and_invalid_yaml(tmp_path: Path) -> None:
     bad.write_text("train: [unclosed\n")
     done = run_cli("train", str(bad))
     assert done.returncode == 2 and "not valid YAML" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_docs_config_reference_is_current() -> None:
+    from visiontl.config import config_reference
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "config.md"
+    assert docs.read_text(encoding="utf-8") == config_reference(), "run: python tools/config_reference.py"
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_validate(path: Path) -> None:
+    cfg = load_config(path)
+    assert cfg.run.dir.parts[0] == "runs"

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticUndefined
 
 from visiontl.errors import ConfigError
 
@@ -26,15 +27,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def _f(default: Any = ..., doc: str = "", **constraints: Any) -> Any:
+    """A field with its one-line documentation (docs/config.md is generated from these)."""
+    return Field(default, description=doc, **constraints)
+
+
 class ModelConfig(_Strict):
-    arch: Literal["classifier"] = "classifier"
-    backbone: str = "resnet50"
-    weights: str = "imagenet"  # imagenet | none | a path to a state dict, safetensors file or visiontl checkpoint
-    head: Literal["linear", "mlp", "logistic_regression", "linear_svm"] = "linear"
-    mlp_hidden: int = Field(512, gt=0)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    # Regularisation strength C of the scikit-learn heads (inverse: smaller is stronger).
-    sklearn_c: float = Field(1.0, gt=0.0)
+    arch: Literal["classifier"] = _f("classifier", "task head: classifier (pooled deepest feature map + head)")
+    backbone: str = _f("resnet50", "a name from `visiontl backbones`, or timm:<model> for any timm model")
+    weights: str = _f("imagenet", "imagenet (the source's own, offline cache) | none (random) | path to a state dict, "
+                      ".safetensors or visiontl checkpoint")
+    head: Literal["linear", "mlp", "logistic_regression", "linear_svm"] = _f(
+        "linear", "classification head; the scikit-learn heads fit on frozen features (feature_extraction)")
+    mlp_hidden: int = _f(512, "hidden width of the mlp head", gt=0)
+    dropout: float = _f(0.0, "dropout before the last linear layer", ge=0.0, lt=1.0)
+    sklearn_c: float = _f(1.0, "inverse regularisation strength C of the scikit-learn heads", gt=0.0)
 
     @field_validator("backbone")
     @classmethod
@@ -46,34 +53,40 @@ class ModelConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    format: Literal["imagefolder", "csv"] = "imagefolder"
-    root: Path | None = None
-    train: str = "train"  # a folder under root (imagefolder) or a CSV file (csv: columns path,label)
-    val: str = "val"
-    classes: list[str] | None = None  # fixes the class order; default: sorted folder names / labels
-    image_size: int = Field(224, ge=16)
-    augment: Literal["none", "light", "standard"] = "standard"
-    hflip: bool = True
-    vflip: bool = False
+    format: Literal["imagefolder", "csv"] = _f("imagefolder", "imagefolder: root/<split>/<class>/*; csv: files with "
+                                              "columns path,label")
+    root: Path | None = _f(None, "dataset folder (checked before training)")
+    train: str = _f("train", "train split: a folder under root (imagefolder) or a CSV file (csv)")
+    val: str = _f("val", "validation split, as data.train")
+    classes: list[str] | None = _f(None, "class names in label order; default: sorted folder names / CSV labels")
+    image_size: int = _f(224, "square input size in pixels", ge=16)
+    augment: Literal["none", "light", "standard"] = _f(
+        "standard", "train augmentation preset: none (resize), light (resize + flips), standard (random resized "
+        "crop + flips + colour jitter)")
+    hflip: bool = _f(True, "random horizontal flips in the light and standard presets")
+    vflip: bool = _f(False, "random vertical flips too (microscopy, aerial images)")
 
 
 class PhaseConfig(_Strict):
     """One phase of a staged schedule: which backbone stages train, for how long, at which LR."""
 
-    epochs: int = Field(gt=0)
-    unfreeze: int | Literal["all"] = 0  # how many of the deepest backbone stages train; 0 = head only
-    lr: float | None = Field(None, gt=0.0)  # default: train.lr
-    lr_mult: float | list[float] | None = None  # default: finetune.lr_mult
+    epochs: int = _f(..., "length of the phase in epochs", gt=0)
+    unfreeze: int | Literal["all"] = _f(0, "how many of the deepest backbone stages train (0 = head only, all)")
+    lr: float | None = _f(None, "base LR of the phase (default: train.lr)", gt=0.0)
+    lr_mult: float | list[float] | None = _f(None, "per-stage LR multipliers of the phase (default: finetune.lr_mult)")
 
 
 class FinetuneConfig(_Strict):
-    strategy: Literal["feature_extraction", "partial", "full", "staged"] = "full"
-    freeze_stages: int = Field(0, ge=0)  # partial: freeze the first N backbone stages
-    stages: list[PhaseConfig] = Field(default_factory=list)  # staged: the phases, in order
-    # Discriminative LR: one float m gives stage i of n the LR lr * m**(n - i) (deepest stage lr*m);
-    # a list gives one multiplier per backbone stage, shallow to deep. The head always gets lr.
-    lr_mult: float | list[float] = 1.0
-    bn: Literal["train", "freeze"] = "train"  # freeze: every backbone BatchNorm keeps its statistics
+    strategy: Literal["feature_extraction", "partial", "full", "staged"] = _f(
+        "full", "what trains: head only | all but the first freeze_stages stages | everything | phases of stages")
+    freeze_stages: int = _f(0, "partial: how many of the first backbone stages stay frozen", ge=0)
+    stages: list[PhaseConfig] = _f([], "staged: the phases, in order ({epochs, unfreeze, lr, lr_mult} each)")
+    lr_mult: float | list[float] = _f(
+        1.0, "discriminative LR: a float m gives stage i of n (0-based) lr * m**(n - i); a list gives one "
+        "multiplier per stage, shallow to deep; the head always gets lr")
+    bn: Literal["train", "freeze"] = _f(
+        "train", "freeze: every backbone norm layer keeps its statistics and affine parameters (frozen stages "
+        "always do)")
 
     @model_validator(mode="after")
     def _consistent(self) -> FinetuneConfig:
@@ -87,48 +100,49 @@ class FinetuneConfig(_Strict):
 
 
 class EarlyStoppingConfig(_Strict):
-    patience: int = Field(5, gt=0)  # epochs without improvement of train.monitor before stopping
-    min_delta: float = Field(0.0, ge=0.0)
+    patience: int = _f(5, "epochs without improvement of train.monitor before stopping", gt=0)
+    min_delta: float = _f(0.0, "smallest change that counts as an improvement", ge=0.0)
 
 
 class TrainConfig(_Strict):
-    epochs: int = Field(10, gt=0)
-    max_steps: int | None = Field(None, gt=0)  # optimizer steps; stops early when reached
-    batch_size: int = Field(32, gt=0)
-    lr: float = Field(1e-3, gt=0.0)
-    weight_decay: float = Field(1e-4, ge=0.0)
-    optimizer: Literal["sgd", "adam", "adamw"] = "adamw"
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    schedule: Literal["constant", "cosine", "step"] = "cosine"
-    warmup_steps: int = Field(0, ge=0)
-    step_epochs: int = Field(10, gt=0)  # schedule 'step': multiply the LR by step_gamma every step_epochs
-    step_gamma: float = Field(0.1, gt=0.0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: bool = True  # CUDA only: bf16 where supported, else fp16 with a gradient scaler
-    accumulate: int = Field(1, gt=0)
-    clip_grad: float | None = Field(None, gt=0.0)  # max global gradient norm
-    seed: int = 0
-    deterministic: bool = False
-    workers: int = Field(2, ge=0)
-    overfit_batches: int = Field(0, ge=0)  # >0: train and validate on the same N fixed batches
-    monitor: str | None = None  # val metric for best.pt and early stopping; default per task
-    monitor_mode: Literal["max", "min"] = "max"
-    early_stopping: EarlyStoppingConfig | None = None
-    log_every: int = Field(20, gt=0)  # steps between loss readings (each reading syncs with the device)
-    progress: bool = True
+    epochs: int = _f(10, "epochs (staged: the sum of the phases unless set)", gt=0)
+    max_steps: int | None = _f(None, "stop after this many optimizer steps", gt=0)
+    batch_size: int = _f(32, "images per batch (per optimizer step: batch_size * accumulate)", gt=0)
+    lr: float = _f(1e-3, "base learning rate of the head (backbone stages: times finetune.lr_mult)", gt=0.0)
+    weight_decay: float = _f(1e-4, "weight decay of trainable parameters (frozen ones get none)", ge=0.0)
+    optimizer: Literal["sgd", "adam", "adamw"] = _f("adamw", "optimizer")
+    momentum: float = _f(0.9, "SGD momentum", ge=0.0, lt=1.0)
+    schedule: Literal["constant", "cosine", "step"] = _f("cosine", "LR schedule within each phase")
+    warmup_steps: int = _f(0, "linear warm-up steps at the start of each phase", ge=0)
+    step_epochs: int = _f(10, "schedule step: multiply the LR by step_gamma every step_epochs epochs", gt=0)
+    step_gamma: float = _f(0.1, "schedule step: the factor", gt=0.0)
+    device: Literal["auto", "cpu", "cuda"] = _f("auto", "auto: CUDA when available, else CPU")
+    amp: bool = _f(True, "mixed precision on CUDA: bf16 where supported, else fp16 with a gradient scaler")
+    accumulate: int = _f(1, "micro-batches per optimizer step (gradient accumulation)", gt=0)
+    clip_grad: float | None = _f(None, "clip the global gradient norm to this value", gt=0.0)
+    seed: int = _f(0, "seeds torch, numpy, python and every sample's augmentation")
+    deterministic: bool = _f(False, "deterministic algorithms (slower on GPU; exact resume on CPU)")
+    workers: int = _f(2, "DataLoader worker processes (decode and augment)", ge=0)
+    overfit_batches: int = _f(0, "sanity mode: train and validate on the same N fixed, unaugmented batches", ge=0)
+    monitor: str | None = _f(None, "val metric that picks best.pt and drives early stopping (default per task: "
+                             "classification accuracy)")
+    monitor_mode: Literal["max", "min"] = _f("max", "whether a larger monitor value is better")
+    early_stopping: EarlyStoppingConfig | None = _f(None, "stop when train.monitor stops improving ({patience, min_delta})")
+    log_every: int = _f(20, "optimizer steps between loss readings on the progress bar (each syncs the device)", gt=0)
+    progress: bool = _f(True, "progress bars")
 
 
 class RunConfig(_Strict):
-    dir: Path = Path("runs/default")
+    dir: Path = _f(Path("runs/default"), "run directory: config.yaml, log.csv, metrics.json, checkpoints/")
 
 
 class Config(_Strict):
-    task: Task = "classification"
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    data: DataConfig = Field(default_factory=DataConfig)
-    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    run: RunConfig = Field(default_factory=RunConfig)
+    task: Task = _f("classification", "classification (detection, segmentation, instance_segmentation: coming)")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="the network")
+    data: DataConfig = Field(default_factory=DataConfig, description="the dataset")
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig, description="what trains, when, at which LR")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="the loop")
+    run: RunConfig = Field(default_factory=RunConfig, description="where outputs go")
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -271,3 +285,51 @@ def describe_validation_error(exc: ValidationError) -> str:
     if "input" in err and kind not in ("missing", "value_error") and not isinstance(err["input"], dict):
         msg = f"{msg} (got {err['input']!r})"
     return f"{key}: {msg}" if key else msg
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reference documentation, generated from the schema (docs/config.md)
+
+
+def config_reference() -> str:
+    lines = ["# Config reference", "",
+             "Generated from `visiontl/config.py` by `python tools/config_reference.py`; the schema is the only home",
+             "of every default. Override any key on the command line as `section.key=value` (values parse as YAML).",
+             ""]
+
+    def section(model: type[BaseModel], prefix: str) -> None:
+        rows = []
+        nested = []
+        for name, field in model.model_fields.items():
+            sub = _first_model(field.annotation)
+            if sub is not None and prefix == "":
+                nested.append((name, sub, field.description))
+                continue
+            default = field.get_default(call_default_factory=True)
+            default = "required" if default is PydanticUndefined else f"`{_yaml_value(default)}`"
+            doc = (field.description or "").replace("|", "\\|")
+            rows.append(f"| `{prefix}{name}` | {_type_name(field.annotation)} | {default} | {doc} |")
+        if rows:
+            lines.extend(["| key | type | default | meaning |", "|---|---|---|---|", *rows, ""])
+        for name, sub, doc in nested:
+            lines.extend([f"## `{name}`: {doc}", ""])
+            section(sub, f"{name}.")
+
+    section(Config, "")
+    lines.extend(["## A phase of `finetune.stages`", ""])
+    section(PhaseConfig, "")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _yaml_value(value: Any) -> str:
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    if isinstance(value, Path):
+        value = str(value)
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _type_name(annotation: Any) -> str:
+    text = str(annotation).replace("typing.", "").replace("pathlib.", "").replace("visiontl.config.", "")
+    text = text.replace("<class '", "").replace("'>", "")
+    return text.replace("|", "\\|")

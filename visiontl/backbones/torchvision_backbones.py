@@ -81,29 +81,27 @@ def _resnet_sequence(model: nn.Module) -> list[str]:
     return _children_except(model, {"avgpool", "fc"})
 
 
-for _name, _builder, _weights in [
-    ("resnet18", tvm.resnet18, tvm.ResNet18_Weights.IMAGENET1K_V1),
-    ("resnet34", tvm.resnet34, tvm.ResNet34_Weights.IMAGENET1K_V1),
-    ("resnet50", tvm.resnet50, tvm.ResNet50_Weights.IMAGENET1K_V1),
-    ("resnet101", tvm.resnet101, tvm.ResNet101_Weights.IMAGENET1K_V1),
-]:
-    _register(_name, _builder, _weights, _resnet_sequence)
-
-for _name, _builder, _weights in [
-    ("vgg16", tvm.vgg16, tvm.VGG16_Weights.IMAGENET1K_V1),
-    ("vgg19", tvm.vgg19, tvm.VGG19_Weights.IMAGENET1K_V1),
-    ("vgg16_bn", tvm.vgg16_bn, tvm.VGG16_BN_Weights.IMAGENET1K_V1),
-    ("vgg19_bn", tvm.vgg19_bn, tvm.VGG19_BN_Weights.IMAGENET1K_V1),
-    ("mobilenet_v2", tvm.mobilenet_v2, tvm.MobileNet_V2_Weights.IMAGENET1K_V1),
-    ("mobilenet_v3_small", tvm.mobilenet_v3_small, tvm.MobileNet_V3_Small_Weights.IMAGENET1K_V1),
-    ("mobilenet_v3_large", tvm.mobilenet_v3_large, tvm.MobileNet_V3_Large_Weights.IMAGENET1K_V1),
-    ("efficientnet_b0", tvm.efficientnet_b0, tvm.EfficientNet_B0_Weights.IMAGENET1K_V1),
-    ("efficientnet_b1", tvm.efficientnet_b1, tvm.EfficientNet_B1_Weights.IMAGENET1K_V1),
-    ("efficientnet_b2", tvm.efficientnet_b2, tvm.EfficientNet_B2_Weights.IMAGENET1K_V1),
-    ("efficientnet_b3", tvm.efficientnet_b3, tvm.EfficientNet_B3_Weights.IMAGENET1K_V1),
-    ("convnext_tiny", tvm.convnext_tiny, tvm.ConvNeXt_Tiny_Weights.IMAGENET1K_V1),
-]:
-    _register(_name, _builder, _weights, _features_sequence)
+# name, builder, weights, which children run in order
+_FAMILIES = [
+    ("resnet18", tvm.resnet18, tvm.ResNet18_Weights.IMAGENET1K_V1, _resnet_sequence),
+    ("resnet34", tvm.resnet34, tvm.ResNet34_Weights.IMAGENET1K_V1, _resnet_sequence),
+    ("resnet50", tvm.resnet50, tvm.ResNet50_Weights.IMAGENET1K_V1, _resnet_sequence),
+    ("resnet101", tvm.resnet101, tvm.ResNet101_Weights.IMAGENET1K_V1, _resnet_sequence),
+    ("vgg16", tvm.vgg16, tvm.VGG16_Weights.IMAGENET1K_V1, _features_sequence),
+    ("vgg19", tvm.vgg19, tvm.VGG19_Weights.IMAGENET1K_V1, _features_sequence),
+    ("vgg16_bn", tvm.vgg16_bn, tvm.VGG16_BN_Weights.IMAGENET1K_V1, _features_sequence),
+    ("vgg19_bn", tvm.vgg19_bn, tvm.VGG19_BN_Weights.IMAGENET1K_V1, _features_sequence),
+    ("mobilenet_v2", tvm.mobilenet_v2, tvm.MobileNet_V2_Weights.IMAGENET1K_V1, _features_sequence),
+    ("mobilenet_v3_small", tvm.mobilenet_v3_small, tvm.MobileNet_V3_Small_Weights.IMAGENET1K_V1, _features_sequence),
+    ("mobilenet_v3_large", tvm.mobilenet_v3_large, tvm.MobileNet_V3_Large_Weights.IMAGENET1K_V1, _features_sequence),
+    ("efficientnet_b0", tvm.efficientnet_b0, tvm.EfficientNet_B0_Weights.IMAGENET1K_V1, _features_sequence),
+    ("efficientnet_b1", tvm.efficientnet_b1, tvm.EfficientNet_B1_Weights.IMAGENET1K_V1, _features_sequence),
+    ("efficientnet_b2", tvm.efficientnet_b2, tvm.EfficientNet_B2_Weights.IMAGENET1K_V1, _features_sequence),
+    ("efficientnet_b3", tvm.efficientnet_b3, tvm.EfficientNet_B3_Weights.IMAGENET1K_V1, _features_sequence),
+    ("convnext_tiny", tvm.convnext_tiny, tvm.ConvNeXt_Tiny_Weights.IMAGENET1K_V1, _features_sequence),
+]
+for _name, _builder, _weights, _sequence in _FAMILIES:
+    _register(_name, _builder, _weights, _sequence)
 
 # Inception v3's ported weights expect inputs in [-1, 1]; torchvision converts inside forward
 # (transform_input), which the backbone bypasses, so the backbone asks for that normalisation directly.

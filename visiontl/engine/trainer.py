@@ -144,9 +144,10 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
         sum(p.numel() for p in model.parameters()) / 1e6, device,
     )
     overfit = cfg.train.overfit_batches
-    train_set, val_set = task.datasets(cfg, data, backbone, augment=not overfit)
-
-    if task.fits_in_closed_form(cfg):
+    closed_form = task.fits_in_closed_form(cfg)
+    # Features for a closed-form head are extracted once, so without augmentation.
+    train_set, val_set = task.datasets(cfg, data, backbone, augment=not (overfit or closed_form))
+    if closed_form:
         return _fit_closed_form(cfg, task, model, backbone, classes, train_set, val_set, run_dir, device)
 
     model.to(device)
@@ -323,7 +324,7 @@ def _fit_closed_form(cfg, task, model, backbone, classes, train_set, val_set, ru
     CsvLog(run_dir / "log.csv").append({k: _fmt(v) for k, v in row.items()})
     log.info("%s: train accuracy %.4f, %s", cfg.model.head, fit["train_accuracy"],
              "  ".join(f"{k} {metrics[k]:.4f}" for k in task.log_metrics))
-    state = {"epoch": 1, "step": 0, "phase": 0, "best": {"value": metrics[cfg.train.monitor], "epoch": 1},
+    state = {"optimizer": {}, "epoch": 1, "step": 0, "phase": 0, "best": {"value": metrics[cfg.train.monitor], "epoch": 1},
              "bad_epochs": 0, "metrics": _scalars(metrics), "sklearn_head": {"kind": cfg.model.head, **fit}}
     ckpt = checkpoint_dict(cfg, task, model, classes, backbone, **state)
     save_checkpoint(run_dir / "checkpoints" / "best.pt", ckpt)
