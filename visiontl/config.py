@@ -17,10 +17,13 @@ from pydantic_core import PydanticUndefined
 from visiontl.errors import ConfigError
 
 Task = Literal["classification", "detection", "segmentation", "instance_segmentation"]
-IMPLEMENTED_TASKS = ("classification",)
+IMPLEMENTED_TASKS = ("classification", "detection")
 
-# The metric that picks best.pt and drives early stopping when `train.monitor` is not set.
-DEFAULT_MONITOR = {"classification": "accuracy"}
+# Per-task defaults of keys whose right value depends on the task (filled in by Config's validator).
+DEFAULT_MONITOR = {"classification": "accuracy", "detection": "bbox/AP"}
+DEFAULT_ARCH = {"classification": "classifier", "detection": "faster_rcnn"}
+TASK_ARCHS = {"classification": ("classifier",), "detection": ("faster_rcnn", "ssd", "ssdlite")}
+TASK_FORMATS = {"classification": ("imagefolder", "csv"), "detection": ("coco", "voc", "yolo")}
 
 
 class _Strict(BaseModel):
@@ -33,7 +36,9 @@ def _f(default: Any = ..., doc: str = "", **constraints: Any) -> Any:
 
 
 class ModelConfig(_Strict):
-    arch: Literal["classifier"] = _f("classifier", "task head: classifier (pooled deepest feature map + head)")
+    arch: Literal["classifier", "faster_rcnn", "ssd", "ssdlite"] | None = _f(
+        None, "the network around the backbone: classifier (classification); faster_rcnn, ssd, ssdlite "
+        "(detection); default per task: classifier, faster_rcnn")
     backbone: str = _f("resnet50", "a name from `visiontl backbones`, or timm:<model> for any timm model")
     weights: str = _f("imagenet", "imagenet (the source's own, offline cache) | none (random) | path to a state dict, "
                       ".safetensors or visiontl checkpoint")
@@ -42,6 +47,21 @@ class ModelConfig(_Strict):
     mlp_hidden: int = _f(512, "hidden width of the mlp head", gt=0)
     dropout: float = _f(0.0, "dropout before the last linear layer", ge=0.0, lt=1.0)
     sklearn_c: float = _f(1.0, "inverse regularisation strength C of the scikit-learn heads", gt=0.0)
+    neck: Literal["fpn", "none"] = _f("fpn", "faster_rcnn: a feature pyramid over the deepest feature_levels stages, "
+                                      "or none (the deepest map alone)")
+    feature_levels: int = _f(3, "detection: how many of the deepest backbone stages feed the neck / SSD head", ge=1, le=5)
+    fpn_channels: int = _f(256, "channels of the feature pyramid", gt=0)
+    anchor_sizes: list[list[int]] | None = _f(None, "faster_rcnn: anchor sizes in pixels per feature map (default: 4x "
+                                              "each map's stride; with neck none, 32..512 on the one map)")
+    aspect_ratios: list[float] = _f([0.5, 1.0, 2.0], "faster_rcnn: anchor aspect ratios (height / width)")
+    min_size: int = _f(800, "faster_rcnn: images are resized so their shorter side is min_size ...", gt=0)
+    max_size: int = _f(1333, "... and their longer side at most max_size (stored in checkpoints)", gt=0)
+    ssd_size: int = _f(320, "ssd / ssdlite: the square input size", ge=64)
+    ssd_scale_range: tuple[float, float] = _f((0.2, 0.95), "ssd / ssdlite: smallest and largest default box, as "
+                                              "fractions of ssd_size")
+    score_threshold: float = _f(0.05, "detection: keep detections scoring at least this", ge=0.0, le=1.0)
+    nms_threshold: float = _f(0.5, "detection: IoU of non-maximum suppression", gt=0.0, le=1.0)
+    detections_per_image: int = _f(100, "detection: at most this many detections per image", gt=0)
 
     @field_validator("backbone")
     @classmethod
@@ -53,16 +73,23 @@ class ModelConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    format: Literal["imagefolder", "csv"] = _f("imagefolder", "imagefolder: root/<split>/<class>/*; csv: files with "
-                                              "columns path,label")
+    format: Literal["imagefolder", "csv", "coco", "voc", "yolo"] = _f(
+        "imagefolder", "classification: imagefolder (root/<split>/<class>/*) or csv (path,label); detection: coco "
+        "(JSON), voc (Annotations/ + ImageSets/Main/<split>.txt) or yolo (data.yaml or images/ + labels/)")
     root: Path | None = _f(None, "dataset folder (checked before training)")
-    train: str = _f("train", "train split: a folder under root (imagefolder) or a CSV file (csv)")
+    train: str = _f("train", "train split: a folder (imagefolder), a CSV file (csv), a JSON file (coco), an "
+                    "ImageSets/Main list name (voc) or a data.yaml key / images sub-folder (yolo), relative to root")
     val: str = _f("val", "validation split, as data.train")
     classes: list[str] | None = _f(None, "class names in label order; default: sorted folder names / CSV labels")
-    image_size: int = _f(224, "square input size in pixels", ge=16)
-    augment: Literal["none", "light", "standard"] = _f(
-        "standard", "train augmentation preset: none (resize), light (resize + flips), standard (random resized "
-        "crop + flips + colour jitter)")
+    images: str | None = _f(None, "coco: the image folder, relative to root (default: found next to the JSON)")
+    drop_empty: bool = _f(False, "detection: drop training images without objects (kept as negatives by default)")
+    image_size: int = _f(224, "classification: square input size in pixels", ge=16)
+    augment: Literal["none", "light", "standard", "strong"] = _f(
+        "standard", "train augmentation preset: none, light (flips), standard (classification: random resized crop "
+        "+ flips + colour jitter; detection: flips + scale + colour), strong (detection: + crops, blur, noise)")
+    pipeline: list[dict[str, dict[str, Any]]] | None = _f(
+        None, "detection: an explicit albumentations pipeline replacing the preset, e.g. [{HorizontalFlip: {p: 0.5}}]")
+    min_visibility: float = _f(0.3, "detection: a box cut by a crop below this visible fraction is dropped", ge=0.0, le=1.0)
     hflip: bool = _f(True, "random horizontal flips in the light and standard presets")
     vflip: bool = _f(False, "random vertical flips too (microscopy, aerial images)")
 
@@ -137,7 +164,7 @@ class RunConfig(_Strict):
 
 
 class Config(_Strict):
-    task: Task = _f("classification", "classification (detection, segmentation, instance_segmentation: coming)")
+    task: Task = _f("classification", "classification or detection (segmentation, instance_segmentation: coming)")
     model: ModelConfig = Field(default_factory=ModelConfig, description="the network")
     data: DataConfig = Field(default_factory=DataConfig, description="the dataset")
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig, description="what trains, when, at which LR")
@@ -148,6 +175,18 @@ class Config(_Strict):
     def _consistent(self) -> Config:
         if self.task not in IMPLEMENTED_TASKS:
             raise ValueError(f"task {self.task!r} is not available yet; available: {', '.join(IMPLEMENTED_TASKS)}")
+        if self.model.arch is None:
+            self.model.arch = DEFAULT_ARCH[self.task]
+        if self.model.arch not in TASK_ARCHS[self.task]:
+            raise ValueError(f"model.arch {self.model.arch!r} does not fit task {self.task!r}; use one of "
+                             f"{', '.join(TASK_ARCHS[self.task])}")
+        if "format" not in self.data.model_fields_set and self.task != "classification":
+            self.data.format = TASK_FORMATS[self.task][0]
+        if self.data.format not in TASK_FORMATS[self.task]:
+            raise ValueError(f"data.format {self.data.format!r} does not fit task {self.task!r}; use one of "
+                             f"{', '.join(TASK_FORMATS[self.task])}")
+        if self.task != "classification" and self.model.head != "linear":
+            raise ValueError(f"model.head {self.model.head!r} is a classification head; task {self.task!r} uses model.arch")
         if self.finetune.strategy == "feature_extraction" and self.model.weights == "none":
             raise ValueError(
                 "finetune.strategy 'feature_extraction' with model.weights 'none' would train a head on frozen "

@@ -30,3 +30,34 @@ def make_imagefolder(root: Path, classes: int = 3, train_per_class: int = 8, val
                 img[disk] = _COLORS[k]
                 Image.fromarray(img).save(folder / f"{split}_{k}_{i:03d}.png")
     return Path(root)
+
+
+def make_detection_coco(root: Path, images: int = 8, size: tuple[int, int] = (96, 72), category_ids: tuple[int, ...] = (0, 5, 17),
+                        empty: int = 1, seed: int = 0, split: str = "train") -> Path:
+    """Write root/<split>/*.png and root/<split>.json (COCO) with solid rectangles, one colour per category;
+    the first `empty` images have no objects. Returns the JSON path."""
+    import json
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    folder = Path(root) / split
+    folder.mkdir(parents=True, exist_ok=True)
+    coco: dict = {"images": [], "annotations": [],
+                  "categories": [{"id": c, "name": f"shape_{c}", "supercategory": "shapes"} for c in category_ids]}
+    ann_id = 0  # ids from 0, as some exporters write them
+    for i in range(images):
+        img = rng.integers(0, 60, size=(h, w, 3), dtype=np.uint8)
+        file_name = f"{split}/img_{i:03d}.png"
+        coco["images"].append({"id": 100 + i, "file_name": file_name, "width": w, "height": h})
+        for _ in range(0 if i < empty else int(rng.integers(1, 4))):
+            k = int(rng.integers(0, len(category_ids)))
+            bw, bh = int(rng.integers(w // 6, w // 3)), int(rng.integers(h // 6, h // 3))
+            x, y = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
+            img[y : y + bh, x : x + bw] = _COLORS[k % len(_COLORS)]
+            coco["annotations"].append({"id": ann_id, "image_id": 100 + i, "category_id": category_ids[k],
+                                        "bbox": [x, y, bw, bh], "area": bw * bh, "iscrowd": 0})
+            ann_id += 1
+        Image.fromarray(img).save(Path(root) / file_name)
+    path = Path(root) / f"{split}.json"
+    path.write_text(json.dumps(coco))
+    return path

@@ -45,8 +45,7 @@ def load_trained(path: str | Path, overrides: list[str] | None = None) -> Loaded
 def evaluate_checkpoint(path: str | Path, overrides: list[str], out_dir: Path) -> dict[str, Any]:
     """Score a checkpoint on its config's val split (overrides may point elsewhere, e.g. data.val=test)."""
     from visiontl.data.sampling import EpochSampler
-    from visiontl.engine.checkpoint import atomic_write_json
-    from visiontl.engine.trainer import autocast_for, make_loader, resolve_device
+    from visiontl.engine.trainer import autocast_for, make_loader, resolve_device, write_metrics
 
     loaded = load_trained(path, overrides)
     cfg, task = loaded.config, loaded.task
@@ -61,27 +60,16 @@ def evaluate_checkpoint(path: str | Path, overrides: list[str], out_dir: Path) -
     metrics = task.evaluate(loaded.model.to(device), loader, device, loaded.classes, autocast)
     metrics["checkpoint"] = str(path)
     metrics["split"] = cfg.data.val
-    atomic_write_json(Path(out_dir) / "metrics.json", metrics)
+    write_metrics(Path(out_dir), metrics)
     return metrics
 
 
-def predict_images(path: str | Path, inputs: list[Path], out_file: Path, topk: int = 1, batch_size: int = 32) -> list[dict[str, Any]]:
-    """Classify image files; write a CSV or JSON (by `out_file`'s suffix) with the top-k classes."""
-    import csv
-    import io
-    import json
-
-    import torch
-
-    from visiontl.data.augment import classification_transform
-    from visiontl.data.images import is_image_file, read_image
-    from visiontl.engine.checkpoint import atomic_write_text
+def image_files(inputs: list[Path]) -> list[Path]:
+    from visiontl.data.images import is_image_file
     from visiontl.errors import DataError
 
-    loaded = load_trained(path)
     files: list[Path] = []
-    for item in inputs:
-        item = Path(item)
+    for item in map(Path, inputs):
         if item.is_dir():
             files += sorted(f for f in item.rglob("*") if f.is_file() and is_image_file(f))
         elif item.is_file():
@@ -90,6 +78,33 @@ def predict_images(path: str | Path, inputs: list[Path], out_file: Path, topk: i
             raise DataError(f"{item}: no such file or folder")
     if not files:
         raise DataError(f"no images found in {', '.join(map(str, inputs))}")
+    return files
+
+
+def predict(path: str | Path, inputs: list[Path], out_file: Path, topk: int = 1, score_threshold: float | None = None,
+            draw_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Predict image files with a checkpoint. Classification: top-k classes to CSV or JSON (by suffix);
+    detection: COCO results JSON in the dataset's category ids (optionally boxes drawn into draw_dir)."""
+    loaded = load_trained(path)
+    files = image_files(inputs)
+    if loaded.config.task == "detection":
+        from visiontl.tasks.detection import predict_images
+
+        return predict_images(loaded, files, Path(out_file), score_threshold, draw_dir)
+    return _predict_classes(loaded, files, Path(out_file), topk)
+
+
+def _predict_classes(loaded: LoadedModel, files: list[Path], out_file: Path, topk: int, batch_size: int = 32) -> list[dict[str, Any]]:
+    import csv
+    import io
+    import json
+
+    import torch
+
+    from visiontl.data.augment import classification_transform
+    from visiontl.data.images import read_image
+    from visiontl.engine.checkpoint import atomic_write_text
+
     d = loaded.config.data
     transform = classification_transform("none", d.image_size, loaded.backbone.mean, loaded.backbone.std, train=False)
     k = min(topk, len(loaded.classes))

@@ -25,7 +25,7 @@ from visiontl import __version__
 from visiontl.backbones import create_backbone
 from visiontl.config import Config, save_config
 from visiontl.data.sampling import EpochSampler
-from visiontl.engine.checkpoint import atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
+from visiontl.engine.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
 from visiontl.engine.schedule import lr_factor
 from visiontl.engine.seed import rng_state, seed_everything, set_rng_state, worker_init
 from visiontl.errors import CheckpointError, ConfigError
@@ -73,11 +73,12 @@ def build_optimizer(cfg: Config, groups: list[dict]) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay)
 
 
-def checkpoint_dict(cfg: Config, task: Any, model: torch.nn.Module, classes: list[str], backbone: Any, **state: Any) -> dict[str, Any]:
+def checkpoint_dict(cfg: Config, task: Any, data: Any, model: torch.nn.Module, backbone: Any, **state: Any) -> dict[str, Any]:
     return {
+        **task.checkpoint_extras(data),
         "model": model.state_dict(),
         "config": cfg.to_dict(),
-        "classes": list(classes),
+        "classes": list(data.classes),
         "task": cfg.task,
         "backbone_prefix": task.backbone_prefix,
         "normalization": {"mean": list(backbone.mean), "std": list(backbone.std)},
@@ -148,7 +149,7 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     # Features for a closed-form head are extracted once, so without augmentation.
     train_set, val_set = task.datasets(cfg, data, backbone, augment=not (overfit or closed_form))
     if closed_form:
-        return _fit_closed_form(cfg, task, model, backbone, classes, train_set, val_set, run_dir, device)
+        return _fit_closed_form(cfg, task, data, model, backbone, train_set, val_set, run_dir, device)
 
     model.to(device)
     if device.type == "cuda":
@@ -227,13 +228,13 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
 
         row = {"epoch": epoch + 1, "phase": phase.index + 1, "trainable_params": trainable}
         row.update({f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups})
-        row.update(train_loss=loss_sum / max(1, seen), val_loss=metrics["loss"])
+        row.update(train_loss=loss_sum / max(1, seen), val_loss=metrics.get("loss", ""))
         row.update({k: metrics[k] for k in task.log_metrics})
         row.update(seconds=seconds, img_per_s=seen / max(train_seconds, 1e-9))
         csv_log.append({k: _fmt(v) for k, v in row.items()})
         log.info(
-            "epoch %d/%d  train_loss %.4f  val_loss %.4f  %s  %.0f img/s  %.1fs%s",
-            epoch + 1, t.epochs, row["train_loss"], metrics["loss"],
+            "epoch %d/%d  train_loss %.4f  %s%s  %.0f img/s  %.1fs%s",
+            epoch + 1, t.epochs, row["train_loss"], f"val_loss {metrics['loss']:.4f}  " if "loss" in metrics else "",
             "  ".join(f"{k} {metrics[k]:.4f}" for k in task.log_metrics), row["img_per_s"], seconds,
             _memory_note(device),
         )
@@ -250,7 +251,7 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
             "metrics": _scalars(metrics),
             "rng": rng_state(),
         }
-        ckpt = checkpoint_dict(cfg, task, model, classes, backbone, **state)
+        ckpt = checkpoint_dict(cfg, task, data, model, backbone, **state)
         if improved:
             save_checkpoint(ckpt_dir / "best.pt", ckpt)
         save_checkpoint(last_path, ckpt)
@@ -260,8 +261,22 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
             break
 
     final = {**metrics, "best": {monitor: best["value"], "epoch": best["epoch"]}}
-    atomic_write_json(run_dir / "metrics.json", final)
+    write_metrics(run_dir, final)
     return final
+
+
+def write_metrics(folder: Path, metrics: dict[str, Any]) -> None:
+    """metrics.json, with the evaluation's raw arrays (if any) in eval_raw.npz beside it."""
+    metrics = dict(metrics)
+    raw = metrics.pop("raw", None)
+    if raw is not None:
+        import numpy as np
+
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **{k: np.asarray(v) for k, v in raw.items()})
+        atomic_write_bytes(folder / "eval_raw.npz", buf.getvalue())
+        metrics["raw"] = "eval_raw.npz"
+    atomic_write_json(folder / "metrics.json", metrics)
 
 
 def _train_epoch(
@@ -308,17 +323,17 @@ def _train_epoch(
     return float(loss_total), seen, step
 
 
-def _fit_closed_form(cfg, task, model, backbone, classes, train_set, val_set, run_dir, device) -> dict[str, Any]:
+def _fit_closed_form(cfg, task, data, model, backbone, train_set, val_set, run_dir, device) -> dict[str, Any]:
     model.to(device)
     started = time.perf_counter()
     fit = task.fit_closed_form(cfg, model, train_set, run_dir, device)
     autocast, _ = autocast_for(device, cfg.train.amp)
     sampler = EpochSampler(len(val_set), shuffle=False, seed=cfg.train.seed)
     loader = make_loader(val_set, sampler, cfg.train.batch_size, cfg.train.workers, task.collate, device)
-    metrics = task.evaluate(model, loader, device, classes, autocast)
+    metrics = task.evaluate(model, loader, device, data.classes, autocast)
     seconds = time.perf_counter() - started
     trainable = model.head[-1].weight.numel() + model.head[-1].bias.numel()
-    row = {"epoch": 1, "phase": 1, "trainable_params": trainable, "train_loss": "", "val_loss": metrics["loss"]}
+    row = {"epoch": 1, "phase": 1, "trainable_params": trainable, "train_loss": "", "val_loss": metrics.get("loss", "")}
     row.update({k: metrics[k] for k in task.log_metrics})
     row.update(seconds=seconds, img_per_s=len(train_set) / max(seconds, 1e-9))
     CsvLog(run_dir / "log.csv").append({k: _fmt(v) for k, v in row.items()})
@@ -326,11 +341,11 @@ def _fit_closed_form(cfg, task, model, backbone, classes, train_set, val_set, ru
              "  ".join(f"{k} {metrics[k]:.4f}" for k in task.log_metrics))
     state = {"optimizer": {}, "epoch": 1, "step": 0, "phase": 0, "best": {"value": metrics[cfg.train.monitor], "epoch": 1},
              "bad_epochs": 0, "metrics": _scalars(metrics), "sklearn_head": {"kind": cfg.model.head, **fit}}
-    ckpt = checkpoint_dict(cfg, task, model, classes, backbone, **state)
+    ckpt = checkpoint_dict(cfg, task, data, model, backbone, **state)
     save_checkpoint(run_dir / "checkpoints" / "best.pt", ckpt)
     save_checkpoint(run_dir / "checkpoints" / "last.pt", ckpt)
     final = {**metrics, "best": {cfg.train.monitor: metrics[cfg.train.monitor], "epoch": 1}, "sklearn_head": fit}
-    atomic_write_json(run_dir / "metrics.json", final)
+    write_metrics(run_dir, final)
     return final
 
 

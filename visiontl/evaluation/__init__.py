@@ -1,1 +1,1 @@
-"""Scoring predictions: classification metrics here; COCO and segmentation metrics join later."""
+"""Scoring predictions: classification metrics, COCO detection and mask metrics."""

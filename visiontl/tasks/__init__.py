@@ -10,6 +10,10 @@ def get_task(name: str) -> TaskAdapter:
         from visiontl.tasks.classification import ClassificationTask
 
         return ClassificationTask()
+    if name == "detection":
+        from visiontl.tasks.detection import DetectionTask
+
+        return DetectionTask()
     raise ValueError(f"task {name!r} has no adapter")
 
 

@@ -35,13 +35,19 @@ class TaskAdapter(Protocol):
 
     def collate(self, batch: list[Any]) -> Any: ...
 
+    def checkpoint_extras(self, data: PreparedData) -> dict[str, Any]:
+        """What else a checkpoint must carry to be used alone (e.g. the detection label map)."""
+        ...
+
     def loss(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int]:
         """Mean loss of a batch and its number of images."""
         ...
 
     def evaluate(
         self, model: nn.Module, loader: DataLoader, device: torch.device, classes: list[str], autocast: AbstractContextManager
-    ) -> dict[str, Any]: ...
+    ) -> dict[str, Any]:
+        """Val metrics; may hold `loss` and `raw` (numpy arrays the trainer saves beside metrics.json)."""
+        ...
 
     def fits_in_closed_form(self, cfg: Config) -> bool:
         """True when the head is fitted without gradient steps (scikit-learn heads)."""

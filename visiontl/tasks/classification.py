@@ -65,6 +65,9 @@ class ClassificationTask:
         images, labels, index = zip(*batch)
         return torch.stack(images), torch.as_tensor(labels), torch.as_tensor(index)
 
+    def checkpoint_extras(self, data: ClassificationData) -> dict[str, Any]:
+        return {}
+
     def loss(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int]:
         images, labels, _ = batch
         images = _to_device(images, device)

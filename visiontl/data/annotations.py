@@ -1,0 +1,183 @@
+"""The one annotation model every format reads into and writes from: `AnnotationSet`.
+
+Formats never convert into each other directly; each has a reader to and a writer from this model. Its
+conventions are COCO's: boxes are `(x, y, w, h)` in pixels with the origin at the top-left corner of the
+image, segmentations are COCO polygons (`[[x1, y1, x2, y2, ...], ...]`) or RLE dicts, category and image
+ids are the dataset's own integers (0 allowed, gaps allowed). The map from dataset category ids to the
+contiguous labels a model uses (`LabelMap`) is explicit and travels with checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from visiontl.errors import DataError
+
+Box = tuple[float, float, float, float]  # x, y, w, h in pixels
+
+
+@dataclass
+class Category:
+    id: int
+    name: str
+    supercategory: str = ""
+
+
+@dataclass
+class ImageRecord:
+    id: int
+    file_name: str  # relative to AnnotationSet.image_root; may contain sub-folders
+    width: int
+    height: int
+
+
+@dataclass
+class Instance:
+    id: int
+    image_id: int
+    category_id: int
+    bbox: Box
+    iscrowd: bool = False
+    segmentation: list[list[float]] | dict[str, Any] | None = None  # COCO polygons or RLE
+    area: float | None = None  # COCO area; None: computed (the mask area where there is a mask, else the box area)
+    score: float | None = None  # predictions only
+    attributes: dict[str, Any] = field(default_factory=dict)  # difficult, truncated, occluded, ...
+
+    @property
+    def xyxy(self) -> tuple[float, float, float, float]:
+        x, y, w, h = self.bbox
+        return x, y, x + w, y + h
+
+
+@dataclass
+class ReadReport:
+    """What a reader changed or dropped, so the data summary can say so (nothing is dropped silently)."""
+
+    source: str
+    clipped: int = 0  # boxes crossing the image border, clipped to it (touching it changes nothing)
+    dropped: list[str] = field(default_factory=list)  # zero-area boxes (after clipping), as "file: record"
+
+    def lines(self) -> list[str]:
+        out = []
+        if self.clipped:
+            out.append(f"{self.clipped} box(es) crossed the image border and were clipped to it")
+        if self.dropped:
+            shown = "; ".join(self.dropped[:3]) + (f"; and {len(self.dropped) - 3} more" if len(self.dropped) > 3 else "")
+            out.append(f"{len(self.dropped)} zero-area box(es) dropped ({shown})")
+        return out
+
+
+@dataclass
+class AnnotationSet:
+    categories: list[Category]
+    images: list[ImageRecord]
+    instances: list[Instance]
+    image_root: Path
+    report: ReadReport = field(default_factory=lambda: ReadReport("memory"))
+
+    def image_path(self, image: ImageRecord) -> Path:
+        return self.image_root / image.file_name
+
+    def by_image(self) -> dict[int, list[Instance]]:
+        groups: dict[int, list[Instance]] = defaultdict(list)
+        for inst in self.instances:
+            groups[inst.image_id].append(inst)
+        return {img.id: groups.get(img.id, []) for img in self.images}
+
+    def category_counts(self) -> dict[int, int]:
+        counts = {c.id: 0 for c in self.categories}
+        for inst in self.instances:
+            counts[inst.category_id] = counts.get(inst.category_id, 0) + 1
+        return counts
+
+    def validate(self) -> None:
+        """Referential integrity: unique ids, known categories and images, finite boxes. Raises DataError."""
+        src = self.report.source
+        _unique([c.id for c in self.categories], f"{src}: category", "id")
+        _unique([i.id for i in self.images], f"{src}: image", "id")
+        _unique([a.id for a in self.instances], f"{src}: annotation", "id")
+        categories = {c.id for c in self.categories}
+        images = {i.id: i for i in self.images}
+        for inst in self.instances:
+            where = f"{src}: annotation {inst.id}"
+            if inst.image_id not in images:
+                raise DataError(f"{where}: refers to image id {inst.image_id}, which is not in the images")
+            if inst.category_id not in categories:
+                raise DataError(f"{where} ({images[inst.image_id].file_name}): unknown category id {inst.category_id}")
+            if len(inst.bbox) != 4 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in inst.bbox):
+                raise DataError(f"{where} ({images[inst.image_id].file_name}): box {list(inst.bbox)} is not 4 finite numbers")
+
+
+def _unique(ids: list[int], what: str, key: str) -> None:
+    seen: set[int] = set()
+    for i in ids:
+        if i in seen:
+            raise DataError(f"{what} {key} {i} is used twice")
+        seen.add(i)
+
+
+def sanitize_boxes(aset: AnnotationSet) -> AnnotationSet:
+    """Clip boxes to their image (counted) and drop boxes of zero area after clipping (counted and named).
+
+    Crowd regions are clipped but never dropped for area: they only ever suppress false positives.
+    """
+    images = {i.id: i for i in aset.images}
+    kept = []
+    for inst in aset.instances:
+        img = images[inst.image_id]
+        x1, y1, x2, y2 = inst.xyxy
+        cx1, cy1 = min(max(x1, 0.0), img.width), min(max(y1, 0.0), img.height)
+        cx2, cy2 = min(max(x2, 0.0), img.width), min(max(y2, 0.0), img.height)
+        if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):
+            aset.report.clipped += 1
+            inst.bbox = (cx1, cy1, cx2 - cx1, cy2 - cy1)
+        if (cx2 - cx1 <= 0 or cy2 - cy1 <= 0) and not inst.iscrowd:
+            aset.report.dropped.append(f"{img.file_name}: annotation {inst.id} box {[x1, y1, x2 - x1, y2 - y1]}")
+            continue
+        kept.append(inst)
+    aset.instances = kept
+    return aset
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """Dataset category ids <-> contiguous model labels. Label 0 is background (torchvision detection
+    heads reserve it); category `category_ids[i]` is model label `i + 1`."""
+
+    category_ids: tuple[int, ...]
+    names: tuple[str, ...]
+
+    @classmethod
+    def from_set(cls, aset: AnnotationSet) -> LabelMap:
+        """Every category, in id order, except supercategory-only entries: a category with no annotations
+        whose name is the supercategory of other categories (Roboflow exports write one, often at id 0)."""
+        counts = aset.category_counts()
+        parents = {c.supercategory for c in aset.categories if c.supercategory and c.supercategory != c.name}
+        cats = sorted((c for c in aset.categories if counts.get(c.id, 0) or c.name not in parents), key=lambda c: c.id)
+        if not cats:
+            raise DataError(f"{aset.report.source}: no categories")
+        return cls(tuple(c.id for c in cats), tuple(c.name for c in cats))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.category_ids)
+
+    def label(self, category_id: int) -> int:
+        return self.category_ids.index(category_id) + 1
+
+    def category(self, label: int) -> int:
+        return self.category_ids[label - 1]
+
+    def name(self, label: int) -> str:
+        return self.names[label - 1]
+
+    def to_dict(self) -> dict[str, list]:
+        return {"category_ids": list(self.category_ids), "names": list(self.names)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, list]) -> LabelMap:
+        return cls(tuple(int(i) for i in d["category_ids"]), tuple(str(n) for n in d["names"]))

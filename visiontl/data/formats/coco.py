@@ -1,0 +1,195 @@
+"""COCO detection / instance-segmentation JSON <-> `AnnotationSet`.
+
+A COCO file has three lists: `images` (id, file_name, width, height), `annotations` (id, image_id,
+category_id, bbox [x, y, w, h] in pixels, iscrowd, segmentation, area) and `categories` (id, name,
+supercategory). The model uses COCO's own conventions, so the mapping is one to one: every id is kept as
+the file writes it (0 and gaps allowed), `segmentation` is kept as written (polygons or an RLE dict), a
+missing `iscrowd` means 0 and a missing `area` means "the box's". An empty segmentation list carries no
+shape, so it reads as None (and None writes as []). Categories are kept even when nothing uses them
+(Roboflow's supercategory-only entry included); leaving those out of the model's labels is `LabelMap`'s job.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from visiontl.data.annotations import AnnotationSet, Category, ImageRecord, Instance, ReadReport, sanitize_boxes
+from visiontl.data.images import check_image
+from visiontl.engine.checkpoint import atomic_write_json
+from visiontl.errors import DataError
+
+
+def read_coco(json_path: Path, image_root: Path | None = None) -> AnnotationSet:
+    """Read a COCO JSON file. Without `image_root`, find the folder its file names are relative to."""
+    json_path = Path(json_path)
+    data = _load_json(json_path)
+    for key in ("images", "categories"):
+        if not isinstance(data.get(key), list):
+            raise DataError(f"{json_path}: not a COCO file (no '{key}' list)")
+    # Image-info files (COCO's test sets) have no annotations at all.
+    annotations = data.get("annotations", [])
+    if not isinstance(annotations, list):
+        raise DataError(f"{json_path}: 'annotations' is not a list")
+    if not data["images"]:
+        raise DataError(f"{json_path}: no images")
+
+    categories = [_category(json_path, i, c) for i, c in enumerate(data["categories"])]
+    images = [_image(json_path, i, r) for i, r in enumerate(data["images"])]
+    if image_root is None:
+        image_root = _find_image_root(json_path, images[0].file_name)
+    for img in images:
+        if not img.width or not img.height:  # some exporters leave the size out
+            img.width, img.height = check_image(Path(image_root) / img.file_name)
+
+    by_id = {img.id: img for img in images}
+    cat_ids = {c.id for c in categories}
+    instances = [_instance(json_path, i, a, by_id, cat_ids) for i, a in enumerate(annotations)]
+    aset = AnnotationSet(categories, images, instances, Path(image_root), ReadReport(source=str(json_path)))
+    aset.validate()
+    return sanitize_boxes(aset)
+
+
+def write_coco(aset: AnnotationSet, path: Path) -> None:
+    """Write `aset` as COCO JSON, atomically. Ids, names and shapes are written as they are."""
+    annotations = []
+    for inst in aset.instances:
+        x, y, w, h = inst.bbox
+        ann: dict[str, Any] = {
+            "id": inst.id,
+            "image_id": inst.image_id,
+            "category_id": inst.category_id,
+            "bbox": [x, y, w, h],
+            "area": inst.area if inst.area is not None else w * h,
+            "iscrowd": int(inst.iscrowd),
+            "segmentation": inst.segmentation if inst.segmentation is not None else [],
+        }
+        if inst.score is not None:
+            ann["score"] = inst.score
+        annotations.append(ann)
+    atomic_write_json(
+        Path(path),
+        {
+            "images": [
+                {"id": i.id, "file_name": i.file_name, "width": i.width, "height": i.height} for i in aset.images
+            ],
+            "annotations": annotations,
+            "categories": [{"id": c.id, "name": c.name, "supercategory": c.supercategory} for c in aset.categories],
+        },
+    )
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: annotation file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read ({_first_line(exc)})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: not a COCO file (the top level is not an object)")
+    return data
+
+
+def _find_image_root(json_path: Path, first_file: str) -> Path:
+    """The first candidate folder holding the first image; the JSON's folder when none does (the image
+    check then names the missing file)."""
+    base = json_path.parent
+    candidates = [base, base / "images", base.parent / "images"]
+    # Ultralytics-style layouts keep file names relative to images/<split>/ (e.g. coco128's train2017).
+    if (base / "images").is_dir():
+        candidates += sorted(p for p in (base / "images").iterdir() if p.is_dir())
+    for folder in candidates:
+        if (folder / first_file).is_file():
+            return folder
+    return base
+
+
+def _category(path: Path, index: int, rec: Any) -> Category:
+    where = f"{path}: category #{index + 1}"
+    if not isinstance(rec, dict):
+        raise DataError(f"{where}: not an object")
+    cid = _int(rec, "id", where)
+    where = f"{path}: category {cid}"
+    name = rec.get("name")
+    if not isinstance(name, str) or not name:
+        raise DataError(f"{where}: 'name' is missing or not a string")
+    return Category(cid, name, str(rec.get("supercategory") or ""))
+
+
+def _image(path: Path, index: int, rec: Any) -> ImageRecord:
+    where = f"{path}: image #{index + 1}"
+    if not isinstance(rec, dict):
+        raise DataError(f"{where}: not an object")
+    iid = _int(rec, "id", where)
+    where = f"{path}: image {iid}"
+    name = rec.get("file_name")
+    if not isinstance(name, str) or not name:
+        raise DataError(f"{where}: 'file_name' is missing or not a string")
+    # 0 means "unknown": read from the image header once the image root is known.
+    width = _int(rec, "width", where) if rec.get("width") is not None else 0
+    height = _int(rec, "height", where) if rec.get("height") is not None else 0
+    return ImageRecord(iid, name.replace("\\", "/"), width, height)
+
+
+def _instance(path: Path, index: int, rec: Any, images: dict[int, ImageRecord], cat_ids: set[int]) -> Instance:
+    where = f"{path}: annotation #{index + 1}"
+    if not isinstance(rec, dict):
+        raise DataError(f"{where}: not an object")
+    aid = _int(rec, "id", where)
+    where = f"{path}: annotation {aid}"
+    image_id = _int(rec, "image_id", where)
+    if image_id not in images:
+        raise DataError(f"{where}: image_id {image_id} is not in 'images'")
+    where = f"{where} ({images[image_id].file_name})"
+    category_id = _int(rec, "category_id", where)
+    if category_id not in cat_ids:
+        raise DataError(f"{where}: category_id {category_id} is not in 'categories'")
+    bbox = rec.get("bbox")
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+        raise DataError(f"{where}: bbox {bbox!r} is not 4 finite numbers")
+    area = rec.get("area")
+    if area is not None and not _is_number(area):
+        raise DataError(f"{where}: area {area!r} is not a finite number")
+    iscrowd = rec.get("iscrowd", 0)
+    if iscrowd not in (0, 1):  # True/False compare equal to 1/0
+        raise DataError(f"{where}: iscrowd {iscrowd!r} is not 0 or 1")
+    seg = rec.get("segmentation")
+    if seg is not None and not isinstance(seg, (list, dict)):
+        raise DataError(f"{where}: segmentation is neither a polygon list nor an RLE object")
+    score = rec.get("score")
+    if score is not None and not _is_number(score):
+        raise DataError(f"{where}: score {score!r} is not a finite number")
+    return Instance(
+        id=aid,
+        image_id=image_id,
+        category_id=category_id,
+        bbox=tuple(float(v) for v in bbox),  # type: ignore[arg-type]
+        iscrowd=bool(iscrowd),
+        segmentation=seg or None,
+        area=float(area) if area is not None else None,
+        score=float(score) if score is not None else None,
+    )
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int(rec: dict[str, Any], key: str, where: str) -> int:
+    v = rec.get(key)
+    # 3.0 is what some writers (pandas, JS) make of 3; "3" or 3.5 is a broken file.
+    if isinstance(v, bool) or not (isinstance(v, int) or (isinstance(v, float) and v.is_integer())):
+        raise DataError(f"{where}: '{key}' {v!r} is not an integer")
+    return int(v)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

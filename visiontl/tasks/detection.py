@@ -1,0 +1,257 @@
+"""Object detection: COCO / VOC / YOLO data, Faster R-CNN and SSD models, COCO evaluation, prediction."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from visiontl.backbones import Backbone
+from visiontl.config import Config
+from visiontl.data.annotations import AnnotationSet, LabelMap
+from visiontl.data.detection import (
+    DetectionDataset,
+    collate_detection,
+    detection_transform,
+    pipeline_ops,
+    preset_ops,
+)
+from visiontl.data.images import check_image
+from visiontl.errors import CheckpointError, DataError
+from visiontl.evaluation.coco import evaluate_coco
+from visiontl.models.detection import BACKBONE_PREFIX, build_faster_rcnn, build_ssd
+
+log = logging.getLogger("visiontl")
+
+
+@dataclass
+class DetectionData:
+    train: AnnotationSet
+    val: AnnotationSet
+    label_map: LabelMap
+    dropped_empty: int = 0
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.label_map.names)
+
+    def summary(self) -> str:
+        counts = self.train.category_counts()
+        empty = sum(1 for insts in self.train.by_image().values() if not insts)
+        per_class = ", ".join(f"{n} {counts.get(c, 0)}" for c, n in zip(self.label_map.category_ids, self.label_map.names))
+        negatives = f"{empty} without objects kept as negatives" if not self.dropped_empty else f"{self.dropped_empty} without objects dropped"
+        parts = [f"{len(self.train.images)} train / {len(self.val.images)} val images ({negatives}), "
+                 f"{len(self.train.instances)} train boxes, {self.label_map.num_classes} classes ({per_class})"]
+        for split, aset in (("train", self.train), ("val", self.val)):
+            parts += [f"{split}: {line}" for line in aset.report.lines()]
+        return "; ".join(parts)
+
+
+def read_split(cfg: Config, split: str, classes: list[str] | None) -> AnnotationSet:
+    from visiontl.data.formats import read_annotations, read_voc
+
+    d = cfg.data
+    if d.root is None:
+        raise DataError("data.root is not set: point it at the dataset folder")
+    if not d.root.is_dir():
+        raise DataError(f"data.root: {str(d.root)!r} does not exist or is not a folder")
+    name = getattr(d, split)
+    if d.format == "voc":
+        return read_voc(d.root, name, classes=classes)
+    return read_annotations(d.format, d.root, name, d.images)
+
+
+def check_images(aset: AnnotationSet) -> None:
+    """Every image readable and of the size its annotation says (boxes are in those pixels)."""
+    for img in aset.images:
+        path = aset.image_path(img)
+        size = check_image(path)
+        if size != (img.width, img.height):
+            raise DataError(f"{path}: image is {size[0]}x{size[1]} but {aset.report.source} says "
+                            f"{img.width}x{img.height} (image id {img.id})")
+
+
+def _same_categories(train: AnnotationSet, val: AnnotationSet) -> None:
+    names = {c.id: c.name for c in train.categories}
+    for c in val.categories:
+        if c.id in names and names[c.id] != c.name:
+            raise DataError(f"{val.report.source}: category id {c.id} is {c.name!r} here but {names[c.id]!r} in "
+                            f"{train.report.source}")
+    unknown = sorted({i.category_id for i in val.instances} - set(names))
+    if unknown:
+        raise DataError(f"{val.report.source}: category ids {unknown} do not occur in the train split's categories")
+
+
+def subset(aset: AnnotationSet, image_ids: set[int]) -> AnnotationSet:
+    return AnnotationSet(aset.categories, [i for i in aset.images if i.id in image_ids],
+                         [a for a in aset.instances if a.image_id in image_ids], aset.image_root, aset.report)
+
+
+class DetectionTask:
+    name = "detection"
+    backbone_prefix = BACKBONE_PREFIX
+    log_metrics = ("bbox/AP", "bbox/AP50")
+
+    def prepare_data(self, cfg: Config) -> DetectionData:
+        train = read_split(cfg, "train", cfg.data.classes)
+        val = read_split(cfg, "val", [c.name for c in train.categories] if cfg.data.format == "voc" else None)
+        _same_categories(train, val)
+        dropped = 0
+        if cfg.data.drop_empty:
+            keep = {a.image_id for a in train.instances if not a.iscrowd}
+            dropped = len(train.images) - len(keep)
+            train = subset(train, keep)
+        if not train.images:
+            raise DataError(f"{train.report.source}: no training images")
+        label_map = LabelMap.from_set(train) if cfg.data.classes is None else _label_map_for(train, cfg.data.classes)
+        check_images(train)
+        check_images(val)
+        return DetectionData(train, val, label_map, dropped)
+
+    def build_model(self, cfg: Config, backbone: Backbone, classes: list[str]) -> nn.Module:
+        m = cfg.model
+        if m.arch == "faster_rcnn":
+            model = build_faster_rcnn(backbone, len(classes), m.neck, m.feature_levels, m.fpn_channels, m.anchor_sizes,
+                                      m.aspect_ratios, m.min_size, m.max_size, m.score_threshold, m.nms_threshold,
+                                      m.detections_per_image)
+        else:
+            model = build_ssd(backbone, len(classes), m.arch == "ssdlite", m.ssd_size, tuple(m.ssd_scale_range),
+                              m.score_threshold, m.nms_threshold, m.detections_per_image)
+        if m.weights not in ("imagenet", "none"):
+            _load_detector_checkpoint(model, Path(m.weights))
+        return model
+
+    def datasets(self, cfg: Config, data: DetectionData, backbone: Backbone, augment: bool) -> tuple[Dataset, Dataset]:
+        d = cfg.data
+        ops = pipeline_ops(d.pipeline) if d.pipeline is not None else preset_ops(d.augment, d.hflip, d.vflip)
+        train_tf = detection_transform(ops if augment else [], d.min_visibility)
+        val_tf = detection_transform([], d.min_visibility)
+        return DetectionDataset(data.train, data.label_map, train_tf), DetectionDataset(data.val, data.label_map, val_tf)
+
+    def collate(self, batch: list[Any]) -> Any:
+        return collate_detection(batch)
+
+    def checkpoint_extras(self, data: DetectionData) -> dict[str, Any]:
+        return {"label_map": data.label_map.to_dict()}
+
+    def loss(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int]:
+        images, targets, _ = batch
+        images = [im.to(device, non_blocking=True) for im in images]
+        targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+        losses = model(images, targets)
+        return sum(losses.values()), len(images)
+
+    @torch.no_grad()
+    def detect(self, model: nn.Module, images: list[torch.Tensor], device: torch.device,
+               autocast: AbstractContextManager) -> list[dict[str, torch.Tensor]]:
+        model.eval()
+        with autocast:
+            outputs = model([im.to(device, non_blocking=True) for im in images])
+        return [{k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in o.items()} for o in outputs]
+
+    def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device, classes: list[str],
+                 autocast: AbstractContextManager) -> dict[str, Any]:
+        dataset: DetectionDataset = loader.dataset
+        label_map = dataset.label_map
+        results, seen = [], set()
+        for images, _, ids in loader:
+            for image_id, out in zip(ids, self.detect(model, images, device, autocast)):
+                seen.add(image_id)
+                results += _to_results(image_id, out, label_map)
+        gt = subset(dataset.aset, seen)
+        gt = AnnotationSet([c for c in gt.categories if c.id in label_map.category_ids], gt.images,
+                           [a for a in gt.instances if a.category_id in label_map.category_ids], gt.image_root, gt.report)
+        metrics, raw = evaluate_coco(gt, results, "bbox")
+        metrics["num_images"] = len(seen)
+        metrics["num_detections"] = len(results)
+        metrics["raw"] = raw
+        return metrics
+
+    def fits_in_closed_form(self, cfg: Config) -> bool:
+        return False
+
+    def fit_closed_form(self, *args: Any) -> dict[str, Any]:
+        raise NotImplementedError("detection heads train with gradient steps")
+
+
+def _label_map_for(aset: AnnotationSet, classes: list[str]) -> LabelMap:
+    by_name = {c.name: c.id for c in aset.categories}
+    missing = [n for n in classes if n not in by_name]
+    if missing:
+        raise DataError(f"data.classes: {missing} not among the categories of {aset.report.source}: {sorted(by_name)}")
+    return LabelMap(tuple(by_name[n] for n in classes), tuple(classes))
+
+
+def _to_results(image_id: int, out: dict[str, torch.Tensor], label_map: LabelMap) -> list[dict[str, Any]]:
+    results = []
+    for box, label, score in zip(out["boxes"].tolist(), out["labels"].tolist(), out["scores"].tolist()):
+        x1, y1, x2, y2 = box
+        results.append({"image_id": image_id, "category_id": label_map.category(label),
+                        "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})
+    return results
+
+
+def _load_detector_checkpoint(model: nn.Module, path: Path) -> None:
+    """Fine-tune from a whole detector: every tensor whose name and shape fit is loaded; the rest (class
+    heads sized for another class count) keep their fresh initialisation and are reported."""
+    from visiontl.engine.checkpoint import load_checkpoint
+
+    if path.suffix == ".safetensors":
+        return
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError:
+        return  # a plain backbone state dict: create_backbone has loaded it already
+    if ckpt.get("task") != "detection":
+        return
+    own = model.state_dict()
+    fits = {k: v for k, v in ckpt["model"].items() if k in own and own[k].shape == v.shape}
+    skipped = sorted(k for k in ckpt["model"] if k not in fits)
+    model.load_state_dict(fits, strict=False)
+    log.info("weights: loaded %d of %d detector tensors from %s; re-initialised %d (%s)", len(fits), len(own), path,
+             len(skipped), ", ".join(skipped[:4]) + (" ..." if len(skipped) > 4 else ""))
+
+
+def predict_images(loaded: Any, files: list[Path], out_file: Path, score_threshold: float | None,
+                   draw_dir: Path | None, batch_size: int = 8) -> list[dict[str, Any]]:
+    """COCO results JSON (dataset category ids, [x, y, w, h], score, plus each image's file name)."""
+    import json
+
+    from tqdm.auto import tqdm
+
+    from visiontl.data.images import read_image
+    from visiontl.engine.checkpoint import atomic_write_text
+
+    label_map = LabelMap.from_dict(loaded.checkpoint["label_map"])
+    threshold = loaded.config.model.score_threshold if score_threshold is None else score_threshold
+    device = next(loaded.model.parameters()).device
+    results: list[dict[str, Any]] = []
+    for start in tqdm(range(0, len(files), batch_size), desc="predict", unit="batch"):
+        chunk = files[start : start + batch_size]
+        arrays = [read_image(f) for f in chunk]
+        tensors = [torch.from_numpy(a).permute(2, 0, 1).float().div_(255.0) for a in arrays]
+        outputs = DetectionTask().detect(loaded.model, tensors, device, torch.autocast("cpu", enabled=False))
+        for offset, (f, arr, out) in enumerate(zip(chunk, arrays, outputs)):
+            image_id = start + offset + 1
+            keep = out["scores"] >= threshold
+            out = {k: v[keep] for k, v in out.items()}
+            rows = _to_results(image_id, out, label_map)
+            for r in rows:
+                r["file_name"] = str(f)
+            results += rows
+            if draw_dir is not None:
+                from visiontl.visualize import draw_boxes, save_png
+
+                names = [label_map.name(int(k)) for k in out["labels"]]
+                picture = draw_boxes(arr, out["boxes"], names, out["scores"].tolist(),
+                                     color_keys=[int(k) - 1 for k in out["labels"]])
+                save_png(picture, Path(draw_dir) / f"{Path(f).stem}.png")
+    atomic_write_text(out_file, json.dumps(results, indent=1) + "\n")
+    return results
+
