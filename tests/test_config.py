@@ -98,7 +98,7 @@ def test_docs_config_reference_is_current() -> None:
     assert docs.read_text(encoding="utf-8") == config_reference(), "run: python tools/config_reference.py"
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_validate(path: Path) -> None:
     cfg = load_config(path)
     assert cfg.run.dir.parts[0] == "runs"
