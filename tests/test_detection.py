@@ -196,3 +196,46 @@ def test_data_preview_writes_a_picture(shapes: Path, tmp_path: Path) -> None:
 
     with Image.open(tmp_path / "prev" / "preview.png") as im:
         assert im.size[0] == 2 * 256 and im.size[1] >= 2 * 256
+
+
+def test_mask_rcnn_two_steps_and_segm_equal_to_pycocotools(tmp_path: Path) -> None:
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from visiontl.engine.inference import load_trained
+    from visiontl.evaluation.coco import to_coco_dict
+
+    make_detection_coco(tmp_path, images=6, split="train", seed=0)  # rectangles with polygon segmentations
+    make_detection_coco(tmp_path, images=3, split="val", seed=1)
+    raw = det_config(tmp_path, tmp_path / "run", train={"epochs": 1, "batch_size": 3})
+    raw["task"] = "instance_segmentation"
+    raw["model"]["arch"] = "mask_rcnn"
+    metrics = train(build_config(raw))
+    assert {"bbox/AP", "segm/AP", "segm/AP50", "segm/ARl", "segm/AP/shape_5"} <= set(metrics)
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 2
+
+    loaded = load_trained(tmp_path / "run" / "checkpoints" / "last.pt")
+    data = loaded.task.prepare_data(loaded.config)
+    _, val_set = loaded.task.datasets(loaded.config, data, loaded.backbone, augment=False)
+    results = []
+    for k in range(len(val_set)):
+        image, _, image_id = val_set[k]
+        out = loaded.task.detect(loaded.model, [image], torch.device("cpu"), contextlib.nullcontext())[0]
+        results += _to_results(image_id, out, data.label_map)
+    assert results and all("segmentation" in r for r in results)
+    ours, _ = evaluate_coco(data.val, results, "segm")
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = to_coco_dict(data.val)
+        gt.createIndex()
+        ev = COCOeval(gt, gt.loadRes([dict(r) for r in results]), "segm")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    from visiontl.evaluation.coco import METRIC_NAMES
+
+    for name, value in zip(METRIC_NAMES, ev.stats):
+        assert ours[f"segm/{name}"] == pytest.approx(value, abs=1e-12), name

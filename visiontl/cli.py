@@ -34,7 +34,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from visiontl.evaluation.coco import METRIC_NAMES
 
     metrics = evaluate_checkpoint(args.checkpoint, args.overrides, Path(args.out))
-    for key in ("accuracy", "macro_f1", "loss", "num_samples", *(f"bbox/{n}" for n in METRIC_NAMES)):
+    for key in ("accuracy", "macro_f1", "mIoU", "mDice", "pixel_accuracy", "loss", "num_samples",
+                *(f"bbox/{n}" for n in METRIC_NAMES)):
         if key in metrics:
             print(f"{key:12s} {metrics[key]:.4f}" if isinstance(metrics[key], float) else f"{key:12s} {metrics[key]}")
     if "confusion_matrix" in metrics:
@@ -49,7 +50,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from visiontl.engine.inference import predict
 
     rows = predict(args.checkpoint, [Path(p) for p in args.images], Path(args.out), topk=args.topk,
-                   score_threshold=args.score_threshold, draw_dir=Path(args.draw) if args.draw else None)
+                   score_threshold=args.score_threshold, draw_dir=Path(args.draw) if args.draw else None,
+                   overlay=args.overlay)
     print(f"{len(rows)} predictions written to {args.out}" + (f"; pictures in {args.draw}" if args.draw else ""))
     return 0
 
@@ -138,12 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="predict images (files or folders)")
     p.add_argument("checkpoint")
     p.add_argument("images", nargs="+")
-    p.add_argument("--out", required=True, help="output file: classification .csv or .json; detection COCO results .json")
+    p.add_argument("--out", required=True, help="output: classification .csv or .json file; detection COCO results "
+                   ".json file; segmentation a folder of label PNGs")
     p.add_argument("--format", choices=["coco"], default="coco", help="detection output format (COCO results)")
     p.add_argument("--topk", type=int, default=1, help="classification: how many classes per image")
     p.add_argument("--score-threshold", type=float, default=None, help="detection: keep boxes scoring at least this "
                    "(default: the model's score threshold)")
     p.add_argument("--draw", default=None, metavar="DIR", help="detection: also write copies of the images with boxes drawn")
+    p.add_argument("--overlay", action="store_true", help="segmentation: also write colour overlays into OUT/overlay")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("backbones", help="list backbones: source, stages, channels, strides, cached weights")

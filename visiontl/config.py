@@ -17,13 +17,17 @@ from pydantic_core import PydanticUndefined
 from visiontl.errors import ConfigError
 
 Task = Literal["classification", "detection", "segmentation", "instance_segmentation"]
-IMPLEMENTED_TASKS = ("classification", "detection")
+IMPLEMENTED_TASKS = ("classification", "detection", "segmentation", "instance_segmentation")
 
 # Per-task defaults of keys whose right value depends on the task (filled in by Config's validator).
-DEFAULT_MONITOR = {"classification": "accuracy", "detection": "bbox/AP"}
-DEFAULT_ARCH = {"classification": "classifier", "detection": "faster_rcnn"}
-TASK_ARCHS = {"classification": ("classifier",), "detection": ("faster_rcnn", "ssd", "ssdlite")}
-TASK_FORMATS = {"classification": ("imagefolder", "csv"), "detection": ("coco", "voc", "yolo")}
+DEFAULT_MONITOR = {"classification": "accuracy", "detection": "bbox/AP", "segmentation": "mIoU",
+                   "instance_segmentation": "segm/AP"}
+DEFAULT_ARCH = {"classification": "classifier", "detection": "faster_rcnn", "segmentation": "unet",
+                "instance_segmentation": "mask_rcnn"}
+TASK_ARCHS = {"classification": ("classifier",), "detection": ("faster_rcnn", "ssd", "ssdlite"),
+              "segmentation": ("unet", "fpn", "deeplabv3plus"), "instance_segmentation": ("mask_rcnn",)}
+TASK_FORMATS = {"classification": ("imagefolder", "csv"), "detection": ("coco", "voc", "yolo"),
+                "segmentation": ("masks", "coco"), "instance_segmentation": ("coco",)}
 
 
 class _Strict(BaseModel):
@@ -36,9 +40,10 @@ def _f(default: Any = ..., doc: str = "", **constraints: Any) -> Any:
 
 
 class ModelConfig(_Strict):
-    arch: Literal["classifier", "faster_rcnn", "ssd", "ssdlite"] | None = _f(
+    arch: Literal["classifier", "faster_rcnn", "ssd", "ssdlite", "unet", "fpn", "deeplabv3plus", "mask_rcnn"] | None = _f(
         None, "the network around the backbone: classifier (classification); faster_rcnn, ssd, ssdlite "
-        "(detection); default per task: classifier, faster_rcnn")
+        "(detection); unet, fpn, deeplabv3plus (segmentation); mask_rcnn (instance_segmentation); default per "
+        "task: classifier, faster_rcnn, unet, mask_rcnn")
     backbone: str = _f("resnet50", "a name from `visiontl backbones`, or timm:<model> for any timm model")
     weights: str = _f("imagenet", "imagenet (the source's own, offline cache) | none (random) | path to a state dict, "
                       ".safetensors or visiontl checkpoint")
@@ -47,7 +52,7 @@ class ModelConfig(_Strict):
     mlp_hidden: int = _f(512, "hidden width of the mlp head", gt=0)
     dropout: float = _f(0.0, "dropout before the last linear layer", ge=0.0, lt=1.0)
     sklearn_c: float = _f(1.0, "inverse regularisation strength C of the scikit-learn heads", gt=0.0)
-    neck: Literal["fpn", "none"] = _f("fpn", "faster_rcnn: a feature pyramid over the deepest feature_levels stages, "
+    neck: Literal["fpn", "none"] = _f("fpn", "faster_rcnn / mask_rcnn: a feature pyramid over the deepest feature_levels stages, "
                                       "or none (the deepest map alone)")
     feature_levels: int = _f(3, "detection: how many of the deepest backbone stages feed the neck / SSD head", ge=1, le=5)
     fpn_channels: int = _f(256, "channels of the feature pyramid", gt=0)
@@ -62,6 +67,12 @@ class ModelConfig(_Strict):
     score_threshold: float = _f(0.05, "detection: keep detections scoring at least this", ge=0.0, le=1.0)
     nms_threshold: float = _f(0.5, "detection: IoU of non-maximum suppression", gt=0.0, le=1.0)
     detections_per_image: int = _f(100, "detection: at most this many detections per image", gt=0)
+    decoder_channels: list[int] = _f([256, 128, 64, 32, 16], "unet: channels of the five decoder blocks, deep to "
+                                     "shallow")
+    loss: Literal["ce", "dice", "focal", "ce+dice", "ce+focal"] = _f(
+        "ce", "segmentation loss: cross-entropy, Dice, focal, or a sum of two")
+    class_weights: list[float] | None = _f(None, "segmentation: per-class weights of the cross-entropy / Dice / "
+                                           "focal terms")
 
     @field_validator("backbone")
     @classmethod
@@ -73,17 +84,24 @@ class ModelConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    format: Literal["imagefolder", "csv", "coco", "voc", "yolo"] = _f(
+    format: Literal["imagefolder", "csv", "coco", "voc", "yolo", "masks"] = _f(
         "imagefolder", "classification: imagefolder (root/<split>/<class>/*) or csv (path,label); detection: coco "
-        "(JSON), voc (Annotations/ + ImageSets/Main/<split>.txt) or yolo (data.yaml or images/ + labels/)")
+        "(JSON), voc (Annotations/ + ImageSets/Main/<split>.txt) or yolo (data.yaml or images/ + labels/); "
+        "segmentation: masks (images + label PNGs) or coco (polygons / RLE rasterised)")
     root: Path | None = _f(None, "dataset folder (checked before training)")
     train: str = _f("train", "train split: a folder (imagefolder), a CSV file (csv), a JSON file (coco), an "
                     "ImageSets/Main list name (voc) or a data.yaml key / images sub-folder (yolo), relative to root")
     val: str = _f("val", "validation split, as data.train")
     classes: list[str] | None = _f(None, "class names in label order; default: sorted folder names / CSV labels")
     images: str | None = _f(None, "coco: the image folder, relative to root (default: found next to the JSON)")
+    train_masks: str | None = _f(None, "masks: the label-image folder of the train split when data.train is an "
+                                 "image folder (pairs by file name); unused when data.train is a list file")
+    val_masks: str | None = _f(None, "masks: the label-image folder of the val split, as data.train_masks")
+    ignore_index: int = _f(255, "segmentation: label id that is neither trained on nor scored (CamVid: 11)")
+    palette: list[tuple[int, int, int]] | None = _f(None, "masks: RGB colour of each class id, for colour-coded "
+                                                    "label images (other colours become ignore_index)")
     drop_empty: bool = _f(False, "detection: drop training images without objects (kept as negatives by default)")
-    image_size: int = _f(224, "classification: square input size in pixels", ge=16)
+    image_size: int = _f(224, "classification: square input size; segmentation: square training crop", ge=16)
     augment: Literal["none", "light", "standard", "strong"] = _f(
         "standard", "train augmentation preset: none, light (flips), standard (classification: random resized crop "
         "+ flips + colour jitter; detection: flips + scale + colour), strong (detection: + crops, blur, noise)")
@@ -164,7 +182,7 @@ class RunConfig(_Strict):
 
 
 class Config(_Strict):
-    task: Task = _f("classification", "classification or detection (segmentation, instance_segmentation: coming)")
+    task: Task = _f("classification", "classification, detection, segmentation or instance_segmentation")
     model: ModelConfig = Field(default_factory=ModelConfig, description="the network")
     data: DataConfig = Field(default_factory=DataConfig, description="the dataset")
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig, description="what trains, when, at which LR")

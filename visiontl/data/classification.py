@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from visiontl.config import DataConfig
 from visiontl.data.images import check_image, is_image_file, read_image
+from visiontl.data.sampling import split_item
 from visiontl.errors import DataError
 
 
@@ -120,12 +121,9 @@ class ClassificationDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int, int]:
-        index, seed = item if isinstance(item, tuple) else (item, index_seed(item))
+        index, seed = split_item(item)
         sample = self.samples[index]
         self.transform.set_random_seed(seed)
         image = self.transform(image=read_image(sample.path))["image"]
         return image, sample.label, index
 
-
-def index_seed(index: int) -> int:
-    return index * 7919 + 17

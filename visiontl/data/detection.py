@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from visiontl.data.annotations import AnnotationSet, LabelMap
 from visiontl.data.images import read_image
+from visiontl.data.sampling import split_item
 from visiontl.errors import ConfigError
 
 DETECTION_PRESETS = ("none", "light", "standard", "strong")
@@ -74,17 +75,18 @@ def detection_transform(ops: list[A.BasicTransform], min_visibility: float) -> A
     """The box-aware pipeline, or None when there is nothing to do (evaluation, preset none)."""
     if not ops:
         return None
-    return A.Compose(ops, bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"],
+    return A.Compose(ops, bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels", "keep"],
                                                    min_visibility=min_visibility, clip=True))
 
 
 class DetectionDataset(Dataset):
     """Items: (image CHW float [0, 1], target dict, image id). Indexed by (index, augmentation seed) pairs."""
 
-    def __init__(self, aset: AnnotationSet, label_map: LabelMap, transform: A.Compose | None):
+    def __init__(self, aset: AnnotationSet, label_map: LabelMap, transform: A.Compose | None, masks: bool = False):
         self.aset = aset
         self.label_map = label_map
         self.transform = transform
+        self.masks = masks  # also return per-instance binary masks (Mask R-CNN targets)
         groups = aset.by_image()
         self.items = [(img, [i for i in groups[img.id] if not i.iscrowd]) for img in aset.images]
 
@@ -92,17 +94,31 @@ class DetectionDataset(Dataset):
         return len(self.items)
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
-        index, seed = item if isinstance(item, tuple) else (item, index * 7919 + 17)
+        index, seed = split_item(item)
         record, instances = self.items[index]
         image = read_image(self.aset.image_path(record))
         boxes = np.array([i.xyxy for i in instances], dtype=np.float32).reshape(-1, 4)
         labels = [self.label_map.label(i.category_id) for i in instances]
+        masks = None
+        if self.masks:
+            from visiontl.data.masks import instance_mask
+
+            h, w = image.shape[:2]
+            where = f"{self.aset.report.source}: {record.file_name}"
+            masks = [instance_mask(i, h, w, f"{where}: annotation {i.id}").astype(np.uint8) for i in instances]
         if self.transform is not None:
             self.transform.set_random_seed(seed)
-            out = self.transform(image=image, bboxes=boxes, labels=labels)
+            extra = {"masks": masks} if masks else {}
+            # indices travel as a label so masks of boxes dropped by a crop can be dropped too
+            out = self.transform(image=image, bboxes=boxes, labels=labels, keep=list(range(len(labels))), **extra)
             image, boxes, labels = out["image"], np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4), out["labels"]
+            if masks:
+                masks = [np.asarray(out["masks"][int(k)]) for k in out["keep"]]
         tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
         target = {"boxes": torch.from_numpy(boxes), "labels": torch.as_tensor(list(labels), dtype=torch.int64)}
+        if masks is not None:
+            h, w = image.shape[:2]
+            target["masks"] = (torch.from_numpy(np.stack(masks)) if masks else torch.zeros(0, h, w)).to(torch.uint8)
         return tensor, target, record.id
 
 

@@ -14,6 +14,13 @@ def sample_seed(seed: int, epoch: int, position: int) -> int:
     return (seed * 1_000_003 + epoch * 9_973 + position * 31) % (2**31 - 1)
 
 
+def split_item(item: int | tuple[int, int]) -> tuple[int, int]:
+    """A dataset item is (index, augmentation seed) from `EpochSampler`, or a bare index (seed fixed by it)."""
+    if isinstance(item, tuple):
+        return item
+    return item, sample_seed(0, 0, item + 1)
+
+
 class EpochSampler(Sampler[tuple[int, int]]):
     """Yields (dataset index, augmentation seed). Call `set_epoch` before each epoch."""
 

@@ -34,8 +34,8 @@ def make_imagefolder(root: Path, classes: int = 3, train_per_class: int = 8, val
 
 def make_detection_coco(root: Path, images: int = 8, size: tuple[int, int] = (96, 72), category_ids: tuple[int, ...] = (0, 5, 17),
                         empty: int = 1, seed: int = 0, split: str = "train") -> Path:
-    """Write root/<split>/*.png and root/<split>.json (COCO) with solid rectangles, one colour per category;
-    the first `empty` images have no objects. Returns the JSON path."""
+    """Write root/<split>/*.png and root/<split>.json (COCO) with solid rectangles (box and polygon), one colour
+    per category; the first `empty` images have no objects. Returns the JSON path."""
     import json
 
     rng = np.random.default_rng(seed)
@@ -54,10 +54,38 @@ def make_detection_coco(root: Path, images: int = 8, size: tuple[int, int] = (96
             bw, bh = int(rng.integers(w // 6, w // 3)), int(rng.integers(h // 6, h // 3))
             x, y = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
             img[y : y + bh, x : x + bw] = _COLORS[k % len(_COLORS)]
+            polygon = [x, y, x + bw, y, x + bw, y + bh, x, y + bh]
             coco["annotations"].append({"id": ann_id, "image_id": 100 + i, "category_id": category_ids[k],
-                                        "bbox": [x, y, bw, bh], "area": bw * bh, "iscrowd": 0})
+                                        "bbox": [x, y, bw, bh], "area": bw * bh, "iscrowd": 0,
+                                        "segmentation": [polygon]})
             ann_id += 1
         Image.fromarray(img).save(Path(root) / file_name)
     path = Path(root) / f"{split}.json"
     path.write_text(json.dumps(coco))
     return path
+
+
+def make_segmentation_folders(root: Path, train: int = 6, val: int = 3, size: tuple[int, int] = (67, 53),
+                              classes: int = 3, ignore_index: int = 255, seed: int = 0) -> Path:
+    """Write root/images/{train,val}/*.jpg and root/masks/{train,val}/*.png: coloured disks on a dark
+    background (class k+1 = colour k, background 0) with a thin ignore_index border around each disk."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    for split, count in (("train", train), ("val", val)):
+        (Path(root) / "images" / split).mkdir(parents=True, exist_ok=True)
+        (Path(root) / "masks" / split).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            img = rng.integers(0, 50, size=(h, w, 3), dtype=np.uint8)
+            mask = np.zeros((h, w), dtype=np.uint8)
+            yy, xx = np.ogrid[:h, :w]
+            for _ in range(int(rng.integers(1, 4))):
+                k = int(rng.integers(1, classes))
+                r = int(rng.integers(min(w, h) // 8, min(w, h) // 4))
+                cy, cx = int(rng.integers(r, h - r)), int(rng.integers(r, w - r))
+                d2 = (yy - cy) ** 2 + (xx - cx) ** 2
+                img[d2 <= r * r] = _COLORS[(k - 1) % len(_COLORS)]
+                mask[(d2 > (r - 1) ** 2) & (d2 <= (r + 1) ** 2)] = ignore_index  # an unsure rim, as annotators leave
+                mask[d2 <= (r - 1) ** 2] = k
+            Image.fromarray(img).save(Path(root) / "images" / split / f"{split}_{i:03d}.jpg", quality=95)
+            Image.fromarray(mask).save(Path(root) / "masks" / split / f"{split}_{i:03d}.png")
+    return Path(root)

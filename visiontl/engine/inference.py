@@ -82,12 +82,17 @@ def image_files(inputs: list[Path]) -> list[Path]:
 
 
 def predict(path: str | Path, inputs: list[Path], out_file: Path, topk: int = 1, score_threshold: float | None = None,
-            draw_dir: Path | None = None) -> list[dict[str, Any]]:
+            draw_dir: Path | None = None, overlay: bool = False) -> list[dict[str, Any]]:
     """Predict image files with a checkpoint. Classification: top-k classes to CSV or JSON (by suffix);
-    detection: COCO results JSON in the dataset's category ids (optionally boxes drawn into draw_dir)."""
+    detection: COCO results JSON in the dataset's category ids (optionally boxes drawn into draw_dir);
+    segmentation: one label PNG per image into the folder `out_file` (optionally colour overlays)."""
     loaded = load_trained(path)
     files = image_files(inputs)
-    if loaded.config.task == "detection":
+    if loaded.config.task == "segmentation":
+        from visiontl.tasks.segmentation import predict_masks
+
+        return predict_masks(loaded, files, Path(out_file), overlay)
+    if loaded.config.task in ("detection", "instance_segmentation"):
         from visiontl.tasks.detection import predict_images
 
         return predict_images(loaded, files, Path(out_file), score_threshold, draw_dir)

@@ -6,7 +6,8 @@ channels and strides from the backbone's `feature_info` (no per-backbone tables)
 
 - faster_rcnn + fpn: a feature pyramid over the deepest `feature_levels` stages, plus a max-pooled level;
 - faster_rcnn + none: the deepest feature map alone;
-- ssd / ssdlite: the two deepest stages plus four extra stride-2 blocks (six maps, as SSD300 / SSDlite320).
+- ssd / ssdlite: the two deepest stages plus four extra stride-2 blocks (six maps, as SSD300 / SSDlite320);
+- mask_rcnn: faster_rcnn plus torchvision's mask head (instance segmentation).
 
 Model label 0 is background; label k is the dataset category `LabelMap.category(k)`.
 """
@@ -18,7 +19,7 @@ from functools import partial
 
 import torch
 from torch import nn
-from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator, DefaultBoxGenerator
 from torchvision.models.detection.ssd import SSD, SSDHead
 from torchvision.models.detection.ssdlite import SSDLiteHead
@@ -71,9 +72,10 @@ class DetectionFeatures(nn.Module):
 def build_faster_rcnn(
     backbone: Backbone, num_classes: int, neck: str, levels: int, fpn_channels: int,
     anchor_sizes: list[list[int]] | None, aspect_ratios: list[float], min_size: int, max_size: int,
-    score_threshold: float, nms_threshold: float, detections_per_image: int,
+    score_threshold: float, nms_threshold: float, detections_per_image: int, masks: bool = False,
 ) -> FasterRCNN:
-    """num_classes counts the dataset's classes; background is added here."""
+    """num_classes counts the dataset's classes; background is added here. masks=True builds Mask R-CNN
+    (the same detector plus torchvision's mask head on the same feature maps)."""
     if neck == "none":
         levels = 1
     features = DetectionFeatures(backbone, levels, neck, fpn_channels)
@@ -88,12 +90,15 @@ def build_faster_rcnn(
                          f"{len(default_sizes)} lists of sizes, got {len(sizes)}")
     anchors = AnchorGenerator(tuple(tuple(s) for s in sizes), tuple(tuple(aspect_ratios) for _ in sizes))
     pooler = MultiScaleRoIAlign(featmap_names=names, output_size=7, sampling_ratio=2)
-    return FasterRCNN(
-        features, num_classes=num_classes + 1, min_size=min_size, max_size=max_size,
-        image_mean=list(backbone.mean), image_std=list(backbone.std), rpn_anchor_generator=anchors,
-        box_roi_pool=pooler, box_score_thresh=score_threshold, box_nms_thresh=nms_threshold,
-        box_detections_per_img=detections_per_image,
+    options = dict(
+        num_classes=num_classes + 1, min_size=min_size, max_size=max_size, image_mean=list(backbone.mean),
+        image_std=list(backbone.std), rpn_anchor_generator=anchors, box_roi_pool=pooler,
+        box_score_thresh=score_threshold, box_nms_thresh=nms_threshold, box_detections_per_img=detections_per_image,
     )
+    if masks:
+        mask_pooler = MultiScaleRoIAlign(featmap_names=names, output_size=14, sampling_ratio=2)
+        return MaskRCNN(features, mask_roi_pool=mask_pooler, **options)
+    return FasterRCNN(features, **options)
 
 
 def _ssd_extras(in_channels: int, lite: bool) -> nn.ModuleList:

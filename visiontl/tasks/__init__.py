@@ -14,6 +14,14 @@ def get_task(name: str) -> TaskAdapter:
         from visiontl.tasks.detection import DetectionTask
 
         return DetectionTask()
+    if name == "instance_segmentation":
+        from visiontl.tasks.detection import InstanceSegmentationTask
+
+        return InstanceSegmentationTask()
+    if name == "segmentation":
+        from visiontl.tasks.segmentation import SegmentationTask
+
+        return SegmentationTask()
     raise ValueError(f"task {name!r} has no adapter")
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -96,7 +97,9 @@ def subset(aset: AnnotationSet, image_ids: set[int]) -> AnnotationSet:
 class DetectionTask:
     name = "detection"
     backbone_prefix = BACKBONE_PREFIX
-    log_metrics = ("bbox/AP", "bbox/AP50")
+    log_metrics: tuple[str, ...] = ("bbox/AP", "bbox/AP50")
+    iou_types: tuple[str, ...] = ("bbox",)
+    masks = False
 
     def prepare_data(self, cfg: Config) -> DetectionData:
         train = read_split(cfg, "train", cfg.data.classes)
@@ -116,10 +119,10 @@ class DetectionTask:
 
     def build_model(self, cfg: Config, backbone: Backbone, classes: list[str]) -> nn.Module:
         m = cfg.model
-        if m.arch == "faster_rcnn":
+        if m.arch in ("faster_rcnn", "mask_rcnn"):
             model = build_faster_rcnn(backbone, len(classes), m.neck, m.feature_levels, m.fpn_channels, m.anchor_sizes,
                                       m.aspect_ratios, m.min_size, m.max_size, m.score_threshold, m.nms_threshold,
-                                      m.detections_per_image)
+                                      m.detections_per_image, masks=self.masks)
         else:
             model = build_ssd(backbone, len(classes), m.arch == "ssdlite", m.ssd_size, tuple(m.ssd_scale_range),
                               m.score_threshold, m.nms_threshold, m.detections_per_image)
@@ -132,7 +135,8 @@ class DetectionTask:
         ops = pipeline_ops(d.pipeline) if d.pipeline is not None else preset_ops(d.augment, d.hflip, d.vflip)
         train_tf = detection_transform(ops if augment else [], d.min_visibility)
         val_tf = detection_transform([], d.min_visibility)
-        return DetectionDataset(data.train, data.label_map, train_tf), DetectionDataset(data.val, data.label_map, val_tf)
+        return (DetectionDataset(data.train, data.label_map, train_tf, self.masks),
+                DetectionDataset(data.val, data.label_map, val_tf, self.masks))
 
     def collate(self, batch: list[Any]) -> Any:
         return collate_detection(batch)
@@ -167,10 +171,15 @@ class DetectionTask:
         gt = subset(dataset.aset, seen)
         gt = AnnotationSet([c for c in gt.categories if c.id in label_map.category_ids], gt.images,
                            [a for a in gt.instances if a.category_id in label_map.category_ids], gt.image_root, gt.report)
-        metrics, raw = evaluate_coco(gt, results, "bbox")
+        metrics: dict[str, Any] = {}
+        raws = {}
+        for iou_type in self.iou_types:
+            scores, raw = evaluate_coco(gt, results, iou_type)
+            metrics.update(scores)
+            raws.update({f"{iou_type}_{k}": v for k, v in raw.items()})
         metrics["num_images"] = len(seen)
         metrics["num_detections"] = len(results)
-        metrics["raw"] = raw
+        metrics["raw"] = raws
         return metrics
 
     def fits_in_closed_form(self, cfg: Config) -> bool:
@@ -189,12 +198,31 @@ def _label_map_for(aset: AnnotationSet, classes: list[str]) -> LabelMap:
 
 
 def _to_results(image_id: int, out: dict[str, torch.Tensor], label_map: LabelMap) -> list[dict[str, Any]]:
+    """COCO results of one image; with Mask R-CNN outputs, each carries its mask (probability > 0.5) as RLE."""
     results = []
-    for box, label, score in zip(out["boxes"].tolist(), out["labels"].tolist(), out["scores"].tolist()):
+    for k, (box, label, score) in enumerate(zip(out["boxes"].tolist(), out["labels"].tolist(), out["scores"].tolist())):
         x1, y1, x2, y2 = box
         results.append({"image_id": image_id, "category_id": label_map.category(label),
                         "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})
+        if "masks" in out:
+            results[-1]["segmentation"] = _rle(out["masks"][k, 0] > 0.5)
     return results
+
+
+def _rle(mask: torch.Tensor) -> dict[str, Any]:
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.numpy().astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+class InstanceSegmentationTask(DetectionTask):
+    """Mask R-CNN: detection plus a mask per instance; scored with both bbox/* and segm/* keys."""
+
+    name = "instance_segmentation"
+    log_metrics = ("bbox/AP", "segm/AP", "segm/AP50")
+    iou_types = ("bbox", "segm")
+    masks = True
 
 
 def _load_detector_checkpoint(model: nn.Module, path: Path) -> None:

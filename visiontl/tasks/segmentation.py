@@ -1,0 +1,184 @@
+"""Semantic segmentation: mask or COCO data, U-Net / FPN / DeepLabV3+ models, losses, mIoU, prediction."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from visiontl.backbones import Backbone
+from visiontl.config import Config
+from visiontl.data.annotations import AnnotationSet, LabelMap
+from visiontl.data.masks import MaskSample, check_pairs, find_pairs
+from visiontl.data.segmentation import PadCollate, SegmentationDataset, segmentation_transform
+from visiontl.errors import ConfigError, DataError
+from visiontl.evaluation.segmentation import SegmentationMetrics
+from visiontl.models.segmentation import BACKBONE_PREFIX, SegmentationModel
+
+
+@dataclass
+class SegmentationData:
+    classes: list[str]
+    ignore_index: int
+    train: list[MaskSample] | AnnotationSet
+    val: list[MaskSample] | AnnotationSet
+    label_map: LabelMap | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"{_count(self.train)} train / {_count(self.val)} val images, {len(self.classes)} classes "
+                f"({', '.join(self.classes)}), ignore_index {self.ignore_index}" + "".join(f"; {x}" for x in self.notes))
+
+
+def _count(split: list[MaskSample] | AnnotationSet) -> int:
+    return len(split) if isinstance(split, list) else len(split.images)
+
+
+class SegmentationTask:
+    name = "segmentation"
+    backbone_prefix = BACKBONE_PREFIX
+    log_metrics = ("mIoU", "pixel_accuracy")
+
+    def __init__(self) -> None:
+        self._collate = PadCollate(255)
+
+    def prepare_data(self, cfg: Config) -> SegmentationData:
+        d = cfg.data
+        if d.root is None:
+            raise DataError("data.root is not set: point it at the dataset folder")
+        if not d.root.is_dir():
+            raise DataError(f"data.root: {str(d.root)!r} does not exist or is not a folder")
+        if d.format == "coco":
+            from visiontl.data.formats import read_annotations
+
+            train = read_annotations("coco", d.root, d.train, d.images)
+            val = read_annotations("coco", d.root, d.val, d.images)
+            label_map = LabelMap.from_set(train)
+            return SegmentationData(["background", *label_map.names], d.ignore_index, train, val, label_map)
+        if not d.classes:
+            raise ConfigError("data.classes: name the classes of a masks dataset, in class-id order")
+        train = find_pairs(d.root, d.train, d.train_masks)
+        val = find_pairs(d.root, d.val, d.val_masks)
+        for samples in (train, val):
+            check_pairs(samples, len(d.classes), d.ignore_index, d.palette)
+        return SegmentationData(list(d.classes), d.ignore_index, train, val)
+
+    def build_model(self, cfg: Config, backbone: Backbone, classes: list[str]) -> nn.Module:
+        if cfg.model.class_weights is not None and len(cfg.model.class_weights) != len(classes):
+            raise ConfigError(f"model.class_weights: {len(classes)} classes need {len(classes)} weights, "
+                              f"got {len(cfg.model.class_weights)}")
+        self.loss_fn = SegmentationLoss(cfg.model.loss, cfg.data.ignore_index, cfg.model.class_weights)
+        return SegmentationModel(backbone, len(classes), cfg.model.arch, tuple(cfg.model.decoder_channels))
+
+    def datasets(self, cfg: Config, data: SegmentationData, backbone: Backbone, augment: bool) -> tuple[Dataset, Dataset]:
+        d = cfg.data
+        self._collate = PadCollate(d.ignore_index)
+        train_tf = segmentation_transform(d.augment if augment else "none", d.image_size, backbone.mean, backbone.std,
+                                          d.ignore_index, d.hflip, d.vflip)
+        val_tf = segmentation_transform("none", None, backbone.mean, backbone.std, d.ignore_index, d.hflip, d.vflip)
+
+        def make(split: Any, tf: Any) -> SegmentationDataset:
+            if isinstance(split, AnnotationSet):
+                return SegmentationDataset(tf, d.ignore_index, coco=split, label_map=data.label_map)
+            return SegmentationDataset(tf, d.ignore_index, samples=split, palette=d.palette)
+
+        return make(data.train, train_tf), make(data.val, val_tf)
+
+    def collate(self, batch: list[Any]) -> Any:
+        return self._collate(batch)
+
+    def checkpoint_extras(self, data: SegmentationData) -> dict[str, Any]:
+        return {"label_map": data.label_map.to_dict()} if data.label_map is not None else {}
+
+    def loss(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int]:
+        images, masks, _ = batch
+        images = images.to(device, non_blocking=True)
+        if device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        logits = model(images).float()
+        return self.loss_fn(logits, masks.to(device, non_blocking=True)), images.shape[0]
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device, classes: list[str],
+                 autocast: AbstractContextManager) -> dict[str, Any]:
+        model.eval()
+        ignore = loader.dataset.ignore_index
+        metrics = SegmentationMetrics(classes, ignore)
+        loss_sum, count = torch.zeros((), device=device), 0
+        for images, masks, _ in loader:
+            images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
+            with autocast:
+                logits = model(images).float()
+            labelled = (masks != ignore).sum()
+            if labelled:
+                loss_sum += F.cross_entropy(logits, masks, ignore_index=ignore, reduction="sum")
+                count += int(labelled)
+            metrics.update(logits, masks)
+        out = metrics.compute()
+        out["loss"] = float(loss_sum) / max(1, count)
+        return out
+
+    def fits_in_closed_form(self, cfg: Config) -> bool:
+        return False
+
+    def fit_closed_form(self, *args: Any) -> dict[str, Any]:
+        raise NotImplementedError("segmentation heads train with gradient steps")
+
+
+class SegmentationLoss(nn.Module):
+    """Cross-entropy, Dice, focal, or the sum of cross-entropy and one of the others; ignore_index skipped."""
+
+    def __init__(self, kind: str, ignore_index: int, class_weights: list[float] | None = None):
+        super().__init__()
+        from segmentation_models_pytorch.losses import DiceLoss, FocalLoss
+
+        self.terms = kind.split("+")
+        self.ignore_index = ignore_index
+        self.register_buffer("weight", torch.tensor(class_weights, dtype=torch.float32) if class_weights else None)
+        self.dice = DiceLoss("multiclass", ignore_index=ignore_index, class_weights=class_weights) if "dice" in self.terms else None
+        self.focal = FocalLoss("multiclass", ignore_index=ignore_index, class_weights=class_weights) if "focal" in self.terms else None
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        total = logits.new_zeros(())
+        if "ce" in self.terms:
+            weight = self.weight.to(logits.device) if self.weight is not None else None
+            total = total + F.cross_entropy(logits, target, weight=weight, ignore_index=self.ignore_index)
+        if self.dice is not None:
+            total = total + self.dice(logits, target)
+        if self.focal is not None:
+            total = total + self.focal(logits, target)
+        return total
+
+
+def predict_masks(loaded: Any, files: list[Path], out_dir: Path, overlay: bool) -> list[dict[str, Any]]:
+    """One label PNG per image (class ids, the input's exact size), and optionally a colour overlay."""
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from visiontl.data.images import read_image
+    from visiontl.visualize import class_color, save_png
+
+    d = loaded.config.data
+    transform = segmentation_transform("none", None, loaded.backbone.mean, loaded.backbone.std, d.ignore_index, False, False)
+    rows = []
+    for f in tqdm(files, desc="predict", unit="image"):
+        array = read_image(f)
+        with torch.no_grad():
+            logits = loaded.model(transform(image=array)["image"][None])
+        labels = logits.argmax(1)[0].numpy()
+        dtype = np.uint8 if len(loaded.classes) <= 256 else np.uint16
+        path = save_png(Image.fromarray(labels.astype(dtype)), Path(out_dir) / f"{Path(f).stem}.png")
+        row = {"file": str(f), "mask": str(path), "classes_present": sorted({loaded.classes[i] for i in np.unique(labels)})}
+        if overlay:
+            colours = np.array([class_color(i) for i in range(len(loaded.classes))], dtype=np.uint8)
+            blended = (0.55 * array + 0.45 * colours[labels]).astype(np.uint8)
+            row["overlay"] = str(save_png(Image.fromarray(blended), Path(out_dir) / "overlay" / f"{Path(f).stem}.png"))
+        rows.append(row)
+    return rows
