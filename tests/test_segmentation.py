@@ -124,3 +124,13 @@ def test_coco_polygons_as_semantic_masks(tmp_path: Path) -> None:
     assert {"IoU/background", "IoU/shape_0", "IoU/shape_5", "IoU/shape_17"} <= set(metrics)
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert ckpt["label_map"]["category_ids"] == [0, 5, 17]
+
+
+def test_preview_blends_the_masks(tmp_path: Path) -> None:
+    from visiontl.data.preview import preview
+
+    root = make_segmentation_folders(tmp_path / "data", train=2, val=1)
+    path = preview(build_config(seg_config(root, tmp_path / "run")), 2, tmp_path / "prev")
+    with Image.open(path) as im:
+        assert im.size == (2 * 256, 256 + (im.size[1] - 256))
+        assert np.asarray(im.convert("RGB")).std() > 10  # a picture, not a blank canvas

@@ -11,11 +11,12 @@ from visiontl.backbones import create_backbone
 from visiontl.config import Config
 from visiontl.data.sampling import EpochSampler
 from visiontl.tasks import get_task
-from visiontl.visualize import draw_boxes, image_grid, save_png
+from visiontl.visualize import class_color, draw_boxes, image_grid, save_png
 
 
 def preview(cfg: Config, count: int, out_dir: Path, seed: int = 0) -> Path:
-    """Draw `count` augmented training samples (boxes and labels on top) into out_dir/preview.png."""
+    """Draw `count` augmented training samples into out_dir/preview.png: detection boxes with their labels,
+    segmentation masks blended in, classification labels as titles."""
     task = get_task(cfg.task)
     data = task.prepare_data(cfg)
     backbone = create_backbone(cfg.model.backbone, "none")  # only its normalisation is needed
@@ -29,9 +30,16 @@ def preview(cfg: Config, count: int, out_dir: Path, seed: int = 0) -> Path:
             names = [data.classes[int(k) - 1] for k in target["labels"]]
             pictures.append(draw_boxes(array, target["boxes"], names, color_keys=[int(k) - 1 for k in target["labels"]]))
             titles.append(f"{len(names)} boxes")
-        else:  # classification: a normalised tensor; undo the normalisation to look at it
+        else:  # classification / segmentation: a normalised tensor; undo the normalisation to look at it
             mean, std = np.array(backbone.mean), np.array(backbone.std)
             array = ((image.permute(1, 2, 0).numpy() * std + mean).clip(0, 1) * 255).astype(np.uint8)
+            if target.ndim == 2:  # a class-id mask: blend its colours in, ignored pixels left as they are
+                mask = target.numpy()
+                colours = np.array([class_color(i) for i in range(len(data.classes))], dtype=np.uint8)
+                known = mask < len(data.classes)
+                array[known] = (0.5 * array[known] + 0.5 * colours[mask[known]]).astype(np.uint8)
+                titles.append(", ".join(data.classes[i] for i in np.unique(mask[known])))
+            else:
+                titles.append(data.classes[int(target)])
             pictures.append(draw_boxes(array, [], []))
-            titles.append(data.classes[int(target)])
     return save_png(image_grid(pictures, titles=titles), Path(out_dir) / "preview.png")
