@@ -58,6 +58,11 @@ def tiny_config(root: Path, run_dir: Path, **sections: dict) -> dict:
         "train": {"epochs": 2, "batch_size": 8, "lr": 0.003, "workers": 0, "device": "cpu", "progress": False},
         "run": {"dir": str(run_dir)},
     }
+    return with_sections(raw, sections)
+
+
+def with_sections(raw: dict, sections: dict[str, dict]) -> dict:
+    """`raw` with each section updated by the given values (test configs: defaults plus a few changes)."""
     for section, values in sections.items():
         raw[section].update(values)
     return raw

@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import with_sections
 from visiontl.backbones import create_backbone
 from visiontl.config import build_config
 from visiontl.data.annotations import LabelMap
@@ -79,9 +80,7 @@ def det_config(root: Path, run: Path, **sections: dict) -> dict:
         "train": {"epochs": 1, "batch_size": 4, "lr": 0.01, "optimizer": "sgd", "workers": 0, "device": "cpu", "progress": False},
         "run": {"dir": str(run)},
     }
-    for section, values in sections.items():
-        raw[section].update(values)
-    return raw
+    return with_sections(raw, sections)
 
 
 @pytest.fixture(scope="module")

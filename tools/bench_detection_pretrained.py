@@ -13,15 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import time
-from datetime import date
 from pathlib import Path
 
-import torch
+from benchlib import report
 
 from visiontl.config import build_config
-from visiontl.engine.checkpoint import atomic_write_json, atomic_write_text
 from visiontl.engine.inference import evaluate_checkpoint
 from visiontl.engine.trainer import train
 
@@ -61,17 +58,10 @@ def main() -> None:
         rows.append({"weights": weights, "val_AP50": val["bbox/AP50"], "val_AP": val["bbox/AP"],
                      "test_AP50": test["bbox/AP50"], "test_AP": test["bbox/AP"], "train_seconds": round(seconds)})
         print(json.dumps(rows[-1]))
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
-    lines = [f"{date.today()}, {device}, torch {torch.__version__}, {args.arch} + FPN, MobileNetV2, {args.epochs} epochs, "
-             f"shorter side {args.min_size} px, batch 4, SGD lr 0.01 cosine", "",
-             "| backbone weights | val AP50 | val AP | test AP50 | test AP | train + val seconds |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['weights']} | {r['val_AP50']:.3f} | {r['val_AP']:.3f} | {r['test_AP50']:.3f} | {r['test_AP']:.3f} | "
-              f"{r['train_seconds']} |" for r in rows]
-    table = "\n".join(lines)
-    print("\n" + table)
-    atomic_write_text(args.out / "results.md", table + "\n")
-    atomic_write_json(args.out / "results.json", rows)
-
+    report(args.out, f"{args.arch} + FPN, MobileNetV2, {args.epochs} epochs, shorter side {args.min_size} px, batch 4, "
+           "SGD lr 0.01 cosine", ["backbone weights", "val AP50", "val AP", "test AP50", "test AP", "train + val seconds"],
+           [[r["weights"], f"{r['val_AP50']:.3f}", f"{r['val_AP']:.3f}", f"{r['test_AP50']:.3f}", f"{r['test_AP']:.3f}",
+             str(r["train_seconds"])] for r in rows], rows)
 
 if __name__ == "__main__":
     main()

@@ -18,18 +18,15 @@ import argparse
 import csv
 import json
 import logging
-import platform
 import random
 import time
-from datetime import date
 from pathlib import Path
 
-import torch
+from benchlib import report
 
 from visiontl.backbones.weights import fetch
 from visiontl.config import build_config
 from visiontl.demo import CLASSES, cut_crops, demo_config, frozen_tensors_identical
-from visiontl.engine.checkpoint import atomic_write_json, atomic_write_text
 from visiontl.engine.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,19 +94,10 @@ def main() -> None:
                 row["frozen_identical"] = f"{same}/{total}"
             results.append(row)
             print(json.dumps(row))
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-    lines = [f"{date.today()}, {device}, torch {torch.__version__}, {args.epochs} epochs, "
-             f"{sum(counts['val'].values())} val crops", "",
-             "| train fraction | train crops | run | val accuracy | macro F1 | seconds | frozen tensors identical |",
-             "|---|---|---|---|---|---|---|"]
-    for r in results:
-        lines.append(f"| {r['fraction']:g} | {r['train_images']} | {r['run']} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} "
-                     f"| {r['seconds']:.0f} | {r.get('frozen_identical', '')} |")
-    table = "\n".join(lines)
-    print("\n" + table)
-    atomic_write_text(args.out / "results.md", table + "\n")
-    atomic_write_json(args.out / "results.json", results)
-
+    report(args.out, f"{args.epochs} epochs, {sum(counts['val'].values())} val crops",
+           ["train fraction", "train crops", "run", "val accuracy", "macro F1", "seconds", "frozen tensors identical"],
+           [[f"{r['fraction']:g}", str(r["train_images"]), r["run"], f"{r['accuracy']:.3f}", f"{r['macro_f1']:.3f}",
+             f"{r['seconds']:.0f}", r.get("frozen_identical", "")] for r in results], results)
 
 if __name__ == "__main__":
     main()

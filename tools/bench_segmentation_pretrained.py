@@ -15,15 +15,12 @@ import argparse
 import json
 import logging
 import math
-import platform
 import time
-from datetime import date
 from pathlib import Path
 
-import torch
+from benchlib import report
 
 from visiontl.config import build_config
-from visiontl.engine.checkpoint import atomic_write_json, atomic_write_text
 from visiontl.engine.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,16 +53,10 @@ def main() -> None:
         rows.append({"weights": weights, "mIoU": metrics["mIoU"], "pixel_accuracy": metrics["pixel_accuracy"],
                      "mDice": metrics["mDice"], "seconds": round(time.perf_counter() - started)})
         print(json.dumps(rows[-1]))
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
-    lines = [f"{date.today()}, {device}, torch {torch.__version__}, U-Net + MobileNetV2, {args.steps} steps of batch "
-             f"{args.batch} at {args.crop}x{args.crop} crops, AdamW 1e-3 cosine", "",
-             "| backbone weights | val mIoU | val pixel accuracy | val mDice | seconds |", "|---|---|---|---|---|"]
-    lines += [f"| {r['weights']} | {r['mIoU']:.3f} | {r['pixel_accuracy']:.3f} | {r['mDice']:.3f} | {r['seconds']} |" for r in rows]
-    table = "\n".join(lines)
-    print("\n" + table)
-    atomic_write_text(args.out / "results.md", table + "\n")
-    atomic_write_json(args.out / "results.json", rows)
-
+    report(args.out, f"U-Net + MobileNetV2, {args.steps} steps of batch {args.batch} at {args.crop}x{args.crop} crops, "
+           "AdamW 1e-3 cosine", ["backbone weights", "val mIoU", "val pixel accuracy", "val mDice", "seconds"],
+           [[r["weights"], f"{r['mIoU']:.3f}", f"{r['pixel_accuracy']:.3f}", f"{r['mDice']:.3f}", str(r["seconds"])]
+            for r in rows], rows)
 
 if __name__ == "__main__":
     main()
