@@ -56,6 +56,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from visiontl.engine.checkpoint import atomic_write_json
+    from visiontl.evaluation.score import format_table, score_files
+
+    metrics = score_files(Path(args.gt), Path(args.results), args.iou_type)
+    print(format_table(metrics, args.iou_type))
+    if args.out:
+        atomic_write_json(Path(args.out), metrics)
+        print(f"metrics written to {args.out}")
+    return 0
+
+
 def cmd_backbones(args: argparse.Namespace) -> int:
     from visiontl.backbones import create_backbone, get_spec, list_backbones
     from visiontl.backbones.weights import cached_file
@@ -149,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--draw", default=None, metavar="DIR", help="detection: also write copies of the images with boxes drawn")
     p.add_argument("--overlay", action="store_true", help="segmentation: also write colour overlays into OUT/overlay")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("score", help="COCO-score a results file against a ground-truth file (pycocotools' numbers)")
+    p.add_argument("gt", help="COCO ground truth JSON")
+    p.add_argument("results", help="COCO results JSON (a list of detections)")
+    p.add_argument("--iou-type", choices=["bbox", "segm"], default="bbox")
+    p.add_argument("--out", default=None, help="write the metrics as JSON to this file")
+    p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("backbones", help="list backbones: source, stages, channels, strides, cached weights")
     p.set_defaults(func=cmd_backbones)

@@ -22,8 +22,9 @@ from visiontl.engine.checkpoint import atomic_write_json
 from visiontl.errors import DataError
 
 
-def read_coco(json_path: Path, image_root: Path | None = None) -> AnnotationSet:
-    """Read a COCO JSON file. Without `image_root`, find the folder its file names are relative to."""
+def read_coco(json_path: Path, image_root: Path | None = None, sanitize: bool = True) -> AnnotationSet:
+    """Read a COCO JSON file. Without `image_root`, find the folder its file names are relative to.
+    sanitize=False keeps boxes exactly as written (scoring must see the ground truth pycocotools sees)."""
     json_path = Path(json_path)
     data = _load_json(json_path)
     for key in ("images", "categories"):
@@ -49,7 +50,7 @@ def read_coco(json_path: Path, image_root: Path | None = None) -> AnnotationSet:
     instances = [_instance(json_path, i, a, by_id, cat_ids) for i, a in enumerate(annotations)]
     aset = AnnotationSet(categories, images, instances, Path(image_root), ReadReport(source=str(json_path)))
     aset.validate()
-    return sanitize_boxes(aset)
+    return sanitize_boxes(aset) if sanitize else aset
 
 
 def write_coco(aset: AnnotationSet, path: Path) -> None:
