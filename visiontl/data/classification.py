@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from visiontl.config import DataConfig
+from visiontl.data import dataset_root
 from visiontl.data.images import check_image, is_image_file, read_image
 from visiontl.data.sampling import split_item
 from visiontl.errors import DataError
@@ -28,13 +29,9 @@ class Sample:
 
 
 def _split_path(data: DataConfig, split: str) -> Path:
-    if data.root is None:
-        raise DataError("data.root is not set: point it at the dataset folder")
-    if not data.root.is_dir():
-        raise DataError(f"data.root: {str(data.root)!r} does not exist or is not a folder")
-    value = getattr(data, split)
-    path = Path(value)
-    return path if path.is_absolute() else data.root / path
+    root = dataset_root(data)
+    path = Path(getattr(data, split))
+    return path if path.is_absolute() else root / path
 
 
 def discover_classes(data: DataConfig) -> list[str]:

@@ -114,12 +114,17 @@ class DetectionDataset(Dataset):
             image, boxes, labels = out["image"], np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4), out["labels"]
             if masks:
                 masks = [np.asarray(out["masks"][int(k)]) for k in out["keep"]]
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+        tensor = unit_tensor(image)
         target = {"boxes": torch.from_numpy(boxes), "labels": torch.as_tensor(list(labels), dtype=torch.int64)}
         if masks is not None:
             h, w = image.shape[:2]
             target["masks"] = (torch.from_numpy(np.stack(masks)) if masks else torch.zeros(0, h, w)).to(torch.uint8)
         return tensor, target, record.id
+
+
+def unit_tensor(image: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 -> 3xHxW float in [0, 1]: what torchvision's detectors take (they normalise themselves)."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
 
 
 def collate_detection(batch: list[Any]) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]], list[int]]:

@@ -15,10 +15,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from visiontl.backbones import Backbone
 from visiontl.config import Config
+from visiontl.data import dataset_root
 from visiontl.data.annotations import AnnotationSet, LabelMap
 from visiontl.data.detection import (
     DetectionDataset,
     collate_detection,
+    unit_tensor,
     detection_transform,
     pipeline_ops,
     preset_ops,
@@ -58,14 +60,11 @@ def read_split(cfg: Config, split: str, classes: list[str] | None) -> Annotation
     from visiontl.data.formats import read_annotations, read_voc
 
     d = cfg.data
-    if d.root is None:
-        raise DataError("data.root is not set: point it at the dataset folder")
-    if not d.root.is_dir():
-        raise DataError(f"data.root: {str(d.root)!r} does not exist or is not a folder")
+    root = dataset_root(d)
     name = getattr(d, split)
     if d.format == "voc":
-        return read_voc(d.root, name, classes=classes)
-    return read_annotations(d.format, d.root, name, d.images)
+        return read_voc(root, name, classes=classes)
+    return read_annotations(d.format, root, name, d.images)
 
 
 def check_images(aset: AnnotationSet) -> None:
@@ -263,8 +262,8 @@ def predict_images(loaded: Any, files: list[Path], out_file: Path, score_thresho
     for start in tqdm(range(0, len(files), batch_size), desc="predict", unit="batch"):
         chunk = files[start : start + batch_size]
         arrays = [read_image(f) for f in chunk]
-        tensors = [torch.from_numpy(a).permute(2, 0, 1).float().div_(255.0) for a in arrays]
-        outputs = DetectionTask().detect(loaded.model, tensors, device, torch.autocast("cpu", enabled=False))
+        outputs = loaded.task.detect(loaded.model, [unit_tensor(a) for a in arrays], device,
+                                     torch.autocast("cpu", enabled=False))
         for offset, (f, arr, out) in enumerate(zip(chunk, arrays, outputs)):
             image_id = start + offset + 1
             keep = out["scores"] >= threshold

@@ -15,10 +15,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from visiontl.backbones import Backbone
 from visiontl.config import Config
+from visiontl.data import dataset_root
 from visiontl.data.annotations import AnnotationSet, LabelMap
 from visiontl.data.masks import MaskSample, check_pairs, find_pairs
 from visiontl.data.segmentation import PadCollate, SegmentationDataset, segmentation_transform
-from visiontl.errors import ConfigError, DataError
+from visiontl.errors import ConfigError
 from visiontl.evaluation.segmentation import SegmentationMetrics
 from visiontl.models.segmentation import BACKBONE_PREFIX, SegmentationModel
 
@@ -51,21 +52,18 @@ class SegmentationTask:
 
     def prepare_data(self, cfg: Config) -> SegmentationData:
         d = cfg.data
-        if d.root is None:
-            raise DataError("data.root is not set: point it at the dataset folder")
-        if not d.root.is_dir():
-            raise DataError(f"data.root: {str(d.root)!r} does not exist or is not a folder")
+        root = dataset_root(d)
         if d.format == "coco":
             from visiontl.data.formats import read_annotations
 
-            train = read_annotations("coco", d.root, d.train, d.images)
-            val = read_annotations("coco", d.root, d.val, d.images)
+            train = read_annotations("coco", root, d.train, d.images)
+            val = read_annotations("coco", root, d.val, d.images)
             label_map = LabelMap.from_set(train)
             return SegmentationData(["background", *label_map.names], d.ignore_index, train, val, label_map)
         if not d.classes:
             raise ConfigError("data.classes: name the classes of a masks dataset, in class-id order")
-        train = find_pairs(d.root, d.train, d.train_masks)
-        val = find_pairs(d.root, d.val, d.val_masks)
+        train = find_pairs(root, d.train, d.train_masks)
+        val = find_pairs(root, d.val, d.val_masks)
         for samples in (train, val):
             check_pairs(samples, len(d.classes), d.ignore_index, d.palette)
         return SegmentationData(list(d.classes), d.ignore_index, train, val)
@@ -167,17 +165,17 @@ def predict_masks(loaded: Any, files: list[Path], out_dir: Path, overlay: bool) 
 
     d = loaded.config.data
     transform = segmentation_transform("none", None, loaded.backbone.mean, loaded.backbone.std, d.ignore_index, False, False)
+    colours = np.array([class_color(i) for i in range(len(loaded.classes))], dtype=np.uint8)
+    dtype = np.uint8 if len(loaded.classes) <= 256 else np.uint16
     rows = []
     for f in tqdm(files, desc="predict", unit="image"):
         array = read_image(f)
         with torch.no_grad():
             logits = loaded.model(transform(image=array)["image"][None])
         labels = logits.argmax(1)[0].numpy()
-        dtype = np.uint8 if len(loaded.classes) <= 256 else np.uint16
         path = save_png(Image.fromarray(labels.astype(dtype)), Path(out_dir) / f"{Path(f).stem}.png")
         row = {"file": str(f), "mask": str(path), "classes_present": sorted({loaded.classes[i] for i in np.unique(labels)})}
         if overlay:
-            colours = np.array([class_color(i) for i in range(len(loaded.classes))], dtype=np.uint8)
             blended = (0.55 * array + 0.45 * colours[labels]).astype(np.uint8)
             row["overlay"] = str(save_png(Image.fromarray(blended), Path(out_dir) / "overlay" / f"{Path(f).stem}.png"))
         rows.append(row)
