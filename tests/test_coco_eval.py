@@ -242,7 +242,7 @@ def test_more_than_100_detections_on_one_image(tmp_path):
 
 
 def test_results_for_unknown_images_are_an_error(tmp_path):
-    with pytest.raises(DataError, match="image id"):
+    with pytest.raises(DataError, match="image_id 42"):
         evaluate_coco(make_set(HANDMADE_GT, tmp_path), [det(42, 1, [0, 0, 5, 5], 0.5)])
     with pytest.raises(DataError, match="no score"):
         results_from_instances([Instance(1, 1, 1, (0, 0, 5, 5))])

@@ -79,3 +79,80 @@ def test_score_cli_and_bad_results(tmp_path: Path) -> None:
         score_files(gt_path, res_path)
     done = subprocess.run([sys.executable, "-m", "visiontl", "score", str(gt_path), str(res_path)], capture_output=True, text=True)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+
+
+def _write(tmp_path: Path, gt: dict | str, res: list | dict | str) -> tuple[Path, Path]:
+    gt_path, res_path = tmp_path / "gt.json", tmp_path / "res.json"
+    gt_path.write_text(gt if isinstance(gt, str) else json.dumps(gt))
+    res_path.write_text(res if isinstance(res, str) else json.dumps(res))
+    return gt_path, res_path
+
+
+def _broken_results(kind: str) -> list | dict | str:
+    res = results(0)
+    if kind == "nan score":
+        return json.dumps(res).replace(str(res[1]["score"]), "NaN", 1)
+    if kind == "unknown image":
+        res[3]["image_id"] = 99
+    if kind == "short box":
+        res[4]["bbox"] = [1.0, 2.0, 3.0]
+    if kind == "not a list":
+        return {"annotations": res}
+    if kind == "not json":
+        return "[{"
+    return res
+
+
+BAD_RESULTS = {
+    "nan score": r"result #1: 'score' is nan",
+    "unknown image": r"result #3: image_id 99 is not in the ground truth's images",
+    "short box": r"result #4: 'bbox' is \[1.0, 2.0, 3.0\], not 4 finite numbers",
+    "not a list": r"a COCO results file is a list of detections, got dict",
+    "not json": r"not valid JSON",
+}
+
+
+@pytest.mark.parametrize("engine", ["numpy", "hotcoco"])
+@pytest.mark.parametrize("kind", sorted(BAD_RESULTS))
+def test_bad_results_name_the_record(tmp_path: Path, kind: str, engine: str) -> None:
+    gt_path, res_path = _write(tmp_path, GT, _broken_results(kind))
+    with pytest.raises(DataError, match=BAD_RESULTS[kind]):
+        score_files(gt_path, res_path, engine=engine)
+
+
+def _broken_gt(kind: str) -> dict:
+    gt = json.loads(json.dumps(GT))
+    if kind == "annotation on unknown image":
+        gt["annotations"][1]["image_id"] = 42
+    if kind == "duplicate annotation id":
+        gt["annotations"][2]["id"] = 1
+    if kind == "negative box":
+        gt["annotations"][3]["bbox"] = [70, 10, -20, 50]
+    if kind == "duplicate image id":
+        gt["images"][2]["id"] = 1
+    return gt
+
+
+BAD_GT = {
+    "annotation on unknown image": r"gt.json: annotation 2: image_id 42 is not in the ground truth's images",
+    "duplicate annotation id": r"gt.json: annotation id 1 appears twice",
+    "negative box": r"gt.json: annotation 4: bbox \[70, 10, -20, 50\] has a negative size",
+    "duplicate image id": r"gt.json: image id 1 appears twice",
+}
+
+
+@pytest.mark.parametrize("engine", ["numpy", "hotcoco"])
+@pytest.mark.parametrize("kind", sorted(BAD_GT))
+def test_bad_ground_truth_names_the_record(tmp_path: Path, kind: str, engine: str) -> None:
+    gt_path, res_path = _write(tmp_path, _broken_gt(kind), results(0))
+    with pytest.raises(DataError, match=BAD_GT[kind]):
+        score_files(gt_path, res_path, engine=engine)
+
+
+def test_engines_agree_on_files_and_count_unknown_categories(tmp_path: Path) -> None:
+    res = results(1) + [{"image_id": 1, "category_id": 55, "bbox": [1, 1, 5, 5], "score": 0.5}]
+    gt_path, res_path = _write(tmp_path, GT, res)
+    fast, slow = score_files(gt_path, res_path, engine="hotcoco"), score_files(gt_path, res_path, engine="numpy")
+    assert fast["engine"] == "hotcoco" and slow["engine"] == "numpy"
+    assert fast["num_ignored"] == slow["num_ignored"] == 1 and fast["num_results"] == slow["num_results"] == len(res)
+    assert {k: v for k, v in fast.items() if k != "engine"} == {k: v for k, v in slow.items() if k != "engine"}

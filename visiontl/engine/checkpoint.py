@@ -1,62 +1,22 @@
-"""Atomic writes and checkpoints.
-
-Every file is written to a temporary file beside its target, flushed to disk and renamed over it, so a
-kill at any instant leaves either the old file or the new one, never half of one. Checkpoints are plain
+"""Checkpoints, written atomically (`visiontl.atomic`). Checkpoints are plain
 dicts of tensors and Python literals, read back with `weights_only=True`: loading one never runs code.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from visiontl.atomic import atomic_write, atomic_write_bytes, atomic_write_json, atomic_write_text
 from visiontl.errors import CheckpointError
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone makes files private (0600)
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    _atomic_write(path, lambda f: f.write(data))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "load_checkpoint", "save_checkpoint"]
 
 
 def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
-    _atomic_write(path, lambda f: torch.save(checkpoint, f))
+    atomic_write(path, lambda f: torch.save(checkpoint, f))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
