@@ -146,3 +146,121 @@ def save_png(image: Image.Image, path: Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+# -- example pictures for run reports: panels side by side, with titles, captions and legends ---------------
+
+PANEL_LONGEST = 480  # px: the longer side of a panel is at most this
+PANEL_SMALLEST = 240  # px: smaller images are enlarged by a whole factor towards this
+
+
+def panel_scale(width: int, height: int, longest: int = PANEL_LONGEST, smallest: int = PANEL_SMALLEST) -> float:
+    """Shrink so the longer side is at most `longest`; enlarge a small image by a whole factor until its
+    longer side is about `smallest`, since a 32 px image would be hidden under its own labels."""
+    side = max(width, height)
+    if side > longest:
+        return longest / side
+    return float(max(1, smallest // side))
+
+
+def resize_panel(image, scale: float) -> Image.Image:
+    """An RGB copy scaled by `scale`: nearest neighbour when enlarging (pixels stay pixels), Lanczos when shrinking."""
+    out = _to_rgb(image)
+    if scale == 1:
+        return out
+    size = (max(1, round(out.width * scale)), max(1, round(out.height * scale)))
+    return out.resize(size, Image.NEAREST if scale > 1 else Image.LANCZOS)
+
+
+def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A label map resized to (width, height) by nearest neighbour: ids are never blended."""
+    labels = np.asarray(labels)
+    if (labels.shape[1], labels.shape[0]) == tuple(size):
+        return labels
+    return np.asarray(Image.fromarray(labels.astype(np.int32)).resize(size, Image.NEAREST)).astype(labels.dtype)
+
+
+def label_overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45, ignore_index: int | None = None) -> np.ndarray:
+    """HxWx3 uint8: each pixel blended with its class colour (`class_color`); `ignore_index` pixels untouched."""
+    image = np.asarray(image)
+    labels = np.asarray(labels).astype(np.int64)
+    valid = labels >= 0 if ignore_index is None else (labels != ignore_index) & (labels >= 0)
+    top = int(labels[valid].max()) + 1 if valid.any() else 0
+    colours = np.array([class_color(i) for i in range(top)] or [(0, 0, 0)], dtype=np.float64)
+    blended = (1 - alpha) * image + alpha * colours[np.where(valid, labels, 0)]
+    return np.where(valid[..., None], blended, image).astype(np.uint8)
+
+
+def _fit_text(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
+    """`text` cut from the left ("...tail") to fit `width` pixels: the end of a file name tells most."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while len(text) > 1 and draw.textlength("..." + text, font=font) > width:
+        text = text[1:]
+    return "..." + text
+
+
+def text_strip(lines: list[str], width: int, background=(255, 255, 255), ink=(0, 0, 0)) -> Image.Image:
+    """A strip `width` pixels wide holding `lines` of text, each cut to fit."""
+    font = ImageFont.load_default()
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    line_h = _text_size(probe, "Ag", font)[1] + 4
+    strip = Image.new("RGB", (width, line_h * len(lines) + 4), background)
+    draw = ImageDraw.Draw(strip)
+    for i, line in enumerate(lines):
+        draw.text((3, 2 + i * line_h), _fit_text(draw, line, font, width - 6), fill=ink, font=font)
+    return strip
+
+
+def stack(images: list[Image.Image], background=(255, 255, 255)) -> Image.Image:
+    """Images one below the other, left-aligned, on a background as wide as the widest."""
+    out = Image.new("RGB", (max(i.width for i in images), sum(i.height for i in images)), background)
+    y = 0
+    for im in images:
+        out.paste(im, (0, y))
+        y += im.height
+    return out
+
+
+def side_by_side(panels: list[Image.Image], titles: list[str], gap: int = 8, background=(255, 255, 255)) -> Image.Image:
+    """Panels in a row, each with its title above it, tops aligned, `gap` pixels apart."""
+    if len(titles) != len(panels):
+        raise ValueError(f"{len(titles)} titles for {len(panels)} panels")
+    columns = [stack([text_strip([t], p.width, background), p], background) for p, t in zip(panels, titles)]
+    out = Image.new("RGB", (sum(c.width for c in columns) + gap * (len(columns) - 1), max(c.height for c in columns)),
+                    background)
+    x = 0
+    for c in columns:
+        out.paste(c, (x, 0))
+        x += c.width + gap
+    return out
+
+
+def color_legend(entries: list[tuple[str, tuple[int, int, int]]], width: int, background=(255, 255, 255)) -> Image.Image:
+    """Colour swatches with their names, wrapped into rows `width` pixels wide."""
+    font = ImageFont.load_default()
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    row_h = _text_size(probe, "Ag", font)[1] + 8
+    swatch = row_h - 6
+    placed, x, y = [], 3, 3
+    for name, colour in entries:
+        item_w = swatch + 4 + round(probe.textlength(name, font=font)) + 12
+        if x > 3 and x + item_w > width:
+            x, y = 3, y + row_h
+        placed.append((x, y, name, colour))
+        x += item_w
+    out = Image.new("RGB", (width, y + row_h + 3), background)
+    draw = ImageDraw.Draw(out)
+    for x, y, name, colour in placed:
+        draw.rectangle((x, y + 3, x + swatch, y + 3 + swatch), fill=colour, outline=(0, 0, 0))
+        draw.text((x + swatch + 4, y + 2), name, fill=(0, 0, 0), font=font)
+    return out
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """The image encoded as PNG (for atomic writers that take bytes)."""
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from visiontl.backbones import Backbone
@@ -46,7 +47,17 @@ class TaskAdapter(Protocol):
     def evaluate(
         self, model: nn.Module, loader: DataLoader, device: torch.device, classes: list[str], autocast: AbstractContextManager
     ) -> dict[str, Any]:
-        """Val metrics; may hold `loss` and `raw` (numpy arrays the trainer saves beside metrics.json)."""
+        """Val metrics, plus `protocol` (how they were computed, as readable strings) and `per_image`
+        (`{"metric", "higher_is_better", "images": [{"file", "score", "index", ...}]}`, one record per image
+        evaluated, `index` its position in the loader's dataset); may hold `loss` and `raw` (numpy arrays
+        the trainer saves beside metrics.json)."""
+        ...
+
+    def render_examples(
+        self, model: nn.Module, dataset: Dataset, indices: list[int], device: torch.device,
+        autocast: AbstractContextManager, classes: list[str],
+    ) -> list[Image.Image]:
+        """One picture per dataset index: the model run on that image, ground truth and prediction drawn."""
         ...
 
     def fits_in_closed_form(self, cfg: Config) -> bool:
@@ -56,3 +67,16 @@ class TaskAdapter(Protocol):
     def fit_closed_form(
         self, cfg: Config, model: nn.Module, train: Dataset, run_dir: Path, device: torch.device
     ) -> dict[str, Any]: ...
+
+
+def relative_file(path: str | Path, root: Path | None) -> str:
+    """How per-image records name an image: relative to the dataset root when it lies under it (a run
+    directory then reads the same on another machine), else as given."""
+    path = Path(path)
+    if root is not None:
+        for p, r in ((path, Path(root)), (path.resolve(), Path(root).resolve())):  # as written first: no syscalls
+            try:
+                return p.relative_to(r).as_posix()
+            except ValueError:
+                pass
+    return str(path)

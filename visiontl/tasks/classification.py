@@ -12,15 +12,18 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from visiontl.backbones import Backbone
 from visiontl.config import Config
+from visiontl.data import dataset_root
 from visiontl.data.augment import classification_transform
 from visiontl.data.classification import ClassificationDataset, Sample, class_counts, discover_classes, load_split
 from visiontl.evaluation.classification import ClassificationMetrics
 from visiontl.models.classifier import BACKBONE_PREFIX, Classifier, build_classifier
+from visiontl.tasks.base import relative_file
 
 log = logging.getLogger("visiontl")
 
@@ -44,6 +47,7 @@ class ClassificationTask:
     name = "classification"
     backbone_prefix = BACKBONE_PREFIX
     log_metrics = ("accuracy", "macro_f1")
+    data_root: Path | None = None  # set by datasets(): per-image records name files relative to it
 
     def prepare_data(self, cfg: Config) -> ClassificationData:
         classes = discover_classes(cfg.data)
@@ -55,6 +59,7 @@ class ClassificationTask:
 
     def datasets(self, cfg: Config, data: ClassificationData, backbone: Backbone, augment: bool) -> tuple[Dataset, Dataset]:
         d = cfg.data
+        self.data_root = dataset_root(d)
 
         def transform(train: bool) -> Any:
             return classification_transform(d.augment, d.image_size, backbone.mean, backbone.std, train, d.hflip, d.vflip)
@@ -82,7 +87,10 @@ class ClassificationTask:
         metrics = ClassificationMetrics(classes)
         loss_sum = torch.zeros((), device=device)
         count = 0
-        for images, labels, _ in loader:
+        per_batch = []
+        size = None
+        for images, labels, index in loader:
+            size = size or tuple(images.shape[-2:])
             images = _to_device(images, device)
             labels = labels.to(device, non_blocking=True)
             with autocast:
@@ -90,9 +98,48 @@ class ClassificationTask:
             loss_sum += F.cross_entropy(logits, labels, reduction="sum")
             count += labels.numel()
             metrics.update(logits, labels)
+            probs = logits.softmax(dim=1)
+            per_batch.append((index, labels, probs.gather(1, labels[:, None])[:, 0], probs.argmax(dim=1)))
         out = metrics.compute()
         out["loss"] = float(loss_sum) / max(1, count)
+        out["protocol"] = {
+            "prediction": "argmax over the whole val split (every evaluated image counted once)",
+            "averaging": "macro F1: class mean over classes present in ground truth or prediction",
+            "eval_image_size": f"{size[0]}x{size[1]} (every image resized to it, aspect ratio not kept)" if size else "no images",
+        }
+        out["per_image"] = self._per_image(loader.dataset, per_batch, classes)
         return out
+
+    def _per_image(self, dataset: ClassificationDataset, per_batch: list, classes: list[str]) -> dict[str, Any]:
+        images = []
+        for index, labels, p_true, predicted in per_batch:
+            for i, y, p, k in zip(index.tolist(), labels.tolist(), p_true.tolist(), predicted.tolist()):
+                images.append({"file": relative_file(dataset.samples[i].path, self.data_root), "score": p, "index": i,
+                               "true": classes[y], "predicted": classes[k], "correct": y == k})
+        return {"metric": "probability the model gives the true class (softmax)", "higher_is_better": True,
+                "images": images}
+
+    @torch.no_grad()
+    def render_examples(self, model: nn.Module, dataset: ClassificationDataset, indices: list[int], device: torch.device,
+                        autocast: AbstractContextManager, classes: list[str]) -> list[Image.Image]:
+        """The image at its own aspect ratio, with "true: X / predicted: Y (p)" under it."""
+        from visiontl.data.images import read_image
+        from visiontl.visualize import panel_scale, resize_panel, stack, text_strip
+
+        if not indices:
+            return []
+        model.eval()
+        items = [dataset[i] for i in indices]
+        with autocast:
+            probs = model(_to_device(torch.stack([im for im, _, _ in items]), device)).float().softmax(dim=1).cpu()
+        pictures = []
+        for (_, label, _), p, index in zip(items, probs, indices):
+            array = read_image(dataset.samples[index].path)
+            panel = resize_panel(array, panel_scale(array.shape[1], array.shape[0]))
+            k = int(p.argmax())
+            text = f"true: {classes[label]} / predicted: {classes[k]} ({float(p[k]):.2f})"
+            pictures.append(stack([panel, text_strip([text], max(panel.width, 320))]))
+        return pictures
 
     @torch.no_grad()
     def predict(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:

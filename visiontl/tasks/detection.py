@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -28,9 +29,14 @@ from visiontl.data.detection import (
 from visiontl.data.images import check_image
 from visiontl.errors import CheckpointError, DataError
 from visiontl.evaluation.coco import evaluate_coco
+from visiontl.evaluation.detection_confusion import detection_confusion
+from visiontl.evaluation.per_image import detection_image_scores, display_threshold
 from visiontl.models.detection import BACKBONE_PREFIX, build_faster_rcnn, build_ssd
+from visiontl.tasks.base import relative_file
 
 log = logging.getLogger("visiontl")
+
+CONFUSION_IOU = 0.5  # the IoU a detection needs to count as found in the confusion matrix and per-image F1
 
 
 @dataclass
@@ -99,6 +105,7 @@ class DetectionTask:
     log_metrics: tuple[str, ...] = ("bbox/AP", "bbox/AP50")
     iou_types: tuple[str, ...] = ("bbox",)
     masks = False
+    data_root: Path | None = None  # set by datasets(): per-image records name files relative to it
 
     def prepare_data(self, cfg: Config) -> DetectionData:
         train = read_split(cfg, "train", cfg.data.classes)
@@ -131,6 +138,7 @@ class DetectionTask:
 
     def datasets(self, cfg: Config, data: DetectionData, backbone: Backbone, augment: bool) -> tuple[Dataset, Dataset]:
         d = cfg.data
+        self.data_root = dataset_root(d)
         ops = pipeline_ops(d.pipeline) if d.pipeline is not None else preset_ops(d.augment, d.hflip, d.vflip)
         train_tf = detection_transform(ops if augment else [], d.min_visibility)
         val_tf = detection_transform([], d.min_visibility)
@@ -178,14 +186,88 @@ class DetectionTask:
             raws.update({f"{iou_type}_{k}": v for k, v in raw.items()})
         metrics["num_images"] = len(seen)
         metrics["num_detections"] = len(results)
+        model_threshold = model_score_threshold(model)
+        threshold = display_threshold(model_threshold)
+        category_ids = list(label_map.category_ids)
+        raws["bbox_confusion"] = detection_confusion(gt, results, category_ids, CONFUSION_IOU, threshold)
+        raws["bbox_confusion_iou"] = np.float64(CONFUSION_IOU)
+        raws["bbox_confusion_score"] = np.float64(threshold)
+        raws["class_names"] = np.array(label_map.names, dtype=str)  # fixed-width unicode: loads without pickle
         metrics["raw"] = raws
+        first = self.iou_types[0]  # every IoU type is scored with the same COCO parameters
+        iou = np.asarray(raws[f"{first}_iou_thresholds"])
+        metrics["protocol"] = {
+            "iou_types": ", ".join(self.iou_types),
+            "iou_thresholds": f"{iou[0]:.2f}:{iou[1] - iou[0]:.2f}:{iou[-1]:.2f} ({len(iou)})" if len(iou) > 1 else f"{iou[0]:.2f}",
+            "recall_points": str(len(raws[f"{first}_rec_thresholds"])),
+            "max_detections": ", ".join(str(int(m)) for m in raws[f"{first}_max_dets"]),
+            "area_ranges": "small < 32² ≤ medium < 96² ≤ large (pixels, by annotation area)",
+            "crowd": "iscrowd regions neither rewarded nor penalised",
+            "eval_image_size": eval_image_size(model),
+            "score_threshold": f"{model_threshold:g} for AP (every detection the model keeps); {threshold:g} for the "
+                               f"per-image F1, the confusion matrix (IoU {CONFUSION_IOU:g}) and the gallery",
+        }
+        scores = detection_image_scores(gt, results, category_ids, threshold, CONFUSION_IOU)
+        position = {record.id: i for i, (record, _) in enumerate(dataset.items)}
+        metrics["per_image"] = {
+            "metric": f"F1 at IoU {CONFUSION_IOU:g} of the detections scoring at least {threshold:g}, matched greedily "
+                      "by score to ground truth of the same class (crowd regions ignored); 1.0 for an image with "
+                      "no ground truth and no detections",
+            "higher_is_better": True,
+            "images": [{"file": relative_file(gt.image_path(record), self.data_root), "score": scores[record.id]["score"],
+                        "index": position[record.id], **scores[record.id]} for record in gt.images],
+        }
         return metrics
+
+    def render_examples(self, model: nn.Module, dataset: DetectionDataset, indices: list[int], device: torch.device,
+                        autocast: AbstractContextManager, classes: list[str]) -> list[Image.Image]:
+        """Ground-truth boxes (crowd regions marked) beside the detections scoring at least the display threshold."""
+        from visiontl.visualize import draw_boxes, panel_scale, resize_panel, side_by_side
+
+        threshold = display_threshold(model_score_threshold(model))
+        label_map = dataset.label_map
+        pictures = []
+        for index in indices:
+            image, target, image_id = dataset[index]
+            out = self.detect(model, [image], device, autocast)[0]
+            keep = out["scores"] >= threshold
+            array = (image.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+            scale = panel_scale(array.shape[1], array.shape[0])
+            base = resize_panel(array, scale)
+            crowd = [i for i in dataset.aset.instances
+                     if i.image_id == image_id and i.iscrowd and i.category_id in label_map.category_ids]
+            gt_labels = target["labels"].tolist() + [label_map.label(i.category_id) for i in crowd]
+            gt_boxes = np.concatenate([target["boxes"].numpy().reshape(-1, 4),
+                                       np.array([i.xyxy for i in crowd], dtype=np.float32).reshape(-1, 4)])
+            gt_names = [label_map.name(k) for k in gt_labels[: len(target["labels"])]]
+            gt_names += [f"{label_map.name(k)} (crowd)" for k in gt_labels[len(target["labels"]):]]
+            truth = draw_boxes(base, gt_boxes * scale, gt_names, color_keys=[k - 1 for k in gt_labels])
+            labels = out["labels"][keep].tolist()
+            guess = draw_boxes(base, out["boxes"][keep].numpy() * scale, [label_map.name(k) for k in labels],
+                               out["scores"][keep].tolist(), color_keys=[k - 1 for k in labels])
+            pictures.append(side_by_side([truth, guess], ["ground truth", f"prediction (score >= {threshold:g})"]))
+        return pictures
 
     def fits_in_closed_form(self, cfg: Config) -> bool:
         return False
 
     def fit_closed_form(self, *args: Any) -> dict[str, Any]:
         raise NotImplementedError("detection heads train with gradient steps")
+
+
+def model_score_threshold(model: nn.Module) -> float:
+    """The score below which the detector drops detections (Faster/Mask R-CNN: its RoI heads; SSD: itself)."""
+    heads = getattr(model, "roi_heads", None)
+    return float(heads.score_thresh if heads is not None else model.score_thresh)
+
+
+def eval_image_size(model: nn.Module) -> str:
+    """How the detector's own transform resizes images, in words."""
+    t = model.transform
+    if t.fixed_size is not None:
+        return f"{t.fixed_size[0]}x{t.fixed_size[1]} (every image resized to it, aspect ratio not kept)"
+    shorter = "/".join(str(s) for s in t.min_size) if isinstance(t.min_size, (list, tuple)) else str(t.min_size)
+    return f"shorter side {shorter}, longer side at most {t.max_size} (aspect ratio kept)"
 
 
 def _label_map_for(aset: AnnotationSet, classes: list[str]) -> LabelMap:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -20,8 +21,10 @@ from visiontl.data.annotations import AnnotationSet, LabelMap
 from visiontl.data.masks import MaskSample, check_pairs, find_pairs
 from visiontl.data.segmentation import PadCollate, SegmentationDataset, segmentation_transform
 from visiontl.errors import ConfigError
+from visiontl.evaluation.per_image import image_confusions, segmentation_image_scores
 from visiontl.evaluation.segmentation import SegmentationMetrics
 from visiontl.models.segmentation import BACKBONE_PREFIX, SegmentationModel
+from visiontl.tasks.base import relative_file
 
 
 @dataclass
@@ -46,6 +49,7 @@ class SegmentationTask:
     name = "segmentation"
     backbone_prefix = BACKBONE_PREFIX
     log_metrics = ("mIoU", "pixel_accuracy")
+    data_root: Path | None = None  # set by datasets(): per-image records name files relative to it
 
     def __init__(self) -> None:
         self._collate = PadCollate(255)
@@ -77,6 +81,7 @@ class SegmentationTask:
 
     def datasets(self, cfg: Config, data: SegmentationData, backbone: Backbone, augment: bool) -> tuple[Dataset, Dataset]:
         d = cfg.data
+        self.data_root = dataset_root(d)
         self._collate = PadCollate(d.ignore_index)
         train_tf = segmentation_transform(d.augment if augment else "none", d.image_size, backbone.mean, backbone.std,
                                           d.ignore_index, d.hflip, d.vflip)
@@ -110,7 +115,8 @@ class SegmentationTask:
         ignore = loader.dataset.ignore_index
         metrics = SegmentationMetrics(classes, ignore)
         loss_sum, count = torch.zeros((), device=device), 0
-        for images, masks, _ in loader:
+        per_batch = []
+        for images, masks, index in loader:
             images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
             with autocast:
                 logits = model(images).float()
@@ -118,10 +124,60 @@ class SegmentationTask:
             if labelled:
                 loss_sum += F.cross_entropy(logits, masks, ignore_index=ignore, reduction="sum")
                 count += int(labelled)
-            metrics.update(logits, masks)
+            metrics.update(logits, masks)  # checks the labels, so the per-image counts below may trust them
+            per_batch.append((index, image_confusions(logits.argmax(dim=1), masks, len(classes), ignore).cpu()))
         out = metrics.compute()
         out["loss"] = float(loss_sum) / max(1, count)
+        out["protocol"] = {
+            "counting": "confusion matrix over every labelled pixel of the split",
+            "ignore_index": f"{ignore} (pixels with this label, and batch padding, are not scored)",
+            "averaging": "class mean over classes present in ground truth or prediction",
+            "eval_image_size": "each image at its own size (batches padded to a multiple of 32, padding not scored)",
+        }
+        out["per_image"] = self._per_image(loader.dataset, per_batch)
         return out
+
+    def _per_image(self, dataset: SegmentationDataset, per_batch: list) -> dict[str, Any]:
+        images = []
+        for index, confusions in per_batch:
+            miou, accuracy = segmentation_image_scores(confusions.numpy())
+            for i, m, a in zip(index.tolist(), miou.tolist(), accuracy.tolist()):
+                images.append({"file": relative_file(dataset.names(i), self.data_root), "score": m, "index": i,
+                               "pixel_accuracy": a})
+        return {"metric": "the image's own mean IoU over the classes present in its ground truth or prediction "
+                          "(labelled pixels only; 1.0 when none is labelled)",
+                "higher_is_better": True, "images": images}
+
+    @torch.no_grad()
+    def render_examples(self, model: nn.Module, dataset: SegmentationDataset, indices: list[int], device: torch.device,
+                        autocast: AbstractContextManager, classes: list[str]) -> list[Image.Image]:
+        """Ground truth and predicted label maps as colour overlays side by side, with a legend of the classes
+        shown. The whole image is predicted as validation does (own size, padded), also in overfit mode, where
+        the scored items were training crops."""
+        from visiontl.visualize import (class_color, color_legend, label_overlay, panel_scale, resize_labels,
+                                        resize_panel, side_by_side, stack)
+
+        model.eval()
+        ignore = dataset.ignore_index
+        transform = segmentation_transform("none", None, model.backbone.mean, model.backbone.std, ignore, False, False)
+        pad = PadCollate(ignore)
+        pictures = []
+        for index in indices:
+            array, mask = dataset.load(index)
+            image = pad([(transform(image=array)["image"], torch.from_numpy(mask), index)])[0]
+            with autocast:
+                logits = model(image.to(device)).float()
+            h, w = mask.shape
+            pred = logits.argmax(dim=1)[0, :h, :w].cpu().numpy()
+            base = resize_panel(array, panel_scale(w, h))
+            size = base.size
+            truth = label_overlay(np.asarray(base), resize_labels(mask, size), ignore_index=ignore)
+            guess = label_overlay(np.asarray(base), resize_labels(pred, size))
+            pair = side_by_side([Image.fromarray(truth), Image.fromarray(guess)], ["ground truth", "prediction"])
+            shown = sorted(set(np.unique(mask).tolist()) - {ignore} | set(np.unique(pred).tolist()))
+            legend = color_legend([(classes[c], class_color(c)) for c in shown if 0 <= c < len(classes)], pair.width)
+            pictures.append(stack([pair, legend]))
+        return pictures
 
     def fits_in_closed_form(self, cfg: Config) -> bool:
         return False
@@ -161,11 +217,10 @@ def predict_masks(loaded: Any, files: list[Path], out_dir: Path, overlay: bool) 
     from tqdm.auto import tqdm
 
     from visiontl.data.images import read_image
-    from visiontl.visualize import class_color, save_png
+    from visiontl.visualize import label_overlay, save_png
 
     d = loaded.config.data
     transform = segmentation_transform("none", None, loaded.backbone.mean, loaded.backbone.std, d.ignore_index, False, False)
-    colours = np.array([class_color(i) for i in range(len(loaded.classes))], dtype=np.uint8)
     dtype = np.uint8 if len(loaded.classes) <= 256 else np.uint16
     rows = []
     for f in tqdm(files, desc="predict", unit="image"):
@@ -176,7 +231,7 @@ def predict_masks(loaded: Any, files: list[Path], out_dir: Path, overlay: bool) 
         path = save_png(Image.fromarray(labels.astype(dtype)), Path(out_dir) / f"{Path(f).stem}.png")
         row = {"file": str(f), "mask": str(path), "classes_present": sorted({loaded.classes[i] for i in np.unique(labels)})}
         if overlay:
-            blended = (0.55 * array + 0.45 * colours[labels]).astype(np.uint8)
+            blended = label_overlay(array, labels)
             row["overlay"] = str(save_png(Image.fromarray(blended), Path(out_dir) / "overlay" / f"{Path(f).stem}.png"))
         rows.append(row)
     return rows
