@@ -57,14 +57,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from visiontl.engine.checkpoint import atomic_write_json
+    from visiontl.atomic import atomic_write_json
     from visiontl.evaluation.score import format_table, score_files
 
-    metrics = score_files(Path(args.gt), Path(args.results), args.iou_type)
+    metrics = score_files(Path(args.gt), Path(args.results), args.iou_type, args.engine)
     print(format_table(metrics, args.iou_type))
     if args.out:
         atomic_write_json(Path(args.out), metrics)
         print(f"metrics written to {args.out}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from visiontl.report import write_comparison, write_report
+
+    dirs = [Path(d) for d in args.run_dirs]
+    if len(dirs) == 1:
+        path = write_report(dirs[0], Path(args.out) if args.out else None)
+    else:
+        path = write_comparison(dirs, Path(args.out) if args.out else Path("compare.html"))
+    print(f"report written to {path} (and {path.with_suffix('.md')})")
     return 0
 
 
@@ -167,7 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", help="COCO results JSON (a list of detections)")
     p.add_argument("--iou-type", choices=["bbox", "segm"], default="bbox")
     p.add_argument("--out", default=None, help="write the metrics as JSON to this file")
+    p.add_argument("--engine", choices=["auto", "hotcoco", "numpy"], default="auto",
+                   help="auto: hotcoco (compiled) when installed, else numpy; both give pycocotools' numbers")
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("report", help="a self-contained HTML report (and a Markdown twin) of one run, or a "
+                       "comparison of several")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories; two or more are compared")
+    p.add_argument("--out", default=None, metavar="FILE", help="the HTML file (default: RUN_DIR/report.html for one "
+                   "run, compare.html here for several); the .md twin goes beside it")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("backbones", help="list backbones: source, stages, channels, strides, cached weights")
     p.set_defaults(func=cmd_backbones)

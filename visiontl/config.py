@@ -295,7 +295,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 
 def save_config(config: Config, path: Path) -> None:
-    from visiontl.engine.checkpoint import atomic_write_text
+    from visiontl.atomic import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 

@@ -43,24 +43,33 @@ def load_trained(path: str | Path, overrides: list[str] | None = None) -> Loaded
 
 
 def evaluate_checkpoint(path: str | Path, overrides: list[str], out_dir: Path) -> dict[str, Any]:
-    """Score a checkpoint on its config's val split (overrides may point elsewhere, e.g. data.val=test)."""
+    """Score a checkpoint on its config's val split (overrides may point elsewhere, e.g. data.val=test) and
+    write the evaluation files of a run directory into `out_dir` (docs/run-directory.md)."""
     from visiontl.data.sampling import EpochSampler
-    from visiontl.engine.trainer import autocast_for, make_loader, resolve_device, write_metrics
+    from visiontl.engine.environment import Stopwatch, write_run_json
+    from visiontl.config import save_config
+    from visiontl.engine.trainer import autocast_for, make_loader, resolve_device, write_evaluation, write_run_report
 
+    watch = Stopwatch()
     loaded = load_trained(path, overrides)
     cfg, task = loaded.config, loaded.task
     data = task.prepare_data(cfg)
     if data.classes != loaded.classes:
         raise CheckpointError(f"{path}: trained on classes {loaded.classes}, the data has {data.classes}")
     device = resolve_device(cfg.train.device)
-    _, val_set = task.datasets(cfg, data, loaded.backbone, augment=False)
+    train_set, val_set = task.datasets(cfg, data, loaded.backbone, augment=False)
     loader = make_loader(val_set, EpochSampler(len(val_set), False, cfg.train.seed), cfg.train.batch_size,
                          cfg.train.workers, task.collate, device)
     autocast, _ = autocast_for(device, cfg.train.amp)
-    metrics = task.evaluate(loaded.model.to(device), loader, device, loaded.classes, autocast)
+    model = loaded.model.to(device)
+    metrics = task.evaluate(model, loader, device, loaded.classes, autocast)
     metrics["checkpoint"] = str(path)
     metrics["split"] = cfg.data.val
-    write_metrics(Path(out_dir), metrics)
+    write_evaluation(Path(out_dir), metrics, task, model, val_set, device, autocast, loaded.classes)
+    # train_images: the train split the checkpoint's config names (what the model learnt from, unless overridden)
+    write_run_json(Path(out_dir), "evaluate", cfg.task, device, watch, len(train_set), len(val_set))
+    save_config(cfg, Path(out_dir) / "config.yaml")  # what was evaluated, overrides included, for the report
+    write_run_report(Path(out_dir))
     return metrics
 
 

@@ -3,8 +3,12 @@ finetune plan says what trains at which LR; this module runs the loop and writes
 
     <run.dir>/config.yaml   the resolved config
     <run.dir>/log.csv       one row per epoch: phase, trainable params, LR per group, losses, metrics, time
-    <run.dir>/metrics.json  final val metrics (and the best epoch's)
+    <run.dir>/metrics.json  final val metrics (and the best epoch's), with eval_raw.npz beside it
+    <run.dir>/eval_images.json, gallery/   per-image scores; the worst and best images drawn
+    <run.dir>/run.json      environment and timing
+    <run.dir>/report.html, report.md   the run report (visiontl.report)
     <run.dir>/checkpoints/{last,best}.pt
+(docs/run-directory.md describes each file.)
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from visiontl.backbones import create_backbone
 from visiontl.config import Config, save_config
 from visiontl.data.sampling import EpochSampler
 from visiontl.engine.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
+from visiontl.engine.environment import Stopwatch, write_run_json
+from visiontl.engine.gallery import write_gallery
 from visiontl.engine.schedule import lr_factor
 from visiontl.engine.seed import rng_state, seed_everything, set_rng_state, worker_init
 from visiontl.errors import CheckpointError, ConfigError
@@ -120,6 +126,7 @@ def _fmt(value: Any) -> Any:
 
 def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     """Run `cfg` end to end and return the final val metrics."""
+    watch = Stopwatch()
     run_dir = Path(cfg.run.dir)
     ckpt_dir = run_dir / "checkpoints"
     last_path = ckpt_dir / "last.pt"
@@ -149,7 +156,7 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     # Features for a closed-form head are extracted once, so without augmentation.
     train_set, val_set = task.datasets(cfg, data, backbone, augment=not (overfit or closed_form))
     if closed_form:
-        return _fit_closed_form(cfg, task, data, model, backbone, train_set, val_set, run_dir, device)
+        return _fit_closed_form(cfg, task, data, model, backbone, train_set, val_set, run_dir, device, watch)
 
     model.to(device)
     if device.type == "cuda":
@@ -261,13 +268,40 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
             break
 
     final = {**metrics, "best": {monitor: best["value"], "epoch": best["epoch"]}}
-    write_metrics(run_dir, final)
+    write_evaluation(run_dir, final, task, model, val_set, device, autocast, classes)
+    write_run_json(run_dir, "train", cfg.task, device, watch, len(train_sampler), len(val_sampler))
+    write_run_report(run_dir)
     return final
 
 
+def write_run_report(folder: Path) -> None:
+    """report.html and report.md of a finished run or evaluation. The report is drawn from files already
+    written, so a failure here loses nothing: it is one warning line, and `visiontl report` redoes it."""
+    from visiontl.report import write_report
+
+    try:
+        log.info("report: %s", write_report(folder))
+    except Exception as exc:  # noqa: BLE001 (any failure of a derived file must not fail a finished run)
+        log.warning("report not written (%s: %s); run `visiontl report %s` to retry", type(exc).__name__, exc, folder)
+
+
+def write_evaluation(folder: Path, metrics: dict[str, Any], task: Any, model: torch.nn.Module, dataset: Any,
+                     device: torch.device, autocast: contextlib.AbstractContextManager, classes: list[str]) -> None:
+    """The evaluation files of a run directory: metrics.json, eval_raw.npz, eval_images.json, and the gallery
+    of the worst and best images drawn with `model` (the one that made the metrics)."""
+    write_metrics(folder, metrics)
+    per_image = metrics.get("per_image")
+    if per_image is not None:  # absent when a finished run is resumed: no epoch ran, nothing was evaluated
+        write_gallery(folder, per_image["images"], task, model, dataset, device, autocast, classes)
+
+
 def write_metrics(folder: Path, metrics: dict[str, Any]) -> None:
-    """metrics.json, with the evaluation's raw arrays (if any) in eval_raw.npz beside it."""
+    """metrics.json, with the evaluation's raw arrays (if any) in eval_raw.npz and its per-image scores (if
+    any) in eval_images.json beside it."""
     metrics = dict(metrics)
+    per_image = metrics.pop("per_image", None)
+    if per_image is not None:
+        atomic_write_json(folder / "eval_images.json", per_image)
     raw = metrics.pop("raw", None)
     if raw is not None:
         import numpy as np
@@ -323,7 +357,7 @@ def _train_epoch(
     return float(loss_total), seen, step
 
 
-def _fit_closed_form(cfg, task, data, model, backbone, train_set, val_set, run_dir, device) -> dict[str, Any]:
+def _fit_closed_form(cfg, task, data, model, backbone, train_set, val_set, run_dir, device, watch) -> dict[str, Any]:
     model.to(device)
     started = time.perf_counter()
     fit = task.fit_closed_form(cfg, model, train_set, run_dir, device)
@@ -345,11 +379,14 @@ def _fit_closed_form(cfg, task, data, model, backbone, train_set, val_set, run_d
     save_checkpoint(run_dir / "checkpoints" / "best.pt", ckpt)
     save_checkpoint(run_dir / "checkpoints" / "last.pt", ckpt)
     final = {**metrics, "best": {cfg.train.monitor: metrics[cfg.train.monitor], "epoch": 1}, "sklearn_head": fit}
-    write_metrics(run_dir, final)
+    write_evaluation(run_dir, final, task, model, val_set, device, autocast, data.classes)
+    write_run_json(run_dir, "train", cfg.task, device, watch, len(train_set), len(val_set))
+    write_run_report(run_dir)
     return final
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    """The numbers of a metrics dict (what checkpoints keep): no protocol, per-image records or raw arrays."""
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
 
 
