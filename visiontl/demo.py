@@ -25,6 +25,7 @@ from visiontl.engine.checkpoint import atomic_write_json, atomic_write_text, loa
 from visiontl.engine.trainer import train
 from visiontl.errors import DataError
 from visiontl.models.classifier import BACKBONE_PREFIX
+from visiontl.report import write_comparison
 
 log = logging.getLogger("visiontl")
 
@@ -159,7 +160,9 @@ def run_demo(out: Path, epochs: int | None = None) -> list[dict[str, Any]]:
     print(f"Frozen backbone tensors in {fe['run']}/checkpoints/last.pt identical to the ImageNet file: {fe['frozen_identical']}")
     atomic_write_json(out / "summary.json", results)
     atomic_write_text(out / "summary.md", table + "\n")
-    print(f"Run directories and summary.md / summary.json are in {out}")
+    compare = write_comparison([Path(r["run_dir"]) for r in results], out / "compare.html")
+    print(f"Run directories (each with its report.html) and summary.md / summary.json are in {out}; "
+          f"all runs side by side: {compare}")
     return results
 
 

@@ -33,6 +33,7 @@ class ImageRecord:
     file_name: str  # relative to AnnotationSet.image_root; may contain sub-folders
     width: int
     height: int
+    attributes: dict[str, Any] = field(default_factory=dict)  # subset, the tool's own task/image id, ...
 
 
 @dataclass
@@ -68,6 +69,27 @@ class ReadReport:
         if self.dropped:
             shown = "; ".join(self.dropped[:3]) + (f"; and {len(self.dropped) - 3} more" if len(self.dropped) > 3 else "")
             out.append(f"{len(self.dropped)} zero-area box(es) dropped ({shown})")
+        return out
+
+
+@dataclass
+class WriteReport:
+    """What a writer wrote, and every thing the target format could not hold (one line each, naming the
+    image and annotation), so a conversion never loses anything silently."""
+
+    target: str
+    images: int = 0
+    boxes: int = 0  # instances written with a box only
+    polygons: int = 0  # instances written with their polygon(s)
+    masks: int = 0  # instances written with an RLE / bitmap mask
+    lost: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [f"{self.target}: {self.images} image(s); {self.boxes} box(es), {self.polygons} polygon(s), "
+               f"{self.masks} mask(s)"]
+        if self.lost:
+            shown = "; ".join(self.lost[:5]) + (f"; and {len(self.lost) - 5} more" if len(self.lost) > 5 else "")
+            out.append(f"{len(self.lost)} thing(s) the format cannot hold: {shown}")
         return out
 
 
