@@ -18,13 +18,16 @@ from typing import Any
 
 from visiontl.data.annotations import AnnotationSet, Category, ImageRecord, Instance, ReadReport, sanitize_boxes
 from visiontl.data.images import check_image
-from visiontl.engine.checkpoint import atomic_write_json
+from visiontl.atomic import atomic_write_json
 from visiontl.errors import DataError
 
 
-def read_coco(json_path: Path, image_root: Path | None = None, sanitize: bool = True) -> AnnotationSet:
+def read_coco(json_path: Path, image_root: Path | None = None, sanitize: bool = True,
+              problems: list[str] | None = None) -> AnnotationSet:
     """Read a COCO JSON file. Without `image_root`, find the folder its file names are relative to.
-    sanitize=False keeps boxes exactly as written (scoring must see the ground truth pycocotools sees)."""
+    sanitize=False keeps boxes exactly as written (scoring must see the ground truth pycocotools sees).
+    With a `problems` list (`visiontl data check`), a bad record is appended there as one line and left out
+    instead of stopping the read, so one pass finds every problem; without it, the first one raises."""
     json_path = Path(json_path)
     data = _load_json(json_path)
     for key in ("images", "categories"):
@@ -37,20 +40,53 @@ def read_coco(json_path: Path, image_root: Path | None = None, sanitize: bool = 
     if not data["images"]:
         raise DataError(f"{json_path}: no images")
 
-    categories = [_category(json_path, i, c) for i, c in enumerate(data["categories"])]
-    images = [_image(json_path, i, r) for i, r in enumerate(data["images"])]
+    def each(parse: Any, records: list, *context: Any) -> list:
+        out = []
+        for i, rec in enumerate(records):
+            try:
+                out.append(parse(json_path, i, rec, *context))
+            except DataError as exc:
+                if problems is None:
+                    raise
+                problems.append(str(exc))
+        return out
+
+    categories = _first_of_each_id(each(_category, data["categories"]), "category", json_path, problems)
+    images = _first_of_each_id(each(_image, data["images"]), "image", json_path, problems)
+    if not images:
+        raise DataError(f"{json_path}: no readable image records")
     if image_root is None:
         image_root = _find_image_root(json_path, images[0].file_name)
     for img in images:
         if not img.width or not img.height:  # some exporters leave the size out
-            img.width, img.height = check_image(Path(image_root) / img.file_name)
+            try:
+                img.width, img.height = check_image(Path(image_root) / img.file_name)
+            except DataError as exc:
+                if problems is None:
+                    raise
+                problems.append(f"{json_path}: image {img.id}: no width/height, and {exc}")
 
     by_id = {img.id: img for img in images}
     cat_ids = {c.id for c in categories}
-    instances = [_instance(json_path, i, a, by_id, cat_ids) for i, a in enumerate(annotations)]
+    instances = _first_of_each_id(each(_instance, annotations, by_id, cat_ids), "annotation", json_path, problems)
     aset = AnnotationSet(categories, images, instances, Path(image_root), ReadReport(source=str(json_path)))
     aset.validate()
     return sanitize_boxes(aset) if sanitize else aset
+
+
+def _first_of_each_id(records: list, what: str, path: Path, problems: list[str] | None) -> list:
+    """Records with an id used before are problems (collected) or errors (raised by validate later)."""
+    if problems is None:
+        return records
+    seen: set[int] = set()
+    kept = []
+    for rec in records:
+        if rec.id in seen:
+            problems.append(f"{path}: {what} id {rec.id} is used twice (the later record is left out)")
+            continue
+        seen.add(rec.id)
+        kept.append(rec)
+    return kept
 
 
 def write_coco(aset: AnnotationSet, path: Path) -> None:

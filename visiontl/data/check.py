@@ -1,0 +1,139 @@
+"""`visiontl data check`: every problem of an annotated dataset in one pass, one line each.
+
+Two layers. Reading: a reader that can collect (COCO) lists every bad record and goes on; the others stop
+at the first broken file, which is then the one problem reported for it. Content: on what was read, every
+image is opened and decoded (missing, unreadable, truncated, size different from the annotation), and
+every instance is checked (coordinates that are not finite, zero or negative size, outside the image,
+unknown image or category, polygons with fewer than three points, masks of another size than the image).
+Errors make the command exit 1; warnings (a box partly outside the image, which training clips; a class
+without instances) are listed but do not.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from visiontl.data.annotations import AnnotationSet, Instance
+from visiontl.errors import DataError
+
+
+@dataclass(frozen=True)
+class Problem:
+    severity: str  # "error" or "warning"
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.severity}: {self.text}"
+
+
+def check_annotations(aset: AnnotationSet, decode: bool = True, progress: bool = False) -> list[Problem]:
+    """Content checks of a read set. decode=False reads image headers only (fast; misses truncation)."""
+    problems: list[Problem] = []
+    images = {img.id: img for img in aset.images}
+    categories = {c.id for c in aset.categories}
+    for key, count in Counter(img.id for img in aset.images).items():
+        if count > 1:
+            problems.append(Problem("error", f"{aset.report.source}: image id {key} is used {count} times"))
+    for key, count in Counter(inst.id for inst in aset.instances).items():
+        if count > 1:
+            problems.append(Problem("error", f"{aset.report.source}: annotation id {key} is used {count} times"))
+
+    from tqdm.auto import tqdm
+
+    for img in tqdm(aset.images, desc="images", unit="img", disable=not progress, leave=False):
+        problems += _check_image(aset.image_path(img), img.width, img.height, decode)
+    for inst in aset.instances:
+        img = images.get(inst.image_id)
+        where = f"{aset.report.source}: annotation {inst.id}" + (f" ({img.file_name})" if img else "")
+        if img is None:
+            problems.append(Problem("error", f"{where}: image id {inst.image_id} is not in the images"))
+            continue
+        if inst.category_id not in categories:
+            problems.append(Problem("error", f"{where}: category id {inst.category_id} is not in the categories"))
+        problems += _check_instance(inst, img.width, img.height, where)
+    used = Counter(inst.category_id for inst in aset.instances)
+    for cat in aset.categories:
+        if not used[cat.id]:
+            problems.append(Problem("warning", f"{aset.report.source}: category {cat.id} {cat.name!r} has no instances"))
+    return problems
+
+
+def _check_image(path: Path, width: int, height: int, decode: bool) -> list[Problem]:
+    from PIL import Image
+
+    from visiontl.data.images import check_image
+
+    try:
+        actual = check_image(path)
+    except DataError as exc:
+        return [Problem("error", str(exc))]
+    out = []
+    if (width, height) != actual:
+        out.append(Problem("error", f"{path}: the annotation says {width}x{height}, the image is {actual[0]}x{actual[1]}"))
+    if decode:
+        try:
+            with Image.open(path) as im:
+                im.load()  # decodes every byte: a truncated file fails here, not at training time
+        except (OSError, ValueError, SyntaxError) as exc:
+            out.append(Problem("error", f"{path}: cannot be decoded ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"))
+    return out
+
+
+def _check_instance(inst: Instance, width: int, height: int, where: str) -> list[Problem]:
+    x, y, w, h = inst.bbox
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in inst.bbox):
+        return [Problem("error", f"{where}: box {list(inst.bbox)} has a coordinate that is not a finite number")]
+    out = []
+    if w <= 0 or h <= 0:
+        out.append(Problem("error", f"{where}: box {list(inst.bbox)} has zero or negative size"))
+    elif x >= width or y >= height or x + w <= 0 or y + h <= 0:
+        out.append(Problem("error", f"{where}: box {list(inst.bbox)} lies outside the {width}x{height} image"))
+    elif x < 0 or y < 0 or x + w > width or y + h > height:
+        out.append(Problem("warning", f"{where}: box {list(inst.bbox)} crosses the border of the {width}x{height} "
+                                      "image (training clips it)"))
+    seg = inst.segmentation
+    if isinstance(seg, list):
+        for k, poly in enumerate(seg):
+            if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
+                out.append(Problem("error", f"{where}: polygon {k} has {len(poly) // 2 if isinstance(poly, list) else 0} "
+                                            "point(s); a polygon needs at least 3"))
+            elif not all(isinstance(v, (int, float)) and math.isfinite(v) for v in poly):
+                out.append(Problem("error", f"{where}: polygon {k} has a coordinate that is not a finite number"))
+    elif isinstance(seg, dict):
+        size = seg.get("size")
+        if list(size or []) != [height, width]:
+            out.append(Problem("error", f"{where}: mask size {size} differs from the image's [{height}, {width}]"))
+        else:
+            out += _check_rle(seg, where)
+    return out
+
+
+def _check_rle(seg: dict, where: str) -> list[Problem]:
+    """An RLE whose runs do not add up to height x width is corrupt (pycocotools would read past it)."""
+    counts = seg.get("counts")
+    h, w = seg["size"]
+    if isinstance(counts, list):
+        if not all(isinstance(c, int) and c >= 0 for c in counts) or sum(counts) != h * w:
+            return [Problem("error", f"{where}: RLE counts add up to {sum(c for c in counts if isinstance(c, int))} "
+                                     f"pixels, not {h}x{w} = {h * w}")]
+        return []
+    if not isinstance(counts, (str, bytes)):
+        return [Problem("error", f"{where}: RLE counts are neither a list nor a string")]
+    from pycocotools import mask as mask_utils
+
+    try:
+        area = int(mask_utils.area({"size": [h, w], "counts": counts if isinstance(counts, bytes) else counts.encode()}))
+    except Exception as exc:  # noqa: BLE001 (pycocotools raises bare errors on corrupt strings)
+        return [Problem("error", f"{where}: RLE counts cannot be decoded ({type(exc).__name__})")]
+    if area > h * w:
+        return [Problem("error", f"{where}: RLE covers {area} pixels of a {h}x{w} image")]
+    return []
+
+
+def summarize(problems: list[Problem]) -> str:
+    errors = sum(p.severity == "error" for p in problems)
+    warnings = len(problems) - errors
+    return f"{errors} error(s), {warnings} warning(s)"
