@@ -158,7 +158,7 @@ def test_coco_clips_and_drops_boxes(tmp_path: Path) -> None:
     assert [i.id for i in aset.instances] == [0, 3]
     assert aset.instances[0].bbox == (0.0, 20.0, 8.0, 4.0)
     assert aset.report.clipped == 1
-    assert aset.report.dropped == ["sub/b.jpg: annotation 5 box [5.0, 5.0, 0.0, 4.0]"]
+    assert aset.report.dropped == ["sub/b.jpg: annotation 5 box [5.0, 5.0, 0.0, 4.0] has zero area"]
 
 
 @pytest.mark.parametrize("where", [".", "images", "../images", "images/train2017"])
@@ -340,7 +340,7 @@ def test_voc_clips_and_drops_boxes(tmp_path: Path) -> None:
     ]))
     aset = read_voc(root, "train")
     assert aset.report.clipped == 1
-    assert aset.report.dropped == ["img2.jpg: annotation 5 box [7.0, 7.0, 0.0, 2.0]"]
+    assert aset.report.dropped == ["img2.jpg: annotation 5 box [7.0, 7.0, 0.0, 2.0] has zero area"]
     assert aset.instances[-1].bbox == (25.0, 10.0, 7.0, 14.0)
 
 
@@ -361,8 +361,8 @@ def test_voc_reads_real_bccd() -> None:
     # No BCCD box crosses the border (545 touch it, which needs no clipping).
     assert aset.report.clipped == 0
     assert aset.report.dropped == [
-        "BloodImage_00338.jpg: annotation 3951 box [504.0, 337.0, 0.0, 0.0]",
-        "BloodImage_00343.jpg: annotation 4005 box [181.0, 329.0, 0.0, 0.0]",
+        "BloodImage_00338.jpg: annotation 3951 box [504.0, 337.0, 0.0, 0.0] has zero area",
+        "BloodImage_00343.jpg: annotation 4005 box [181.0, 329.0, 0.0, 0.0] has zero area",
     ]
 
 
@@ -402,7 +402,7 @@ def test_yolo_classes_txt_under_labels_and_border_clip(tmp_path: Path) -> None:
     aset = read_yolo(root, "train")
     assert [i.bbox for i in aset.instances if i.image_id == 2] == [(12.0, 2.0, 4.0, 4.0)]
     assert aset.report.clipped == 1
-    assert aset.report.dropped == ["sub/b.png: annotation 4 box [8.0, 2.0, 0.0, 4.0]"]
+    assert aset.report.dropped == ["sub/b.png: annotation 4 box [8.0, 2.0, 0.0, 4.0] has zero area"]
 
 
 def test_yolo_data_yaml_with_dict_names_and_list_file(tmp_path: Path) -> None:

@@ -15,6 +15,10 @@ from visiontl.errors import VisiontlError
 
 log = logging.getLogger("visiontl")
 
+# visiontl.data.formats.registry.FORMAT_NAMES, spelled out so that building the parser imports nothing heavy
+# (`visiontl score` must start fast); tests/test_data_cli.py keeps the two equal.
+ANNOTATION_FORMATS = ("coco", "voc", "yolo", "cvat", "labelstudio", "labelme")
+
 
 def cmd_train(args: argparse.Namespace) -> int:
     from visiontl.config import load_config
@@ -137,6 +141,79 @@ def cmd_data_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_source(args: argparse.Namespace, problems: list[str] | None = None):
+    from visiontl.data.formats.registry import read_dataset
+
+    aset = read_dataset(args.format, Path(args.src), Path(args.images) if args.images else None, args.split, problems)
+    for line in aset.report.lines():
+        print(f"read: {line}")
+    return aset
+
+
+def cmd_data_convert(args: argparse.Namespace) -> int:
+    from visiontl.data.formats.registry import write_dataset
+
+    aset = _read_source(args)
+    yolo_task = "segment" if any(isinstance(i.segmentation, list) for i in aset.instances) else "detect"
+    report = write_dataset(aset, args.to, Path(args.out), args.split or "train", copy_images=args.copy_images,
+                           yolo_task=yolo_task, **({"source": args.cvat_source} if args.cvat_source else {}))
+    for line in report.lines():
+        print(line)
+    print(f"written to {args.out}")
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from visiontl.data.check import Problem, check_annotations, summarize
+
+    collected: list[str] = []
+    try:
+        aset = _read_source(args, collected)
+    except VisiontlError as exc:  # a file the reader cannot get past: that is the problem to report
+        problems = [Problem("error", str(exc))]
+    else:
+        problems = [Problem("error", line) for line in collected]
+        problems += check_annotations(aset, decode=not args.headers_only, progress=True)
+    for problem in problems:
+        print(problem)
+    print(f"{args.src}: {summarize(problems)}")
+    return 1 if any(p.severity == "error" for p in problems) else 0
+
+
+def cmd_data_stats(args: argparse.Namespace) -> int:
+    from visiontl.data.stats import format_stats, write_stats
+
+    aset = _read_source(args)
+    stats = write_stats(aset, Path(args.out))
+    print(format_stats(stats))
+    print(f"stats.json and stats.png written to {args.out}")
+    return 0
+
+
+def cmd_data_split(args: argparse.Namespace) -> int:
+    from visiontl.atomic import atomic_write_json
+    from visiontl.data.formats.registry import write_dataset
+    from visiontl.data.split import class_presence, split_images, subset
+
+    aset = _read_source(args)
+    fractions = {"train": 1.0 - args.val - args.test, "val": args.val}
+    if args.test:
+        fractions["test"] = args.test
+    parts = split_images(aset, fractions, args.seed)
+    names = {img.id: img.file_name for img in aset.images}
+    atomic_write_json(Path(args.out) / "split.json", {name: [names[i] for i in ids] for name, ids in parts.items()})
+    to = args.to or args.format
+    for name, ids in parts.items():
+        report = write_dataset(subset(aset, ids), to, Path(args.out), name)
+        presence = class_presence(aset, ids)
+        print(f"{name}: {len(ids)} images; images per class: "
+              + ", ".join(f"{c.name} {presence[c.id]}" for c in aset.categories))
+        for line in report.lines()[1:]:
+            print(f"  {line}")
+    print(f"split.json and the {to} files of each split written to {args.out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from visiontl.demo import run_demo
 
@@ -213,6 +290,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_data_preview)
+
+    def source(p: argparse.ArgumentParser, fmt_flag: str = "--format") -> None:
+        p.add_argument("src", help="the annotations: a file or folder, as the format has them (docs/formats.md)")
+        p.add_argument(fmt_flag, dest="format", required=True, choices=ANNOTATION_FORMATS, help="the source's format")
+        p.add_argument("--images", default=None, help="the image folder, where the format does not say")
+        p.add_argument("--split", default=None, help="voc: an ImageSets/Main list; yolo: the split (default train)")
+
+    p = d.add_parser("convert", help="convert annotations between formats, saying what the target cannot hold")
+    source(p, "--from")
+    p.add_argument("--to", required=True, choices=ANNOTATION_FORMATS)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--no-copy-images", dest="copy_images", action="store_false",
+                   help="voc, yolo: do not copy the images into the new layout (YOLO finds images only there)")
+    p.add_argument("--cvat-source", default=None, help="cvat: the source attribute of every shape (e.g. auto)")
+    p.set_defaults(func=cmd_data_convert)
+    p = d.add_parser("check", help="every problem of a dataset in one pass, one line each; exit 1 on any error")
+    source(p)
+    p.add_argument("--headers-only", action="store_true", help="read image headers only (fast; misses truncation)")
+    p.set_defaults(func=cmd_data_check)
+    p = d.add_parser("stats", help="class counts, instances per image, box size and aspect histograms (PNG)")
+    source(p)
+    p.add_argument("--out", required=True, help="output folder for stats.json and stats.png")
+    p.set_defaults(func=cmd_data_stats)
+    p = d.add_parser("split", help="reproducible train/val[/test] split, stratified by class presence")
+    source(p)
+    p.add_argument("--val", type=float, default=0.2)
+    p.add_argument("--test", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--to", default=None, choices=ANNOTATION_FORMATS, help="format of the written splits (default: the source's)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_data_split)
 
     p = sub.add_parser("demo", help="pretrained vs scratch on the shipped BCCD sample, offline, on CPU")
     p.add_argument("--out", default="runs/demo", help="folder for the demo's runs")

@@ -60,7 +60,7 @@ class ReadReport:
 
     source: str
     clipped: int = 0  # boxes crossing the image border, clipped to it (touching it changes nothing)
-    dropped: list[str] = field(default_factory=list)  # zero-area boxes (after clipping), as "file: record"
+    dropped: list[str] = field(default_factory=list)  # every record left out, one line each naming file and record
 
     def lines(self) -> list[str]:
         out = []
@@ -68,7 +68,7 @@ class ReadReport:
             out.append(f"{self.clipped} box(es) crossed the image border and were clipped to it")
         if self.dropped:
             shown = "; ".join(self.dropped[:3]) + (f"; and {len(self.dropped) - 3} more" if len(self.dropped) > 3 else "")
-            out.append(f"{len(self.dropped)} zero-area box(es) dropped ({shown})")
+            out.append(f"{len(self.dropped)} record(s) left out ({shown})")
         return out
 
 
@@ -158,7 +158,7 @@ def sanitize_boxes(aset: AnnotationSet) -> AnnotationSet:
             aset.report.clipped += 1
             inst.bbox = (cx1, cy1, cx2 - cx1, cy2 - cy1)
         if (cx2 - cx1 <= 0 or cy2 - cy1 <= 0) and not inst.iscrowd:
-            aset.report.dropped.append(f"{img.file_name}: annotation {inst.id} box {[x1, y1, x2 - x1, y2 - y1]}")
+            aset.report.dropped.append(f"{img.file_name}: annotation {inst.id} box {[x1, y1, x2 - x1, y2 - y1]} has zero area")
             continue
         kept.append(inst)
     aset.instances = kept

@@ -16,7 +16,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from visiontl.data.annotations import AnnotationSet, Category, ImageRecord, Instance, ReadReport, sanitize_boxes
+from visiontl.data.annotations import (AnnotationSet, Category, ImageRecord, Instance, ReadReport, WriteReport,
+                                       sanitize_boxes)
 from visiontl.data.images import check_image
 from visiontl.atomic import atomic_write_json
 from visiontl.errors import DataError
@@ -89,8 +90,10 @@ def _first_of_each_id(records: list, what: str, path: Path, problems: list[str] 
     return kept
 
 
-def write_coco(aset: AnnotationSet, path: Path) -> None:
-    """Write `aset` as COCO JSON, atomically. Ids, names and shapes are written as they are."""
+def write_coco(aset: AnnotationSet, path: Path) -> WriteReport:
+    """Write `aset` as COCO JSON, atomically. Ids, names and shapes are written as they are; instance
+    attributes go into each annotation's `attributes` object (as CVAT's and Datumaro's COCO exports do)."""
+    report = WriteReport(f"COCO {path}", images=len(aset.images))
     annotations = []
     for inst in aset.instances:
         x, y, w, h = inst.bbox
@@ -105,17 +108,30 @@ def write_coco(aset: AnnotationSet, path: Path) -> None:
         }
         if inst.score is not None:
             ann["score"] = inst.score
+        if inst.attributes:
+            ann["attributes"] = inst.attributes
         annotations.append(ann)
+        if isinstance(inst.segmentation, list):
+            report.polygons += 1
+        elif isinstance(inst.segmentation, dict):
+            report.masks += 1
+        else:
+            report.boxes += 1
+    images = []
+    for i in aset.images:
+        record: dict[str, Any] = {"id": i.id, "file_name": i.file_name, "width": i.width, "height": i.height}
+        if i.attributes:
+            record["attributes"] = i.attributes
+        images.append(record)
     atomic_write_json(
         Path(path),
         {
-            "images": [
-                {"id": i.id, "file_name": i.file_name, "width": i.width, "height": i.height} for i in aset.images
-            ],
+            "images": images,
             "annotations": annotations,
             "categories": [{"id": c.id, "name": c.name, "supercategory": c.supercategory} for c in aset.categories],
         },
     )
+    return report
 
 
 def _load_json(path: Path) -> dict[str, Any]:
@@ -172,7 +188,8 @@ def _image(path: Path, index: int, rec: Any) -> ImageRecord:
     # 0 means "unknown": read from the image header once the image root is known.
     width = _int(rec, "width", where) if rec.get("width") is not None else 0
     height = _int(rec, "height", where) if rec.get("height") is not None else 0
-    return ImageRecord(iid, name.replace("\\", "/"), width, height)
+    attributes = rec.get("attributes")
+    return ImageRecord(iid, name.replace("\\", "/"), width, height, dict(attributes) if isinstance(attributes, dict) else {})
 
 
 def _instance(path: Path, index: int, rec: Any, images: dict[int, ImageRecord], cat_ids: set[int]) -> Instance:
@@ -212,6 +229,7 @@ def _instance(path: Path, index: int, rec: Any, images: dict[int, ImageRecord], 
         segmentation=seg or None,
         area=float(area) if area is not None else None,
         score=float(score) if score is not None else None,
+        attributes=dict(rec["attributes"]) if isinstance(rec.get("attributes"), dict) else {},
     )
 
 

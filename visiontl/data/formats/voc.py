@@ -1,4 +1,4 @@
-"""Pascal VOC XML -> `AnnotationSet`.
+"""Pascal VOC XML <-> `AnnotationSet`.
 
 Layout: `root/Annotations/<id>.xml` (one file per image), `root/JPEGImages/<file>`, and split lists
 `root/ImageSets/Main/<split>.txt` with one image id per line. Mapping rules:
@@ -6,24 +6,48 @@ Layout: `root/Annotations/<id>.xml` (one file per image), `root/JPEGImages/<file
 - images get ids 1..N in list order (sorted file names when no split is named); `file_name` is the XML's
   `<filename>`, relative to `root/JPEGImages`; the size is `<size>`, or the image header when that is
   missing or 0;
-- categories get ids 1..K in order of first appearance, or in the order of a given class list;
+- categories get ids 1..K in order of first appearance, or in the order of a given class list; without a
+  class list, `root/labels.txt` (one name per line, as `write_voc` writes it) fixes the order of the names it
+  lists, and names it does not list follow in order of first appearance;
 - instances get ids 1..N in reading order; the box is `(xmin, ymin, xmax - xmin, ymax - ymin)`. The original
   devkit's coordinates are 1-based and inclusive, but labelImg, CVAT, Roboflow and BCCD write 0-based ones,
   so coordinates are read as plain pixel positions with no +1/-1;
-- `difficult` and `truncated` are kept as 0/1 in `Instance.attributes` (0 when absent).
+- `difficult` and `truncated` are kept as 0/1 in `Instance.attributes` (0 when absent); `occluded` too, when
+  the object has the tag.
+
+`write_voc` is the reader's inverse (see its docstring for what VOC cannot hold).
 """
 
 from __future__ import annotations
 
+import io
 import math
+import os
+import shutil
 import xml.etree.ElementTree as ET
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
-from visiontl.data.annotations import AnnotationSet, Category, ImageRecord, Instance, ReadReport, sanitize_boxes
+import numpy as np
+from PIL import Image
+
+from visiontl.atomic import atomic_write, atomic_write_bytes, atomic_write_text
+from visiontl.data.annotations import (
+    AnnotationSet,
+    Category,
+    ImageRecord,
+    Instance,
+    ReadReport,
+    WriteReport,
+    sanitize_boxes,
+)
 from visiontl.data.images import check_image
 from visiontl.errors import DataError
 
 _EXTENSIONS = (".jpg", ".jpeg", ".png")
+LABELS_FILE = "labels.txt"  # the category names in category id order, written by write_voc
+_FLAGS = ("truncated", "difficult", "occluded")  # in the order VOC writes them
+_MAX_INDEX = 254  # VOC segmentation PNGs are 8-bit: 0 background, 255 void
 
 
 def read_voc(root: Path, split: str | None = None, classes: list[str] | None = None) -> AnnotationSet:
@@ -36,7 +60,8 @@ def read_voc(root: Path, split: str | None = None, classes: list[str] | None = N
     if not ids:
         raise DataError(f"{ann_dir if split is None else _split_file(root, split)}: no images")
 
-    cat_ids: dict[str, int] = {name: i + 1 for i, name in enumerate(classes or [])}
+    order = classes if classes is not None else _labels_txt(root / LABELS_FILE)
+    cat_ids: dict[str, int] = {name: i + 1 for i, name in enumerate(order)}
     images: list[ImageRecord] = []
     instances: list[Instance] = []
     for image_id, stem in enumerate(ids, start=1):
@@ -61,6 +86,8 @@ def read_voc(root: Path, split: str | None = None, classes: list[str] | None = N
                 raise DataError(f"{where}: no <bndbox>")
             x1, y1, x2, y2 = (_coord(box, tag, where) for tag in ("xmin", "ymin", "xmax", "ymax"))
             attributes = {tag: _flag(obj, tag, where) for tag in ("difficult", "truncated")}
+            if obj.find("occluded") is not None:
+                attributes["occluded"] = _flag(obj, "occluded", where)
             instances.append(
                 Instance(len(instances) + 1, image_id, cat_ids[name], (x1, y1, x2 - x1, y2 - y1), attributes=attributes)
             )
@@ -69,6 +96,336 @@ def read_voc(root: Path, split: str | None = None, classes: list[str] | None = N
     aset = AnnotationSet(categories, images, instances, image_root, ReadReport(source=str(ann_dir)))
     aset.validate()
     return sanitize_boxes(aset)
+
+
+def _labels_txt(path: Path) -> list[str]:
+    if not path.is_file():
+        return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from None
+    names: list[str] = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        name = line.strip()
+        if name in names:
+            raise DataError(f"{path}: line {n}: class {name!r} is listed twice")
+        if name:
+            names.append(name)
+    return names
+
+
+def write_voc(aset: AnnotationSet, root: Path, split: str = "train", copy_images: bool = False,
+              masks: bool = True) -> WriteReport:
+    """Write `aset` as split `split` of the VOC folder `root`, every file atomically; `read_voc(root, split)`
+    reads it back.
+
+    - `Annotations/<id>.xml` per image, where the id is the file name without its extension ("/" of a
+      sub-folder becomes "_"); `<filename>` is the file name itself, relative to `JPEGImages/`, where the
+      images are copied when `copy_images` (a missing source image is a lost line);
+    - the box is written as `xmin = x, ymin = y, xmax = x + w, ymax = y + h`, plain pixel positions (the
+      reader's convention, no +1), integers without a decimal point and other values as the shortest
+      decimal that reads back as the same float;
+    - `difficult` and `truncated` from the instance attributes (0 when absent), `occluded` when present;
+    - `ImageSets/Main/<split>.txt` and `labels.txt` are merged with existing ones (ids sorted and unique;
+      class names: the existing ones first, then new ones in category id order), so writing another split
+      into the same folder keeps the others and the class order;
+    - with `masks`, an image with polygon or RLE instances also gets `SegmentationClass/<id>.png` (class
+      index = position in labels.txt + 1, 0 background) and `SegmentationObject/<id>.png` (object index =
+      position in the XML + 1), 8-bit palette PNGs in the VOC colours, listed in
+      `ImageSets/Segmentation/<split>.txt`; box-only objects there are void (255). Masks are painted from
+      the largest to the smallest, so a pixel under several objects shows the smallest.
+
+    VOC cannot hold: category ids (the reader numbers labels.txt's names 1..K), supercategories, image and
+    instance ids, crowd regions (not written), scores, attributes other than the three flags, polygons or
+    RLE as such (the XML has their box; the PNGs their pixels, or nothing without `masks`), and mask pixels
+    under another object. Each such thing is a line in the report's `lost`.
+    """
+    root = Path(root)
+    _check_split(split, root)
+    aset.validate()
+    report = WriteReport(f"{root} (Pascal VOC, split {split})")
+    names = _voc_names(aset, report)
+    labels = _labels_txt(root / LABELS_FILE)
+    labels += [n for n in dict.fromkeys(names[c.id] for c in sorted(aset.categories, key=lambda c: c.id)) if n not in labels]
+    stems = _stems(aset, root / "Annotations")
+    if masks:
+        _check_masks(aset, labels)  # before the first file is written
+    segmented: list[str] = []
+    by_image = aset.by_image()
+    for img in aset.images:
+        stem = stems[img.id]
+        report.lost += image_losses(img, "VOC")
+        objects = []
+        for inst in by_image[img.id]:
+            where = f"{img.file_name}: annotation {inst.id} ({names[inst.category_id]})"
+            if inst.iscrowd:
+                report.lost.append(f"{where}: crowd region not written (VOC has no crowd regions)")
+                continue
+            report.lost += instance_losses(inst, where, "VOC", _FLAGS)
+            objects.append(inst)
+        png = masks and any(has_shape(i) for i in objects)
+        shaped = _write_pngs(root, stem, img, objects, names, labels, report) if png else set()
+        for inst in objects:
+            if inst.id in shaped:
+                report.masks += 1
+                continue
+            report.boxes += 1
+            if has_shape(inst) and not png:
+                what = "RLE mask" if isinstance(inst.segmentation, dict) else "polygon"
+                report.lost.append(f"{img.file_name}: annotation {inst.id} ({names[inst.category_id]}): {what} "
+                                   "written as its box (VOC XML holds boxes only; masks=True writes PNGs)")
+            elif inst.segmentation and not has_shape(inst):
+                report.lost.append(f"{img.file_name}: annotation {inst.id} ({names[inst.category_id]}): no polygon "
+                                   "of 3 or more points; written as its box")
+        if png:
+            segmented.append(stem)
+        atomic_write_text(root / "Annotations" / f"{stem}.xml", _xml(img, objects, names, png))
+        if copy_images and not copy_image(aset.image_path(img), root / "JPEGImages" / img.file_name):
+            report.lost.append(f"{img.file_name}: image file {aset.image_path(img)} not found; not copied")
+        report.images += 1
+    _merge_list(_split_file(root, split), [stems[img.id] for img in aset.images])
+    if segmented:
+        _merge_list(root / "ImageSets" / "Segmentation" / f"{split}.txt", segmented)
+    atomic_write_text(root / LABELS_FILE, "".join(f"{name}\n" for name in labels))
+    return report
+
+
+def _check_split(split: str, root: Path) -> None:
+    if not split or split.strip() != split or any(c in split for c in "/\\\n"):
+        raise DataError(f"{root}: split name {split!r} cannot be a file name")
+
+
+def _voc_names(aset: AnnotationSet, report: WriteReport) -> dict[int, str]:
+    """Category id -> the name written (VOC keys classes by name)."""
+    names: dict[int, str] = {}
+    first: dict[str, int] = {}
+    report.lost += category_losses(aset, "VOC")
+    for c in sorted(aset.categories, key=lambda c: c.id):
+        name = c.name.strip()
+        if not name or "\n" in name or "\r" in name:
+            raise DataError(f"{aset.report.source}: category {c.id}: name {c.name!r} cannot be a VOC class name")
+        if name != c.name:
+            report.lost.append(f"category {c.id} ({c.name!r}): written as {name!r} (VOC strips names)")
+        if name in first:
+            report.lost.append(f"category {c.id} ({name}): same name as category {first[name]}; "
+                               "VOC keys classes by name, so they merge")
+        first.setdefault(name, c.id)
+        names[c.id] = name
+    return names
+
+
+def _stems(aset: AnnotationSet, ann_dir: Path) -> dict[int, str]:
+    stems: dict[int, str] = {}
+    owner: dict[str, str] = {}
+    for img in aset.images:
+        rel = relative_file(img.file_name, f"{aset.report.source}: image {img.id}")
+        stem = rel.with_suffix("").as_posix().replace("/", "_") if rel.suffix else rel.as_posix().replace("/", "_")
+        if stem in owner:
+            raise DataError(f"{ann_dir / stem}.xml: images {owner[stem]!r} and {img.file_name!r} would both be "
+                            f"VOC id {stem!r} (the file name without its extension)")
+        owner[stem] = img.file_name
+        stems[img.id] = stem
+    return stems
+
+
+def _xml(img: ImageRecord, objects: list[Instance], names: dict[int, str], segmented: bool) -> str:
+    ann = ET.Element("annotation")
+    ET.SubElement(ann, "folder").text = "JPEGImages"
+    ET.SubElement(ann, "filename").text = img.file_name
+    size = ET.SubElement(ann, "size")
+    for tag, value in (("width", img.width), ("height", img.height), ("depth", 3)):
+        ET.SubElement(size, tag).text = str(int(value))
+    ET.SubElement(ann, "segmented").text = str(int(segmented))
+    for inst in objects:
+        obj = ET.SubElement(ann, "object")
+        ET.SubElement(obj, "name").text = names[inst.category_id]
+        ET.SubElement(obj, "pose").text = "Unspecified"
+        for tag in _FLAGS:
+            if tag != "occluded" or tag in inst.attributes:
+                ET.SubElement(obj, tag).text = str(flag_value(inst.attributes.get(tag, 0)) or 0)
+        box = ET.SubElement(obj, "bndbox")
+        x, y, w, h = (float(v) for v in inst.bbox)
+        for tag, value in (("xmin", x), ("ymin", y), ("xmax", x + w), ("ymax", y + h)):
+            ET.SubElement(box, tag).text = _num(value)
+    ET.indent(ann, space="\t")
+    return ET.tostring(ann, encoding="unicode") + "\n"
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+
+
+def _write_pngs(root: Path, stem: str, img: ImageRecord, objects: list[Instance], names: dict[int, str],
+                labels: list[str], report: WriteReport) -> set[int]:
+    """SegmentationClass/SegmentationObject PNGs of one image; the ids of the instances whose mask they hold."""
+    from visiontl.data.masks import instance_mask
+
+    h, w = img.height, img.width
+    owner = np.zeros((h, w), dtype=np.int32)  # 0 background, -1 void, k: the k-th object (1-based)
+    shapes = []
+    for k, inst in enumerate(objects, start=1):
+        binary = instance_mask(inst, h, w, f"{img.file_name}: annotation {inst.id}")
+        if has_shape(inst):
+            shapes.append((k, inst, binary))
+        else:
+            owner[binary] = -1  # an object of unknown shape: neither background nor any class
+    for k, _, binary in sorted(shapes, key=lambda t: -int(t[2].sum())):
+        owner[binary] = k
+    visible = np.bincount(owner.ravel() + 1, minlength=len(objects) + 2)
+    class_lut = np.zeros(len(objects) + 2, dtype=np.uint8)
+    object_lut = np.zeros(len(objects) + 2, dtype=np.uint8)
+    class_lut[0] = object_lut[0] = 255
+    written = set()
+    for k, inst, binary in shapes:
+        where = f"{img.file_name}: annotation {inst.id} ({names[inst.category_id]})"
+        total, shown = int(binary.sum()), int(visible[k + 1])
+        if not shown:
+            why = "covers no whole pixel" if not total else "lies entirely under other objects' masks"
+            report.lost.append(f"{where}: its mask {why}; only its box is written")
+            continue
+        if shown < total:
+            report.lost.append(f"{where}: {total - shown} of its {total} mask pixels lie under other objects' "
+                               "masks (a VOC PNG holds one object per pixel)")
+        if k > _MAX_INDEX:
+            report.lost.append(f"{where}: object {k} of the image does not fit the 8-bit SegmentationObject PNG "
+                               f"({_MAX_INDEX} at most); void there")
+        parts = polygon_parts(inst.segmentation)[1]
+        if parts:
+            report.lost.append(f"{where}: {parts} polygon part(s) of fewer than 3 points dropped")
+        class_lut[k + 1] = labels.index(names[inst.category_id]) + 1
+        object_lut[k + 1] = k if k <= _MAX_INDEX else 255
+        written.add(inst.id)
+    for folder, lut in (("SegmentationClass", class_lut), ("SegmentationObject", object_lut)):
+        atomic_write_bytes(root / folder / f"{stem}.png", _palette_png(lut[owner + 1]))
+    return written
+
+
+def _check_masks(aset: AnnotationSet, labels: list[str]) -> None:
+    images = {img.id: img for img in aset.images}
+    shaped = [i for i in aset.instances if not i.iscrowd and has_shape(i)]
+    if shaped and len(labels) > _MAX_INDEX:
+        raise DataError(f"{aset.report.source}: {len(labels)} classes; VOC segmentation PNGs hold {_MAX_INDEX} at most "
+                        "(masks=False writes boxes only)")
+    for inst in shaped:
+        img = images[inst.image_id]
+        if isinstance(inst.segmentation, dict) and list(inst.segmentation.get("size", [])) != [img.height, img.width]:
+            raise DataError(f"{aset.report.source}: annotation {inst.id} ({img.file_name}): RLE size "
+                            f"{inst.segmentation.get('size')} differs from the image size [{img.height}, {img.width}]")
+
+
+def _voc_palette() -> list[int]:
+    """The VOC devkit colour map: the bits of the index spread over r, g, b from the high bit down."""
+    out = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= (c & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        out += [r, g, b]
+    return out
+
+
+_PALETTE = _voc_palette()
+
+
+def _palette_png(indices: np.ndarray) -> bytes:
+    h, w = indices.shape
+    im = Image.frombytes("P", (w, h), np.ascontiguousarray(indices, dtype=np.uint8).tobytes())
+    im.putpalette(_PALETTE)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _merge_list(path: Path, stems: list[str]) -> None:
+    existing: list[str] = []
+    if path.is_file():
+        try:
+            existing = [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from None
+    atomic_write_text(path, "".join(f"{stem}\n" for stem in sorted(set(existing) | set(stems))))
+
+
+# --- shared by the format writers ----------------------------------------------------------------------
+
+
+def relative_file(file_name: str, where: str) -> PurePosixPath:
+    """An image's file name as a path inside the image folder; DataError when it would leave it."""
+    rel = PurePosixPath(file_name.replace("\\", "/"))
+    if not file_name or rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        raise DataError(f"{where}: file name {file_name!r} is not a path inside the image folder")
+    return rel
+
+
+def copy_image(src: Path, dest: Path) -> bool:
+    """Copy an image atomically (nothing to do when `dest` is `src`); False when `src` does not exist."""
+    if not src.is_file():
+        return False
+    if dest.exists() and os.path.samefile(src, dest):
+        return True
+    with open(src, "rb") as f:
+        atomic_write(dest, lambda out: shutil.copyfileobj(f, out))
+    return True
+
+
+def polygon_parts(segmentation: Any) -> tuple[list[list[float]], int]:
+    """The polygons of a COCO polygon segmentation that have 3 or more points, and how many do not."""
+    if not isinstance(segmentation, list):
+        return [], 0
+    good = [[float(v) for v in p] for p in segmentation if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0]
+    return good, len(segmentation) - len(good)
+
+
+def has_shape(inst: Instance) -> bool:
+    """An RLE mask, or at least one polygon of 3 or more points."""
+    return isinstance(inst.segmentation, dict) or bool(polygon_parts(inst.segmentation)[0])
+
+
+def flag_value(value: Any) -> int | None:
+    """0/1 of a flag attribute (a number, bool or "0"/"1"/"true"/"false"/"yes"/"no"); None otherwise."""
+    if isinstance(value, (bool, int, float)) and math.isfinite(value):
+        return int(value != 0)
+    if isinstance(value, str):
+        return {"0": 0, "1": 1, "false": 0, "true": 1, "no": 0, "yes": 1}.get(value.strip().lower())
+    return None
+
+
+def _meaningful(value: Any) -> bool:
+    return value not in (None, "", 0, False) and value != [] and value != {}
+
+
+def image_losses(img: ImageRecord, fmt: str) -> list[str]:
+    extra = {k: v for k, v in img.attributes.items() if _meaningful(v)}
+    if not extra:
+        return []
+    shown = ", ".join(f"{k}={v!r}" for k, v in extra.items())
+    return [f"{img.file_name}: image attributes {shown} ({fmt} has no place for them)"]
+
+
+def instance_losses(inst: Instance, where: str, fmt: str, flags: tuple[str, ...] = ()) -> list[str]:
+    """Lost lines for an instance's score and for attributes other than `flags` (0/1 flags the format
+    keeps) that carry something (0, False, "" and None carry nothing)."""
+    out = []
+    if inst.score is not None:
+        out.append(f"{where}: score {inst.score} ({fmt} has no scores)")
+    extra = {k: v for k, v in inst.attributes.items() if k not in flags and _meaningful(v)}
+    if extra:
+        shown = ", ".join(f"{k}={v!r}" for k, v in extra.items())
+        out.append(f"{where}: attributes {shown} ({fmt} has no place for them)")
+    for k in flags:
+        if k in inst.attributes and flag_value(inst.attributes[k]) is None:
+            out.append(f"{where}: {k}={inst.attributes[k]!r} is not a 0/1 flag; written as 0")
+    return out
+
+
+def category_losses(aset: AnnotationSet, fmt: str) -> list[str]:
+    return [f"category {c.id} ({c.name}): supercategory {c.supercategory!r} ({fmt} has no supercategories)"
+            for c in sorted(aset.categories, key=lambda c: c.id) if c.supercategory]
 
 
 def _split_file(root: Path, split: str) -> Path:
@@ -99,8 +456,13 @@ def _split_ids(root: Path, split: str) -> list[str]:
 
 
 def _parse(xml_path: Path) -> ET.Element:
+    import defusedxml.ElementTree as SafeET
+    from defusedxml import DefusedXmlException
+
     try:
-        return ET.parse(xml_path).getroot()
+        return SafeET.parse(xml_path).getroot()  # entity expansion and external references are refused
+    except DefusedXmlException as exc:
+        raise DataError(f"{xml_path}: refused, the XML declares entities or external references ({type(exc).__name__})") from None
     except FileNotFoundError:
         raise DataError(f"{xml_path}: annotation file not found") from None
     except ET.ParseError as exc:

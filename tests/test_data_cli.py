@@ -1,0 +1,90 @@
+"""The `visiontl data` commands through the real CLI: check, stats, split, convert."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_data_check import broken_coco
+from visiontl.cli import ANNOTATION_FORMATS
+from visiontl.data.formats.registry import FORMAT_NAMES
+from visiontl.data.synthetic import make_detection_coco
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "visiontl", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_knows_every_format() -> None:
+    assert ANNOTATION_FORMATS == FORMAT_NAMES
+
+
+def test_check_a_broken_dataset_lists_every_problem_and_exits_1(tmp_path: Path) -> None:
+    path = broken_coco(tmp_path)
+    done = run("data", "check", str(path), "--format", "coco", "--images", str(tmp_path / "images"))
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith(("error:", "warning:"))]
+    assert len(lines) == 15 and sum(line.startswith("error:") for line in lines) == 13
+    assert done.stdout.strip().splitlines()[-1].endswith("13 error(s), 2 warning(s)")
+
+
+def test_check_a_clean_dataset_exits_0(tmp_path: Path) -> None:
+    src = make_detection_coco(tmp_path, images=3, split="train", seed=0)
+    done = run("data", "check", str(src), "--format", "coco")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert " 0 error(s)" in done.stdout.strip().splitlines()[-1]
+
+
+def test_unreadable_source_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "x.json").write_text("{not json")
+    done = run("data", "check", str(tmp_path / "x.json"), "--format", "coco")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    done = run("data", "stats", str(tmp_path / "x.json"), "--format", "coco", "--out", str(tmp_path / "s"))
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_stats_and_split(tmp_path: Path) -> None:
+    src = str(make_detection_coco(tmp_path, images=20, split="train", seed=0))
+    done = run("data", "stats", src, "--format", "coco", "--out", str(tmp_path / "stats"))
+    assert done.returncode == 0, done.stderr
+    stats = json.loads((tmp_path / "stats" / "stats.json").read_text())
+    assert stats["images"] == 20 and (tmp_path / "stats" / "stats.png").stat().st_size > 10_000
+    done = run("data", "split", src, "--format", "coco", "--val", "0.25", "--test", "0.25", "--seed", "3",
+               "--out", str(tmp_path / "split"))
+    assert done.returncode == 0, done.stderr
+    parts = json.loads((tmp_path / "split" / "split.json").read_text())
+    assert [len(parts[k]) for k in ("train", "val", "test")] == [10, 5, 5]
+    assert sorted(sum(parts.values(), [])) == sorted(im["file_name"] for im in json.loads(Path(src).read_text())["images"])
+    again = run("data", "split", src, "--format", "coco", "--val", "0.25", "--test", "0.25", "--seed", "3",
+                "--out", str(tmp_path / "split2"))
+    assert again.returncode == 0 and json.loads((tmp_path / "split2" / "split.json").read_text()) == parts
+    for name in ("train", "val", "test"):
+        written = json.loads((tmp_path / "split" / f"{name}.json").read_text())
+        assert [im["file_name"] for im in written["images"]] == parts[name]
+
+
+@pytest.mark.parametrize("target", [f for f in FORMAT_NAMES if f != "coco"])
+def test_convert_from_coco_and_back_keeps_boxes(tmp_path: Path, target: str) -> None:
+    src = make_detection_coco(tmp_path, images=4, split="train", seed=0)
+    done = run("data", "convert", str(src), "--from", "coco", "--to", target, "--out", str(tmp_path / target))
+    assert done.returncode == 0, done.stdout + done.stderr
+    from visiontl.data.formats.registry import read_dataset
+
+    original = read_dataset("coco", src)
+    back = read_dataset(target, _written_source(tmp_path / target, target), images=tmp_path)
+
+    def boxes(aset) -> list:
+        names = {c.id: c.name for c in aset.categories}
+        files = {im.id: Path(im.file_name).name for im in aset.images}
+        return sorted((files[i.image_id], names[i.category_id], *(round(v, 2) for v in i.bbox)) for i in aset.instances)
+
+    assert boxes(back) == boxes(original)
+
+
+def _written_source(folder: Path, fmt: str) -> Path:
+    return {"cvat": folder / "annotations.xml", "labelstudio": folder / "tasks.json"}.get(fmt, folder)
