@@ -80,9 +80,13 @@ def is_count(metric: str) -> bool:
     return metric.startswith(("num_", "support/"))
 
 
+# Counts of what was scored (not of what a model predicted, like num_detections): equal for runs on one val set.
+SCORED_COUNTS = ("num_samples", "num_images", "num_pixels")
+
+
 def count_warnings(groups: list[Group], metrics: list[str]) -> list[str]:
     warnings = []
-    for metric in (m for m in metrics if m.startswith("num_")):
+    for metric in (m for m in metrics if m in SCORED_COUNTS):
         values = [(label, run.metrics[metric]) for g in groups for label, run in zip(g.run_labels, g.runs)]
         if len({v for _, v in values}) > 1:
             warnings.append(f"{metric} differs between the runs ({', '.join(f'{label}: {v}' for label, v in values)}): "
