@@ -51,12 +51,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    if args.format is not None:
+        return _preannotate(args)
     from visiontl.engine.inference import predict
 
     rows = predict(args.checkpoint, [Path(p) for p in args.images], Path(args.out), topk=args.topk,
                    score_threshold=args.score_threshold, draw_dir=Path(args.draw) if args.draw else None,
                    overlay=args.overlay)
     print(f"{len(rows)} predictions written to {args.out}" + (f"; pictures in {args.draw}" if args.draw else ""))
+    return 0
+
+
+def _preannotate(args: argparse.Namespace) -> int:
+    from visiontl.engine.inference import image_files, load_trained
+    from visiontl.preannotate import predict_set, write_predictions
+
+    loaded = load_trained(args.checkpoint)
+    aset = predict_set(loaded, image_files([Path(p) for p in args.images]), args.score_threshold, args.masks)
+    version = args.model_version or f"visiontl {loaded.config.model.arch} {loaded.config.model.backbone} " \
+                                    f"epoch {loaded.checkpoint.get('epoch', '?')}"
+    report = write_predictions(aset, args.format, Path(args.out), version,
+                               Path(args.label_config) if args.label_config else None)
+    print(f"{len(aset.instances)} predictions on {len(aset.images)} images (file names relative to {aset.image_root})")
+    for line in report.lines():
+        print(line)
+    print(f"written to {args.out}")
     return 0
 
 
@@ -214,6 +233,51 @@ def cmd_data_split(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_rank(args: argparse.Namespace) -> int:
+    from visiontl.active import common_folder, rank_images, write_list, write_tasks
+    from visiontl.engine.inference import image_files, load_trained
+    from visiontl.errors import ConfigError
+
+    if (args.as_format is None) != (args.tasks is None):
+        raise ConfigError("--as and --tasks go together: --as labelstudio|cvat --tasks FILE")
+    loaded = load_trained(args.checkpoint)
+    inputs = [Path(p) for p in args.images]
+    labelled = image_files([Path(args.labelled)]) if args.labelled else None
+    ranked = rank_images(loaded, image_files(inputs), args.strategy, args.top, labelled, args.batch_size, args.device)
+    write_list(ranked, Path(args.out))
+    for i, r in enumerate(ranked[:10], start=1):
+        print(f"{i:4d}  {r.score:.4f}  {r.file}  {r.reason}")
+    if len(ranked) > 10:
+        print(f"   ... and {len(ranked) - 10} more")
+    print(f"{len(ranked)} images ranked by {args.strategy} written to {args.out}")
+    if args.tasks:
+        root = common_folder(inputs)
+        write_tasks(ranked, args.as_format, Path(args.tasks), root, loaded.classes, args.image_prefix)
+        print(f"{args.as_format} task file for {len(ranked)} images written to {args.tasks} (file names relative to {root})")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from visiontl.serve import Backend, make_server, server_url
+
+    backend = Backend.from_checkpoint(args.checkpoint, [Path(r) for r in args.root or ["."]], host=args.host,
+                                      score_threshold=args.score_threshold,
+                                      label_config=Path(args.label_config) if args.label_config else None,
+                                      max_request_mb=args.max_request_mb)
+    server = make_server(backend, args.host, args.port)
+    url = server_url(server, args.host)
+    print(f"serving {backend.model_version} at {url} (images read under {', '.join(map(str, backend.roots))})")
+    print(f"in Label Studio: Settings → Model → Connect model: URL {url}")
+    print("Ctrl-C stops", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped")
+    finally:
+        server.server_close()
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from visiontl.demo import run_demo
 
@@ -243,7 +307,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+")
     p.add_argument("--out", required=True, help="output: classification .csv or .json file; detection COCO results "
                    ".json file; segmentation a folder of label PNGs")
-    p.add_argument("--format", choices=["coco"], default="coco", help="detection output format (COCO results)")
+    p.add_argument("--format", choices=["labelstudio", "cvat", "coco", "yolo", "voc"], default=None,
+                   help="pre-annotation: write detection / segmentation predictions in this tool's import format "
+                   "(default: COCO results JSON, label PNGs, CSV as above)")
+    p.add_argument("--label-config", default=None, help="labelstudio: the project's labelling config (XML), for "
+                   "the control names the predictions must carry")
+    p.add_argument("--model-version", default=None, help="labelstudio: model_version of the predictions")
+    p.add_argument("--masks", choices=["rle", "polygon"], default="rle",
+                   help="pre-annotation masks as RLE (brush / mask) or as polygons traced from them")
     p.add_argument("--topk", type=int, default=1, help="classification: how many classes per image")
     p.add_argument("--score-threshold", type=float, default=None, help="detection: keep boxes scoring at least this "
                    "(default: the model's score threshold)")
@@ -321,6 +392,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", default=None, choices=ANNOTATION_FORMATS, help="format of the written splits (default: the source's)")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_data_split)
+    p = d.add_parser("rank", help="active learning: the unlabelled images to label next, with the reason for each")
+    p.add_argument("checkpoint")
+    p.add_argument("images", nargs="+", help="unlabelled image files or folders")
+    p.add_argument("--strategy", choices=["uncertainty", "entropy", "diversity"], default="uncertainty",
+                   help="uncertainty: least confidence; entropy: prediction entropy; diversity: k-center greedy on "
+                   "backbone features (docs/active-learning.md)")
+    p.add_argument("--top", type=int, required=True, metavar="K", help="how many images to pick")
+    p.add_argument("--out", required=True, help="the list: one line per image, <path> TAB <score> TAB <reason>")
+    p.add_argument("--labelled", default=None, metavar="DIR", help="diversity: images already labelled (the pool "
+                   "new picks should be far from)")
+    p.add_argument("--as", dest="as_format", choices=["labelstudio", "cvat"], default=None,
+                   help="also write the picks as a labelling task file of this tool (with --tasks)")
+    p.add_argument("--tasks", default=None, metavar="FILE", help="the task file: Label Studio JSON or CVAT XML")
+    p.add_argument("--image-prefix", default="/data/local-files/?d=", help="labelstudio: prefix of each image "
+                   "path (file names are relative to the folder holding every IMAGES argument)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="default: the config's train.device")
+    p.set_defaults(func=cmd_data_rank)
+
+    p = sub.add_parser("serve", help="serve a detection / segmentation checkpoint as a Label Studio ML backend "
+                       "(docs/serve.md)")
+    p.add_argument("checkpoint")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: this machine only; "
+                   "0.0.0.0 exposes it, without authentication)")
+    p.add_argument("--port", type=int, default=9090)
+    p.add_argument("--root", action="append", default=None, metavar="DIR", help="a folder the task images are "
+                   "read from (repeatable; default: the current folder); nothing outside the roots is read")
+    p.add_argument("--score-threshold", type=float, default=None, help="keep regions scoring at least this "
+                   "(default: the model's score threshold)")
+    p.add_argument("--label-config", default=None, metavar="FILE", help="the project's labelling config (XML), "
+                   "used until Label Studio sends its own")
+    p.add_argument("--max-request-mb", type=float, default=10.0, help="refuse request bodies over this (413)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="pretrained vs scratch on the shipped BCCD sample, offline, on CPU")
     p.add_argument("--out", default="runs/demo", help="folder for the demo's runs")

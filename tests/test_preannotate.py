@@ -1,0 +1,107 @@
+"""Pre-annotation: predictions written in each tool's import format read back as the same boxes, labels
+and scores."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_detection import det_config
+from visiontl.config import build_config
+from visiontl.data.formats.registry import read_dataset
+from visiontl.data.synthetic import make_detection_coco
+from visiontl.engine.inference import image_files, load_trained
+from visiontl.engine.trainer import train
+from visiontl.preannotate import control_names, predict_set
+
+LABEL_CONFIG = """<View>
+  <Image name="img" value="$image"/>
+  <RectangleLabels name="bbox" toName="img">
+    <Label value="shape_0"/><Label value="shape_5"/><Label value="shape_17"/>
+  </RectangleLabels>
+</View>"""
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("shapes")
+    make_detection_coco(root, images=4, split="train", seed=0)
+    make_detection_coco(root, images=3, split="val", seed=1)
+    run = tmp_path_factory.mktemp("run")
+    train(build_config(det_config(root, run, train={"epochs": 1}, model={"detections_per_image": 20})))
+    return run / "checkpoints" / "last.pt", root / "val"
+
+
+def _predict(ckpt: Path, images: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "visiontl", "predict", str(ckpt), str(images), "--score-threshold", "0.0",
+                           *args], capture_output=True, text=True, timeout=300)
+
+
+def _rows(aset) -> list[tuple]:
+    names = {c.id: c.name for c in aset.categories}
+    files = {im.id: Path(im.file_name).name for im in aset.images}
+    return sorted((files[i.image_id], names[i.category_id], *i.bbox) for i in aset.instances)
+
+
+def _same(got, expected, tol: float) -> bool:
+    """The same boxes, one for one, within `tol` pixels (formats round coordinates: CVAT its corners to 0.01)."""
+    left = list(_rows(got))
+    for row in _rows(expected):
+        match = next((r for r in left if r[:2] == row[:2] and max(abs(a - b) for a, b in zip(r[2:], row[2:])) <= tol), None)
+        if match is None:
+            return False
+        left.remove(match)
+    return not left
+
+
+def test_predictions_in_every_tool_format(detector: tuple[Path, Path], tmp_path: Path) -> None:
+    ckpt, images = detector
+    expected = predict_set(load_trained(ckpt), image_files([images]), 0.0, progress=False)
+    assert expected.instances and all(i.score is not None for i in expected.instances)
+
+    config = tmp_path / "config.xml"
+    config.write_text(LABEL_CONFIG)
+    done = _predict(ckpt, images, "--format", "labelstudio", "--label-config", str(config), "--model-version", "v7",
+                    "--out", str(tmp_path / "ls.json"))
+    assert done.returncode == 0, done.stderr
+    tasks = json.loads((tmp_path / "ls.json").read_text())
+    assert len(tasks) == 3 and all("annotations" not in t or not t["annotations"] for t in tasks)
+    results = [r for t in tasks for p in t["predictions"] for r in p["result"]]
+    assert {p["model_version"] for t in tasks for p in t["predictions"]} == {"v7"}
+    assert {(r["from_name"], r["to_name"], r["type"]) for r in results} == {("bbox", "img", "rectanglelabels")}
+    assert all(0 <= r["value"]["x"] <= 100 and 0 <= r["score"] <= 1 for r in results)
+    assert _same(read_dataset("labelstudio", tmp_path / "ls.json", images=images), expected, 1e-4)
+
+    done = _predict(ckpt, images, "--format", "cvat", "--out", str(tmp_path / "cvat"))
+    assert done.returncode == 0, done.stderr
+    xml = (tmp_path / "cvat" / "annotations.xml").read_text()
+    assert xml.count('source="auto"') == len(expected.instances)
+    back = read_dataset("cvat", tmp_path / "cvat" / "annotations.xml", images=images)
+    assert _same(back, expected, 0.011) and all(i.score is not None for i in back.instances)
+
+    done = _predict(ckpt, images, "--format", "coco", "--out", str(tmp_path / "pred.json"))
+    assert done.returncode == 0, done.stderr
+    coco = json.loads((tmp_path / "pred.json").read_text())
+    assert sorted(a["score"] for a in coco["annotations"]) == pytest.approx(sorted(i.score for i in expected.instances))
+    assert {c["id"] for c in coco["categories"]} == {0, 5, 17}  # the dataset's own ids, 0 included
+
+    for fmt in ("yolo", "voc"):
+        done = _predict(ckpt, images, "--format", fmt, "--out", str(tmp_path / fmt))
+        assert done.returncode == 0, done.stderr
+        assert "score" in done.stdout  # the formats without scores say so
+        assert _same(read_dataset(fmt, tmp_path / fmt, split="predictions"), expected, 1e-4)
+
+
+def test_control_names_from_a_label_config(tmp_path: Path) -> None:
+    config = tmp_path / "c.xml"
+    config.write_text(LABEL_CONFIG.replace("</View>", '<PolygonLabels name="poly" toName="img"/></View>'))
+    assert control_names(config) == {"rectanglelabels": "bbox", "polygonlabels": "poly", "to_name": "img"}
+    config.write_text("<View><Image name='i' value='$image'/></View>")
+    from visiontl.errors import DataError
+
+    with pytest.raises(DataError, match="no RectangleLabels, PolygonLabels or BrushLabels control"):
+        control_names(config)
