@@ -11,7 +11,7 @@ import pytest
 
 from test_data_check import broken_coco
 from visiontl.cli import ANNOTATION_FORMATS
-from visiontl.data.formats.registry import FORMAT_NAMES
+from visiontl.data.formats.registry import FORMAT_NAMES, read_dataset
 from visiontl.data.synthetic import make_detection_coco
 
 
@@ -73,8 +73,6 @@ def test_convert_from_coco_and_back_keeps_boxes(tmp_path: Path, target: str) -> 
     src = make_detection_coco(tmp_path, images=4, split="train", seed=0)
     done = run("data", "convert", str(src), "--from", "coco", "--to", target, "--out", str(tmp_path / target))
     assert done.returncode == 0, done.stdout + done.stderr
-    from visiontl.data.formats.registry import read_dataset
-
     original = read_dataset("coco", src)
     back = read_dataset(target, _written_source(tmp_path / target, target), images=tmp_path)
 
@@ -88,3 +86,24 @@ def test_convert_from_coco_and_back_keeps_boxes(tmp_path: Path, target: str) -> 
 
 def _written_source(folder: Path, fmt: str) -> Path:
     return {"cvat": folder / "annotations.xml", "labelstudio": folder / "tasks.json"}.get(fmt, folder)
+
+
+@pytest.mark.parametrize("fmt", ["cvat", "labelstudio", "labelme"])
+def test_train_directly_on_a_tool_export(tmp_path: Path, fmt: str) -> None:
+    """An export from a labelling tool trains as it is: data.format names it, val classes line up by name."""
+    from test_detection import det_config
+    from visiontl.config import build_config
+    from visiontl.data.formats.registry import write_dataset
+    from visiontl.engine.trainer import train
+
+    for split, seed in (("train", 0), ("val", 1)):
+        src = make_detection_coco(tmp_path, images=3, split=split, seed=seed)
+        aset = read_dataset("coco", src)
+        if split == "val":  # another order of first appearance: the reader's ids differ from train's
+            aset.instances.reverse()
+        write_dataset(aset, fmt, tmp_path / f"{fmt}_{split}")
+    names = {"cvat": "annotations.xml", "labelstudio": "tasks.json", "labelme": ""}
+    data = {"format": fmt, "train": f"{fmt}_train/{names[fmt]}".rstrip("/"), "val": f"{fmt}_val/{names[fmt]}".rstrip("/"),
+            "images": None if fmt == "labelme" else "."}
+    metrics = train(build_config(det_config(tmp_path, tmp_path / "run", data=data, train={"epochs": 1, "max_steps": 1})))
+    assert {"bbox/AP/shape_0", "bbox/AP/shape_5", "bbox/AP/shape_17"} <= set(metrics)

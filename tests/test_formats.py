@@ -511,5 +511,6 @@ def test_read_annotations_dispatch(tmp_path: Path) -> None:
     assert read_annotations("coco", tmp_path, str(tmp_path / "coco" / "ann" / "train.json")).images[0].id == 0
     assert len(read_annotations("voc", _voc(tmp_path / "voc"), "train").images) == 3
     with pytest.raises(DataError) as err:
-        read_annotations("labelme", tmp_path, "train")
-    assert str(err.value) == "unknown annotation format 'labelme' (expected one of: coco, voc, yolo)"
+        read_annotations("pascal", tmp_path, "train")
+    assert str(err.value) == ("unknown annotation format 'pascal' (expected one of: coco, voc, yolo, cvat, labelstudio, "
+                              "labelme)")

@@ -26,8 +26,9 @@ DEFAULT_ARCH = {"classification": "classifier", "detection": "faster_rcnn", "seg
                 "instance_segmentation": "mask_rcnn"}
 TASK_ARCHS = {"classification": ("classifier",), "detection": ("faster_rcnn", "ssd", "ssdlite"),
               "segmentation": ("unet", "fpn", "deeplabv3plus"), "instance_segmentation": ("mask_rcnn",)}
-TASK_FORMATS = {"classification": ("imagefolder", "csv"), "detection": ("coco", "voc", "yolo"),
-                "segmentation": ("masks", "coco"), "instance_segmentation": ("coco",)}
+TASK_FORMATS = {"classification": ("imagefolder", "csv"),
+                "detection": ("coco", "voc", "yolo", "cvat", "labelstudio", "labelme"),
+                "segmentation": ("masks", "coco"), "instance_segmentation": ("coco", "cvat", "labelstudio", "labelme")}
 
 
 class _Strict(BaseModel):
@@ -84,16 +85,19 @@ class ModelConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    format: Literal["imagefolder", "csv", "coco", "voc", "yolo", "masks"] = _f(
+    format: Literal["imagefolder", "csv", "coco", "voc", "yolo", "cvat", "labelstudio", "labelme", "masks"] = _f(
         "imagefolder", "classification: imagefolder (root/<split>/<class>/*) or csv (path,label); detection: coco "
-        "(JSON), voc (Annotations/ + ImageSets/Main/<split>.txt) or yolo (data.yaml or images/ + labels/); "
-        "segmentation: masks (images + label PNGs) or coco (polygons / RLE rasterised)")
+        "(JSON), voc (Annotations/ + ImageSets/Main/<split>.txt), yolo (data.yaml or images/ + labels/), cvat "
+        "(XML export), labelstudio (JSON export) or labelme (folder of JSON); instance_segmentation: coco, cvat, "
+        "labelstudio, labelme; segmentation: masks (images + label PNGs) or coco (polygons / RLE rasterised)")
     root: Path | None = _f(None, "dataset folder (checked before training)")
     train: str = _f("train", "train split: a folder (imagefolder), a CSV file (csv), a JSON file (coco), an "
-                    "ImageSets/Main list name (voc) or a data.yaml key / images sub-folder (yolo), relative to root")
+                    "ImageSets/Main list name (voc), a data.yaml key / images sub-folder (yolo), an export file "
+                    "(cvat, labelstudio) or a JSON folder (labelme), relative to root")
     val: str = _f("val", "validation split, as data.train")
     classes: list[str] | None = _f(None, "class names in label order; default: sorted folder names / CSV labels")
-    images: str | None = _f(None, "coco: the image folder, relative to root (default: found next to the JSON)")
+    images: str | None = _f(None, "coco, cvat, labelstudio, labelme: the image folder, relative to root (default: "
+                            "found next to the annotation file; labelstudio: root)")
     train_masks: str | None = _f(None, "masks: the label-image folder of the train split when data.train is an "
                                  "image folder (pairs by file name); unused when data.train is a list file")
     val_masks: str | None = _f(None, "masks: the label-image folder of the val split, as data.train_masks")

@@ -83,6 +83,25 @@ def check_images(aset: AnnotationSet) -> None:
                             f"{img.width}x{img.height} (image id {img.id})")
 
 
+# Formats whose category ids are made up by the reader (from names), so two splits' ids need not agree.
+NAMED_CATEGORY_FORMATS = ("voc", "cvat", "labelstudio", "labelme")
+
+
+def align_categories(val: AnnotationSet, train: AnnotationSet) -> AnnotationSet:
+    """Give `val` the train split's category ids, matching by name (for formats whose ids are the reader's)."""
+    ids = {c.name: c.id for c in train.categories}
+    unknown = sorted({c.name for c in val.categories if c.name not in ids and any(
+        i.category_id == c.id for i in val.instances)})
+    if unknown:
+        raise DataError(f"{val.report.source}: classes {unknown} do not occur in the train split "
+                        f"({train.report.source}: {sorted(ids)})")
+    remap = {c.id: ids[c.name] for c in val.categories if c.name in ids}
+    for inst in val.instances:
+        inst.category_id = remap[inst.category_id]
+    val.categories = list(train.categories)
+    return val
+
+
 def _same_categories(train: AnnotationSet, val: AnnotationSet) -> None:
     names = {c.id: c.name for c in train.categories}
     for c in val.categories:
@@ -110,6 +129,8 @@ class DetectionTask:
     def prepare_data(self, cfg: Config) -> DetectionData:
         train = read_split(cfg, "train", cfg.data.classes)
         val = read_split(cfg, "val", [c.name for c in train.categories] if cfg.data.format == "voc" else None)
+        if cfg.data.format in NAMED_CATEGORY_FORMATS:
+            val = align_categories(val, train)
         _same_categories(train, val)
         dropped = 0
         if cfg.data.drop_empty:

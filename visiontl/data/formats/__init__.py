@@ -3,7 +3,9 @@
 `read_annotations` picks the reader by format name and gives `split` the meaning that format has:
 coco: the JSON file (relative to root, or absolute), with `images` an optional image folder relative to root;
 voc: the `ImageSets/Main/<split>.txt` list name (`images` is not used);
-yolo: the data.yaml key or `images/<split>` folder name.
+yolo: the data.yaml key or `images/<split>` folder name;
+cvat, labelstudio: the export file (relative to root), `images` the image folder relative to root;
+labelme: the folder (or file) of labelme JSON, relative to root.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from visiontl.data.formats.voc import read_voc
 from visiontl.data.formats.yolo import read_yolo
 from visiontl.errors import DataError
 
-FORMATS = ("coco", "voc", "yolo")
+FORMATS = ("coco", "voc", "yolo", "cvat", "labelstudio", "labelme")
 
 __all__ = ["FORMATS", "read_annotations", "read_coco", "read_voc", "read_yolo", "write_coco"]
 
@@ -29,4 +31,16 @@ def read_annotations(format: str, root: Path, split: str, images: str | None = N
         return read_voc(root, split)
     if format == "yolo":
         return read_yolo(root, split)
+    if format == "cvat":
+        from visiontl.data.formats.cvat import read_cvat
+
+        return read_cvat(root / split, root / images if images else None)
+    if format == "labelstudio":
+        from visiontl.data.formats.labelstudio import read_labelstudio
+
+        return read_labelstudio(root / split, root / images if images else root)
+    if format == "labelme":
+        from visiontl.data.formats.labelme import read_labelme
+
+        return read_labelme(root / split, root / images if images else None)
     raise DataError(f"unknown annotation format {format!r} (expected one of: {', '.join(FORMATS)})")
