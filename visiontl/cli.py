@@ -253,7 +253,8 @@ def cmd_data_rank(args: argparse.Namespace) -> int:
     if args.tasks:
         root = common_folder(inputs)
         write_tasks(ranked, args.as_format, Path(args.tasks), root, loaded.classes, args.image_prefix)
-        print(f"{args.as_format} task file for {len(ranked)} images written to {args.tasks} (file names relative to {root})")
+        print(f"{args.as_format} task file for {len(ranked)} images written to {args.tasks} "
+              f"(file names relative to {root})")
     return 0
 
 
