@@ -2,7 +2,8 @@
 annotation tool's import format, so the next batch is corrected rather than drawn from nothing.
 
 Detection gives boxes; Mask R-CNN adds a mask per box (RLE, or polygons traced from it with
-`masks="polygon"`); semantic segmentation gives one mask per class present. Every instance carries its
+`masks="polygon"`); semantic segmentation gives one mask per class present (a class named background
+excepted). Every instance carries its
 score (segmentation: the mean probability of the class over its pixels) and `source: auto`. The set's
 categories are the checkpoint's, with the dataset's own ids, so a conversion back after correction lines
 up with the training data.
@@ -63,6 +64,8 @@ def predict_set(loaded: Any, files: list[Path], score_threshold: float | None = 
             images.append(_record(image_id, path, array, root))
             labels = probs.argmax(0)
             for c in np.unique(labels):
+                if loaded.classes[c].strip("_").lower() == "background":
+                    continue  # nothing to correct there: the tool's empty canvas is the background
                 region = labels == c
                 if score_threshold is not None and float(probs[c][region].mean()) < score_threshold:
                     continue

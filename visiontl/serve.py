@@ -1,0 +1,562 @@
+"""`visiontl serve`: a checkpoint as a Label Studio ML backend (pre-annotation while you label).
+
+Label Studio speaks JSON over HTTP to the backend (label-studio-ml-backend's protocol):
+
+- `GET /health` (and `GET /`) -> `{"status": "UP", "model_class": ..., "model_version": ...}`; answered
+  without waiting for the model, so a health check never times out behind a long prediction.
+- `POST /setup` `{"project": "<id>.<created>", "schema": "<View>...</View>", "hostname", "access_token",
+  "model_version"}` -> `{"model_version": ...}`. The schema (the project's label config) is kept per project;
+  a config with no control the model can fill is a 400, which Label Studio shows on the model card.
+- `POST /predict` `{"tasks": [{"id", "data": {"image": ...}}, ...], "label_config", "project", "params"}` ->
+  `{"results": [{"result": [...], "score": ..., "model_version": ...}, ...], "model_version": ...}`: one
+  prediction per task, in task order. A task whose image cannot be found, read, or is refused gets an empty
+  result and an `"error"` (the batch still answers 200).
+- `POST /webhook`, `POST /train`, `GET|POST /versions`, `GET /metrics`: minimal answers (this backend does
+  not train).
+
+Errors are JSON `{"error": "one line"}`: 400 for a malformed request, 404 for an unknown path, 413 for a body
+over `--max-request-mb`, 500 for a bug.
+
+Images are never downloaded. A task's image reference is mapped to a file under one of the `--root`
+folders (see `Backend.resolve`), and a file outside every root is refused (symbolic links are followed
+before the check).
+
+Results are built by the Label Studio writer's own per-instance conversion (`labelstudio._results`:
+percent coordinates of the top-left corner, rotation, polygons, brush RLE), so a served prediction and one
+written by `visiontl predict --format labelstudio` are the same JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from visiontl.errors import ConfigError, DataError, VisiontlError
+
+log = logging.getLogger("visiontl")
+
+HELD = ("rectanglelabels", "polygonlabels", "brushlabels")
+_TAG_NAMES = {"rectanglelabels": "RectangleLabels", "polygonlabels": "PolygonLabels", "brushlabels": "BrushLabels"}
+# Which result type a task's predictions become, by preference, among the controls the label config has.
+_KINDS = {
+    "detection": ("rectanglelabels",),
+    "instance_segmentation": ("brushlabels", "polygonlabels", "rectanglelabels"),
+    "segmentation": ("brushlabels", "polygonlabels", "rectanglelabels"),
+}
+_LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+_DRAIN_FACTOR = 16  # a body over the limit is read and dropped up to this many limits (clean 413), else cut
+
+
+class BadRequest(Exception):
+    """A request the server cannot use: answered 400 with its message."""
+
+
+# --- label config ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LabelConfig:
+    """What the backend needs from a Label Studio label config."""
+
+    controls: dict[str, str]  # result type -> control name (from_name)
+    to_names: dict[str, str]  # result type -> object name (to_name)
+    images: dict[str, str | None] = field(default_factory=dict)  # Image tag name -> data key ($key)
+    labels: dict[str, list[str]] = field(default_factory=dict)  # result type -> its <Label value=...>s
+
+    def image_key(self, kind: str) -> str | None:
+        return self.images.get(self.to_names.get(kind, ""))
+
+
+DEFAULT_CONFIG = LabelConfig({k: "label" for k in HELD}, {k: "image" for k in HELD}, {"image": "image"})
+
+
+def parse_label_config(text: str, where: str = "label config") -> LabelConfig:
+    """Control names, object names, image data keys and labels of a Label Studio label config (XML)."""
+    import defusedxml.ElementTree as SafeET
+    from defusedxml import DefusedXmlException
+
+    try:
+        root = SafeET.fromstring(text)
+    except ET.ParseError as exc:
+        raise DataError(f"{where}: not valid XML ({exc})") from None
+    except DefusedXmlException as exc:
+        raise DataError(f"{where}: refused XML ({type(exc).__name__})") from None
+    config = LabelConfig({}, {})
+    for el in root.iter():
+        tag = el.tag.lower() if isinstance(el.tag, str) else ""
+        name = el.get("name")
+        if not name:
+            continue
+        if tag == "image":
+            value = el.get("value") or ""
+            config.images[name] = value[1:] if value.startswith("$") and len(value) > 1 else None
+        elif tag in HELD and tag not in config.controls:
+            config.controls[tag] = name
+            config.to_names[tag] = (el.get("toName") or "image").split(",")[0].strip()
+            config.labels[tag] = [lab.get("value") for lab in el
+                                  if isinstance(lab.tag, str) and lab.tag.lower() == "label" and lab.get("value")]
+    if not config.controls:
+        raise DataError(f"{where}: no {', '.join(_TAG_NAMES.values())} control to put predictions in")
+    return config
+
+
+# --- the backend -------------------------------------------------------------------------------------------
+
+
+class Backend:
+    """A loaded checkpoint answering Label Studio's ML backend requests (independent of HTTP: `health`,
+    `setup`, `predict` take and return JSON-ready dicts; `make_server` puts them behind HTTP)."""
+
+    def __init__(self, loaded: Any, roots: list[Path], *, host: str = "127.0.0.1",
+                 score_threshold: float | None = None, label_config: LabelConfig | None = None,
+                 model_version: str | None = None, max_request_mb: float = 10.0) -> None:
+        task = loaded.config.task
+        if task not in _KINDS:
+            raise DataError(f"visiontl serve pre-annotates boxes and masks: a {task} checkpoint cannot fill a "
+                            "Label Studio shape control")
+        self.loaded = loaded
+        self.task = task
+        self.roots = _check_roots(roots)
+        self.hosts = {h for h in (*_LOCAL_HOSTS, host.lower().strip("[]")) if h not in ("", "0.0.0.0", "::")}
+        self.score_threshold = score_threshold
+        self.label_config = label_config
+        self.model_version = model_version or (
+            f"visiontl {loaded.config.model.arch} {loaded.config.model.backbone} "
+            f"epoch {loaded.checkpoint.get('epoch', '?')}")
+        if not max_request_mb > 0:
+            raise ConfigError(f"--max-request-mb must be positive, not {max_request_mb}")
+        self.max_request_bytes = int(max_request_mb * 1024 * 1024)
+        self._model_lock = threading.Lock()  # one inference at a time; health checks never wait for it
+        self._projects: dict[str, LabelConfig] = {}
+        self._projects_lock = threading.Lock()
+        if label_config is not None:
+            try:
+                self._kind(label_config)  # refuse, at start, a config the model cannot fill
+            except BadRequest as exc:
+                raise ConfigError(f"--label-config: {exc}") from None
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path, roots: list[Path], *, label_config: Path | None = None,
+                        **kwargs: Any) -> Backend:
+        from visiontl.engine.inference import load_trained
+
+        config = None
+        if label_config is not None:
+            try:
+                text = Path(label_config).read_text(encoding="utf-8")
+            except FileNotFoundError:
+                raise ConfigError(f"{label_config}: label config not found") from None
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{label_config}: cannot read ({exc})") from None
+            config = parse_label_config(text, str(label_config))
+        _check_roots(roots)  # the cheap checks first, before the model loads
+        if not kwargs.get("max_request_mb", 10.0) > 0:
+            raise ConfigError(f"--max-request-mb must be positive, not {kwargs['max_request_mb']}")
+        started = time.perf_counter()
+        backend = cls(load_trained(checkpoint), roots, label_config=config, **kwargs)
+        log.info(f"model ready: {backend.model_version} ({backend.task}, classes "
+                 f"{', '.join(backend.loaded.classes)}) loaded from {checkpoint} in {time.perf_counter() - started:.1f} s")
+        return backend
+
+    # --- endpoints ---
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "UP", "model_class": "visiontl.serve.Backend", "model_version": self.model_version,
+                "task": self.task}
+
+    def setup(self, body: dict[str, Any]) -> dict[str, Any]:
+        schema = body.get("schema")
+        project = str(body.get("project") or "")
+        if isinstance(schema, str) and schema.strip():
+            try:
+                config = parse_label_config(schema, f"project {project or '?'}: label config")
+            except DataError as exc:
+                raise BadRequest(str(exc)) from None
+            kind = self._kind(config)
+            unknown = [c for c in self.loaded.classes if config.labels.get(kind) and c not in config.labels[kind]]
+            if unknown:
+                log.warning(f"project {project or '?'}: classes {', '.join(unknown)} of the model are not labels of "
+                            f"its {_TAG_NAMES[kind]} control {config.controls[kind]!r}: add them to the label config, "
+                            "or their predictions show as unknown labels")
+            with self._projects_lock:
+                self._projects[project] = config
+            log.info(f"setup: project {project or '?'} -> {_TAG_NAMES[kind]} {config.controls[kind]!r} "
+                     f"on {config.to_names[kind]!r}")
+        elif schema is not None and not isinstance(schema, str):
+            raise BadRequest("'schema' must be the label config as an XML string")
+        return {"model_version": self.model_version}
+
+    def versions(self) -> dict[str, Any]:
+        return {"versions": [self.model_version], "model_version": self.model_version}
+
+    def predict(self, body: dict[str, Any]) -> dict[str, Any]:
+        tasks = body.get("tasks")
+        if not isinstance(tasks, list):
+            raise BadRequest("'tasks' must be a list of tasks ({\"data\": {\"image\": ...}})")
+        for i, task in enumerate(tasks):
+            if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+                raise BadRequest(f"task #{i + 1}: not an object with a 'data' object")
+        from visiontl.data.images import check_image
+
+        config = self._config_for(body)
+        kind = self._kind(config)
+        started = time.perf_counter()
+        files: list[Path | None] = []
+        errors: list[str | None] = []
+        for task in tasks:
+            try:
+                path = self.resolve(image_reference(task["data"], config.image_key(kind)))
+                check_image(path)  # the header: a missing or unreadable file fails its task, not the batch
+            except DataError as exc:
+                files.append(None)
+                errors.append(_task_label(task) + str(exc))
+            else:
+                files.append(path)
+                errors.append(None)
+        readable = [f for f in files if f is not None]
+        outcomes = self._infer(readable, config, kind) if readable else []
+        results, n_regions = [], 0
+        it = iter(outcomes)
+        for task, path, error in zip(tasks, files, errors):
+            if path is not None:
+                regions, error = next(it)
+                if error is not None:
+                    error = _task_label(task) + error
+            else:
+                regions = []
+            scores = [r["score"] for r in regions]
+            entry: dict[str, Any] = {"result": regions, "score": sum(scores) / len(scores) if scores else 0.0,
+                                     "model_version": self.model_version}
+            if error is not None:
+                entry["error"] = error
+                log.warning(f"predict: {error}")
+            n_regions += len(regions)
+            results.append(entry)
+        failed = sum("error" in r for r in results)
+        log.info(f"predict: {len(tasks)} task(s), {n_regions} region(s), {failed} failed, "
+                 f"{time.perf_counter() - started:.2f} s")
+        return {"results": results, "model_version": self.model_version}
+
+    # --- images ---
+
+    def resolve(self, ref: Any) -> Path:
+        """The file a task's image reference names, inside one of the roots, or DataError saying why not.
+
+        - a plain path: relative ones are looked up under each root in turn; absolute ones must lie in a root;
+        - `/data/local-files/?d=dir/x.jpg` (Label Studio's local files): `dir/x.jpg` under the roots, which play
+          the part of LOCAL_FILES_DOCUMENT_ROOT;
+        - `/data/upload/3/ab12cd34-x.jpg` (uploads): `upload/3/ab12cd34-x.jpg` under the roots, so Label Studio's
+          media folder (which holds `upload/`) is the root to give;
+        - `file:///abs/path`: as an absolute path;
+        - `http(s)://HOST[:port]/...` with HOST this machine (127.0.0.1, localhost, ::1 or --host): its path
+          read as above (local-files, upload, or else a path relative to the roots); never downloaded;
+        - anything else (other hosts, s3://, gs://, data:) is refused.
+        """
+        if not isinstance(ref, str) or not ref.strip():
+            raise DataError(f"the image reference {ref!r} is not a non-empty string")
+        ref = ref.strip()
+        if ref.startswith("data:"):
+            raise DataError("inline data: images are not supported (give a file path or URL)")
+        parts = urlsplit(ref)
+        scheme = parts.scheme.lower()
+        if scheme in ("http", "https"):
+            host = (parts.hostname or "").lower()
+            if host not in self.hosts:
+                raise DataError(f"{ref}: refused: host {host or '?'!r} is not this machine ({', '.join(sorted(self.hosts))}); "
+                                "visiontl serve reads files under its --root folders and never downloads")
+            return self._from_url_path(parts, ref)
+        if scheme == "file":
+            if parts.netloc not in ("", "localhost"):
+                raise DataError(f"{ref}: refused: a file:// URL on another host ({parts.netloc!r})")
+            return self._inside(unquote(parts.path), ref)
+        if len(scheme) > 1:  # one letter: a Windows drive, i.e. a path
+            raise DataError(f"{ref}: {scheme}:// images are not supported (visiontl serve reads local files "
+                            "under its --root folders)")
+        if ref.startswith(("/data/local-files", "/data/upload/")):
+            return self._from_url_path(parts, ref)
+        return self._inside(ref, ref)
+
+    def _from_url_path(self, parts: Any, ref: str) -> Path:
+        path = unquote(parts.path)
+        if path.rstrip("/").endswith("/data/local-files"):
+            d = parse_qs(parts.query).get("d")
+            if not d or not d[0]:
+                raise DataError(f"{ref}: a local-files URL without ?d=PATH")
+            return self._inside(d[0], ref)
+        if path.startswith("/data/upload/"):
+            return self._inside(path[len("/data/"):], ref)
+        return self._inside(path.lstrip("/"), ref)
+
+    def _inside(self, path: str, ref: str) -> Path:
+        p = Path(path.replace("\\", "/"))
+        candidates = [p] if p.is_absolute() else [root / p for root in self.roots]
+        inside = False
+        for candidate in candidates:
+            try:
+                real = candidate.resolve()
+            except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte, a symlink loop
+                raise DataError(f"{ref}: not a usable path ({exc})") from None
+            if not any(real == root or root in real.parents for root in self.roots):
+                continue
+            inside = True
+            if real.is_file():
+                return real
+        roots = ", ".join(map(str, self.roots))
+        if not inside:
+            raise DataError(f"{ref}: refused: it resolves outside the --root folders ({roots}); visiontl serve never "
+                            "reads files outside them")
+        raise DataError(f"{ref}: image file not found under the --root folders ({roots})")
+
+    # --- internals ---
+
+    def _config_for(self, body: dict[str, Any]) -> LabelConfig:
+        text = body.get("label_config")
+        if isinstance(text, str) and text.strip():
+            try:
+                return parse_label_config(text, "label_config")
+            except DataError as exc:
+                raise BadRequest(str(exc)) from None
+        with self._projects_lock:
+            known = self._projects.get(str(body.get("project") or ""))
+        return known or self.label_config or DEFAULT_CONFIG
+
+    def _kind(self, config: LabelConfig) -> str:
+        for kind in _KINDS[self.task]:
+            if kind in config.controls:
+                return kind
+        wanted = " or ".join(_TAG_NAMES[k] for k in _KINDS[self.task])
+        raise BadRequest(f"a {self.task} model needs a {wanted} control in the label config; it has "
+                         f"{', '.join(_TAG_NAMES[k] for k in config.controls) or 'none'}")
+
+    def _infer(self, files: list[Path], config: LabelConfig, kind: str) -> list[tuple[list[dict[str, Any]], str | None]]:
+        """Per file: its Label Studio results and an error (None when it was predicted)."""
+        from visiontl.preannotate import predict_set
+
+        masks = "polygon" if kind == "polygonlabels" else "rle"
+        try:
+            with self._model_lock:
+                aset = predict_set(self.loaded, files, self.score_threshold, masks, progress=False)
+        except DataError as exc:
+            if len(files) == 1:
+                return [([], str(exc))]
+            # one undecodable file fails the batch: predict one by one so the others still get results
+            return [outcome for f in files for outcome in self._infer([f], config, kind)]
+        return [(regions, None) for regions in self._regions(aset, config, kind)]
+
+    def _regions(self, aset: Any, config: LabelConfig, kind: str) -> list[list[dict[str, Any]]]:
+        # The Label Studio writer's per-instance conversion (private; shared so both paths give the same JSON).
+        from visiontl.data.annotations import WriteReport
+        from visiontl.data.formats.labelstudio import _controls, _results
+
+        controls, to_name = _controls(config.controls), config.to_names[kind]
+        names = {c.id: c.name for c in aset.categories}
+        by_image = aset.by_image()
+        out = []
+        for img in aset.images:
+            used: set[str] = set()
+            report = WriteReport(target="serve")
+            regions = []
+            for inst in by_image[img.id]:
+                if kind == "rectanglelabels":
+                    inst = replace(inst, segmentation=None)
+                elif kind == "polygonlabels" and not inst.segmentation:
+                    continue  # no polygon traced (a mask of a few pixels): nothing to draw
+                for r in _results(inst, img, names[inst.category_id], controls, to_name, used, report,
+                                  f"{img.file_name}: region {inst.id}"):
+                    r["score"] = inst.score
+                    regions.append(r)
+            out.append(regions)
+        return out
+
+
+def image_reference(data: dict[str, Any], key: str | None = None) -> str:
+    """A task's image reference: `data[key]` (the label config's `<Image value="$key">`), else `data["image"]`,
+    else the first data value that looks like an image (a file suffix, or a Label Studio data URL)."""
+    for k in (key, "image"):
+        if k is not None and k in data:
+            return data[k]
+    for value in data.values():
+        if isinstance(value, str) and _looks_like_image(value):
+            return value
+    raise DataError(f"no image in the task data (keys: {', '.join(map(str, data)) or 'none'}); expected "
+                    f"{key or 'image'!r}")
+
+
+def _looks_like_image(value: str) -> bool:
+    return (urlsplit(value).path.lower().endswith(_IMAGE_SUFFIXES) or value.lower().endswith(_IMAGE_SUFFIXES)
+            or "/data/local-files" in value or "/data/upload/" in value)
+
+
+def _task_label(task: dict[str, Any]) -> str:
+    return f"task {task['id']}: " if "id" in task else ""
+
+
+def _check_roots(roots: list[Path]) -> list[Path]:
+    if not roots:
+        raise ConfigError("no --root folder: give the folder(s) that hold the project's images")
+    out = []
+    for root in roots:
+        real = Path(root).expanduser().resolve()
+        if not real.is_dir():
+            raise ConfigError(f"--root {root}: not a folder")
+        out.append(real)
+    return out
+
+
+# --- HTTP --------------------------------------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """JSON over HTTP/1.0 (one request per connection), routed to the Backend."""
+
+    backend: Backend  # set on the subclass make_server builds
+    server_version = "visiontl-serve"
+    timeout = 120  # seconds a client may take to send its request
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        route = urlsplit(self.path).path.rstrip("/") or "/"
+        if route in ("/", "/health"):
+            self._send(200, self.backend.health())
+        elif route == "/versions":
+            self._send(200, self.backend.versions())
+        elif route == "/metrics":
+            self._send(200, {})
+        else:
+            self._send(404, {"error": f"no GET {route} here (GET /health, POST /setup, POST /predict)"})
+
+    def do_POST(self) -> None:  # noqa: N802
+        route = urlsplit(self.path).path.rstrip("/") or "/"
+        handlers = {"/predict": self.backend.predict, "/setup": self.backend.setup,
+                    "/webhook": self._ignored, "/train": self._ignored,
+                    "/versions": lambda body: self.backend.versions()}
+        if route not in handlers:
+            try:
+                n = self._length(default=0) or 0
+            except BadRequest:
+                n = -1
+            if 0 <= n <= self.backend.max_request_bytes:
+                self._drain(n)
+            else:
+                self.close_connection = True
+            self._send(404, {"error": f"no POST {route} here (POST /setup, POST /predict)"})
+            return
+        try:
+            body = self._body()
+            self._send(200, handlers[route](body))
+        except _TooLarge as exc:
+            self._send(413, {"error": str(exc)})
+        except BadRequest as exc:
+            self._send(400, {"error": str(exc)})
+        except VisiontlError as exc:
+            self._send(400, {"error": str(exc)})
+        except Exception as exc:  # noqa: BLE001 (a bug: say so in one line, keep serving)
+            log.exception(f"{route}: internal error")
+            self._send(500, {"error": f"internal error: {type(exc).__name__}: {exc}".splitlines()[0]})
+
+    @staticmethod
+    def _ignored(body: dict[str, Any]) -> dict[str, Any]:
+        return {"status": "ignored", "message": "visiontl serve predicts only; train with `visiontl train` and "
+                "restart the server with the new checkpoint"}
+
+    def _length(self, default: int | None = None) -> int | None:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            raise BadRequest("chunked request bodies are not supported: send a Content-Length")
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            return default
+        try:
+            n = int(raw)
+        except ValueError:
+            raise BadRequest(f"Content-Length {raw!r} is not a number") from None
+        if n < 0:
+            raise BadRequest(f"Content-Length {n} is negative")
+        return n
+
+    def _body(self) -> dict[str, Any]:
+        limit = self.backend.max_request_bytes
+        n = self._length(default=0)
+        if n > limit:
+            if n <= _DRAIN_FACTOR * limit:
+                self._drain(n)  # read it, so the client gets the 413 rather than a reset connection
+            else:
+                self.close_connection = True
+            raise _TooLarge(f"the request body has {n} bytes, over the limit of {limit} "
+                            f"({limit / 1024 / 1024:g} MB, --max-request-mb)")
+        raw = self.rfile.read(n) if n else b""
+        if len(raw) < n:
+            raise BadRequest(f"the request body ended after {len(raw)} of {n} bytes")
+        if not raw.strip():
+            raise BadRequest("the request body is empty: send a JSON object")
+        try:
+            body = json.loads(raw)
+        except UnicodeDecodeError:
+            raise BadRequest("the request body is not UTF-8 JSON") from None
+        except json.JSONDecodeError as exc:
+            raise BadRequest(f"the request body is not valid JSON ({exc.msg} at line {exc.lineno} column "
+                             f"{exc.colno})") from None
+        if not isinstance(body, dict):
+            raise BadRequest(f"the request body is JSON {type(body).__name__}, not an object")
+        return body
+
+    def _drain(self, n: int) -> None:
+        while n > 0:
+            chunk = self.rfile.read(min(n, 1 << 16))
+            if not chunk:
+                break
+            n -= len(chunk)
+
+    def _send(self, status: int, payload: Any) -> None:
+        data = json.dumps(payload).encode("utf-8")
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            log.debug("the client went away before the answer")
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's signature)
+        log.debug(f"{self.address_string()} {format % args}")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def make_server(backend: Backend, host: str = "127.0.0.1", port: int = 9090) -> ThreadingHTTPServer:
+    """A threading HTTP server answering Label Studio for `backend`, bound (not yet serving: call
+    `serve_forever`, and `shutdown` + `server_close` to stop). Port 0 picks a free port (`server_address`)."""
+    handler = type("Handler", (_Handler,), {"backend": backend})
+    server_class = ThreadingHTTPServer
+    if ":" in host:
+        server_class = type("ThreadingHTTPServer6", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
+    try:
+        server = server_class((host.strip("[]"), port), handler)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+    server.daemon_threads = True
+    if host.strip("[]") not in _LOCAL_HOSTS:
+        log.warning(f"listening on {host}, not on this machine only: anyone who can reach port "
+                    f"{server.server_address[1]} can ask for predictions on files under the --root folders "
+                    "(there is no authentication); put it behind a firewall or an authenticating proxy")
+    return server
+
+
+def server_url(server: ThreadingHTTPServer, host: str) -> str:
+    """The URL to give Label Studio (the machine's name when bound to every interface)."""
+    port = server.server_address[1]
+    shown = host.strip("[]")
+    if shown in ("0.0.0.0", "::", ""):
+        shown = socket.gethostname()
+    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
