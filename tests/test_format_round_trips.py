@@ -1,21 +1,25 @@
 """Every format pair: A -> model -> B -> model, counting what is lost. Boxes and labels survive every pair;
-polygons survive every pair whose two formats both hold polygons; what a format cannot hold is named in its
-writer's report, never dropped silently."""
+polygons survive every pair whose two formats both hold polygons, pixel masks every pair whose two formats
+both hold masks; what a format cannot hold is named in its writer's report, never dropped silently."""
 
 from __future__ import annotations
 
 import itertools
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from visiontl.data.annotations import AnnotationSet
 from visiontl.data.formats.registry import FORMAT_NAMES, read_dataset, write_dataset
+from visiontl.data.masks import instance_mask
 from visiontl.data.synthetic import make_detection_coco
 
-# What each format reads back: VOC and YOLO detection keep boxes only (VOC writes masks as PNGs that its
-# reader does not read; YOLO is written in its segmentation layout when there are polygons).
+# What each format reads back. Polygons: VOC holds masks, not polygon vertices (its SegmentationObject PNGs
+# come back as RLE); YOLO detection keeps boxes only, so YOLO is written in its segmentation layout when there
+# are polygons. Pixel masks: YOLO traces an RLE mask as polygons, so it does not give them back pixel for pixel.
 HOLDS_POLYGONS = {"coco", "cvat", "labelstudio", "labelme", "yolo"}
+HOLDS_MASKS = {"coco", "cvat", "labelstudio", "labelme", "voc"}
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "format_samples"
 
 
@@ -57,6 +61,36 @@ def _polygon_rows(aset: AnnotationSet) -> list[tuple]:
     return sorted(rows)
 
 
+def _mask_rows(aset: AnnotationSet) -> list[tuple[tuple, np.ndarray | None]]:
+    """(file, label, box) and the instance's pixel mask (None without a segmentation), in key order."""
+    names = {c.id: c.name for c in aset.categories}
+    images = {im.id: im for im in aset.images}
+    rows = []
+    for inst in aset.instances:
+        img = images[inst.image_id]
+        key = (Path(img.file_name).stem, names[inst.category_id], *(round(v, 2) for v in inst.bbox))
+        rows.append((key, None if inst.segmentation is None else instance_mask(inst, img.height, img.width, "test")))
+    return sorted(rows, key=lambda r: repr(r[0]))
+
+
+def _assert_masks_kept(original: AnnotationSet, back: AnnotationSet, lost: list[str]) -> None:
+    """Every mask comes back pixel for pixel, except the pixels a VOC PNG gives to another object (one
+    object per pixel): those lie under another object's mask, and a lost line names the image."""
+    want, got = _mask_rows(original), _mask_rows(back)
+    assert [k for k, _ in got] == [k for k, _ in want]
+    for (key, a), (_, b) in zip(want, got):
+        assert a is not None
+        if b is not None and np.array_equal(a, b):
+            continue
+        b = np.zeros_like(a) if b is None else b
+        others = np.zeros_like(a)
+        for k, m in want:
+            if k[0] == key[0] and k != key:
+                others |= m
+        assert not (b & ~a).any() and not (a & ~b & ~others).any(), key
+        assert any(key[0] in line and "under other objects' masks" in line for line in lost), (key, lost)
+
+
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[AnnotationSet, Path]:
     root = tmp_path_factory.mktemp("gen")
@@ -78,6 +112,8 @@ def test_every_pair_keeps_boxes_labels_and_polygons(generated, tmp_path: Path, f
     else:  # the polygons a format cannot read back were named when written
         assert any("polygon" in line or "mask" in line or "box" in line for line in lost_first + lost_second) or \
             _polygon_rows(back) == _polygon_rows(original)
+    if first in HOLDS_MASKS and second in HOLDS_MASKS:
+        _assert_masks_kept(original, back, lost_first + lost_second)
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/datasets/format_samples is not present")

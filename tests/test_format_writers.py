@@ -4,6 +4,7 @@ the format cannot hold is a `WriteReport.lost` line (checked word for word)."""
 from __future__ import annotations
 
 import shutil
+import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -155,8 +156,11 @@ def test_voc_segmentation_pngs_equal_the_rasterised_shapes(tmp_path: Path) -> No
     report = write_voc(aset, root, "train")
     assert (report.images, report.boxes, report.polygons, report.masks) == (4, 2, 0, 4)
     assert report.lost == [
+        "p.jpg: annotation 10 (cat): polygon written as its pixel mask (VOC holds masks, not polygon vertices)",
         "p.jpg: annotation 10 (cat): 12 of its 300 mask pixels lie under other objects' masks "
         "(a VOC PNG holds one object per pixel)",
+        "p.jpg: annotation 11 (dog): polygon written as its pixel mask (VOC holds masks, not polygon vertices)",
+        "p.jpg: annotation 13 (car): polygon written as its pixel mask (VOC holds masks, not polygon vertices)",
         "p.jpg: annotation 13 (car): 1 polygon part(s) of fewer than 3 points dropped",
     ]
     assert (root / "ImageSets" / "Segmentation" / "train.txt").read_text() == "p\nq\n"
@@ -188,6 +192,162 @@ def test_voc_segmentation_pngs_equal_the_rasterised_shapes(tmp_path: Path) -> No
     assert [o.findtext("name") for o in xml["p"].findall("object")] == ["cat", "dog", "car", "car"]
     back = read_voc(root, "train")  # the XML keeps every box
     assert sorted(i.bbox for i in back.instances) == sorted(i.bbox for i in aset.instances)
+    # ... and the SegmentationObject PNGs the masks: object k <-> pixels == k, as RLE; polygons come back as
+    # their rasterised pixels (the cat without the pixels under the dog), box-only objects without a shape.
+    got = {(img.file_name, k): inst.segmentation for img, insts in _by_file(back).values()
+           for k, inst in enumerate(insts, start=1)}
+    assert {key for key, seg in got.items() if seg is None} == {("p.jpg", 3), ("r.jpg", 1)}
+    for k in (1, 2, 4):
+        assert got["p.jpg", k]["size"] == [29, 37]
+        assert np.array_equal(_decode(got["p.jpg", k]), (objects == k).astype(np.uint8))
+    assert got["q.png", 1] == {"size": [19, 23], "counts": aset.instances[4].segmentation["counts"].decode()}
+    assert all(i.segmentation is None for i in read_voc(root, "train", masks=False).instances)
+
+
+def _blob(h: int, w: int, seed: int) -> np.ndarray:
+    """A random blob with holes and a separate speck: shapes no polygon describes exactly."""
+    rng = np.random.default_rng(seed)
+    m = np.zeros((h, w), dtype=np.uint8)
+    y, x = int(rng.integers(2, h // 2)), int(rng.integers(2, w // 2))
+    part = m[y:y + h // 3, x:x + w // 3]
+    part[...] = rng.random(part.shape) < 0.8
+    m[h - 2, w - 2] = 1
+    return m
+
+
+def _decode(rle: dict) -> np.ndarray:
+    with warnings.catch_warnings():  # pycocotools' numpy-2 copy-keyword DeprecationWarning
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_utils.decode(rle)
+
+
+def test_voc_rle_masks_round_trip_pixel_exact(tmp_path: Path) -> None:
+    images = [ImageRecord(5, "a.png", 41, 33), ImageRecord(9, "b.jpg", 17, 29)]
+    blobs = {1: _blob(33, 41, 0), 2: _blob(29, 17, 1), 3: np.zeros((29, 17), dtype=np.uint8)}
+    blobs[3][0:3, 0:4] = 1  # apart from blob 2
+    assert not (blobs[2] & blobs[3]).any()
+    instances = []
+    for inst_id, image_id, cat in ((1, 5, 0), (2, 9, 5), (3, 9, 17)):
+        rle = mask_utils.encode(np.asfortranarray(blobs[inst_id]))
+        rows, cols = np.nonzero(blobs[inst_id])
+        box = (float(cols.min()), float(rows.min()), float(cols.max() + 1 - cols.min()), float(rows.max() + 1 - rows.min()))
+        instances.append(Instance(inst_id, image_id, cat, box, segmentation={"size": rle["size"], "counts": rle["counts"]}))
+    aset = _set(tmp_path / "src", images, instances)
+    report = write_voc(aset, tmp_path / "voc", "train")
+    assert (report.masks, report.boxes, report.lost) == (3, 0, [])
+    back = read_voc(tmp_path / "voc", "train")  # a.png, then b.jpg: the instances' own order
+    assert [(i.bbox, i.segmentation) for i in back.instances] == [
+        (i.bbox, {"size": list(i.segmentation["size"]), "counts": i.segmentation["counts"].decode()}) for i in instances]
+    for inst, k in zip(back.instances, (1, 2, 3)):
+        assert np.array_equal(_decode(inst.segmentation), blobs[k])
+
+
+def _object_png(root: Path, stem: str, indices: np.ndarray, mode: str = "P") -> Path:
+    path = root / "SegmentationObject" / f"{stem}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "P":
+        h, w = indices.shape
+        im = Image.frombytes("P", (w, h), np.ascontiguousarray(indices, dtype=np.uint8).tobytes())
+        im.putpalette([v for i in range(256) for v in (i, i, i)])  # not the VOC colours: the indices count
+    elif mode == "RGB":
+        palette = np.array(_VOC_COLOURS, dtype=np.uint8).reshape(256, 3)
+        im = Image.fromarray(palette[indices])
+    else:
+        im = Image.fromarray(indices.astype(np.uint8)).convert(mode)
+    im.save(path)
+    return path
+
+
+def _voc_colours() -> list[int]:
+    out = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r, g, b = r | (c & 1) << (7 - j), g | (c >> 1 & 1) << (7 - j), b | (c >> 2 & 1) << (7 - j)
+            c >>= 3
+        out += [r, g, b]
+    return out
+
+
+_VOC_COLOURS = _voc_colours()
+
+
+def test_voc_reader_pairs_object_k_with_pixels_k(tmp_path: Path) -> None:
+    """Hand-made PNGs as the VOC devkit writes them: a 255 band around objects, an object without pixels."""
+    images = [ImageRecord(1, "a.jpg", 12, 10), ImageRecord(2, "b.jpg", 12, 10)]
+    instances = [Instance(1, 1, 0, (1, 1, 4, 4)), Instance(2, 1, 5, (6, 1, 4, 4)), Instance(3, 1, 0, (1, 6, 9, 3)),
+                 Instance(4, 2, 5, (2, 2, 3, 3))]
+    root = tmp_path / "voc"
+    write_voc(_set(tmp_path / "src", images, instances), root)  # boxes only: XML, no PNGs
+    index = np.zeros((10, 12), dtype=np.uint8)
+    index[0:6, 0:6] = 255
+    index[1:5, 1:5] = 1  # object 1 inside a void band
+    index[6:9, 1:10] = 3  # object 3; object 2 has no pixels
+    want = {1: index == 1, 3: index == 3}
+    for mode in ("P", "L", "RGB"):
+        _object_png(root, "a", index, mode)
+        back = read_voc(root, "train")
+        segs = [i.segmentation for i in back.instances]
+        assert segs[1] is None and segs[3] is None  # no pixels; b.jpg has no PNG
+        for k in (1, 3):
+            assert segs[k - 1]["size"] == [10, 12] and isinstance(segs[k - 1]["counts"], str)
+            assert np.array_equal(_decode(segs[k - 1]).astype(bool), want[k]), (mode, k)
+        assert [i.bbox for i in back.instances] == [i.bbox for i in instances]  # boxes from the XML, as before
+    assert all(i.segmentation is None for i in read_voc(root, "train", masks=False).instances)
+
+
+def test_voc_reader_bad_object_pngs(tmp_path: Path) -> None:
+    images = [ImageRecord(1, "a.jpg", 12, 10)]
+    root = tmp_path / "voc"
+    write_voc(_set(tmp_path / "src", images, [Instance(1, 1, 0, (1, 1, 4, 4)), Instance(2, 1, 5, (6, 1, 4, 4))]), root)
+    xml = root / "Annotations" / "a.xml"
+    index = np.zeros((10, 12), dtype=np.uint8)
+    png = _object_png(root, "a", np.zeros((9, 12), dtype=np.uint8))
+    with pytest.raises(DataError) as err:
+        read_voc(root, "train")
+    assert str(err.value) == f"{png}: 12x9 pixels, but {xml} gives the image as 12x10"
+    index[2, 2], index[3, 3] = 3, 255
+    _object_png(root, "a", index)
+    unpaired = read_voc(root, "train")  # more objects in the PNG than in the XML: boxes read, masks left out, said so
+    assert all(i.segmentation is None for i in unpaired.instances) and len(unpaired.instances) == 2
+    assert unpaired.report.dropped == [f"{png}: object index 3, but a.xml has 2 object(s); the masks of this image "
+                                       "are not read (an object's index is its position in the XML)"]
+    rgb = np.zeros((10, 12, 3), dtype=np.uint8)
+    rgb[4, 7] = (1, 2, 3)
+    Image.fromarray(rgb).save(png)
+    with pytest.raises(DataError) as err:
+        read_voc(root, "train")
+    assert str(err.value) == f"{png}: colour [1, 2, 3] at x=7, y=4 is not a VOC palette colour"
+    Image.fromarray(np.zeros((10, 12), dtype=np.uint16)).save(png)
+    with pytest.raises(DataError) as err:
+        read_voc(root, "train")
+    assert str(err.value).startswith(f"{png}: image mode I;16; a SegmentationObject PNG holds 8-bit")
+    png.write_bytes(b"not a png")
+    with pytest.raises(DataError) as err:
+        read_voc(root, "train")
+    assert str(err.value).startswith(f"{png}: cannot decode (")
+    assert len(read_voc(root, "train", masks=False).instances) == 2  # the XML alone still reads
+
+
+def test_voc_rewrite_without_masks_removes_stale_pngs(tmp_path: Path) -> None:
+    """PNGs of an earlier write must not describe the objects of a new XML of the same id."""
+    aset = _segmentation(tmp_path / "src")
+    root = tmp_path / "voc"
+    write_voc(aset, root, "train")
+    write_voc(aset, root, "val")
+    boxes = _set(tmp_path / "src", [ImageRecord(1, "p.jpg", 37, 29)], [Instance(1, 1, 5, (0.0, 0.0, 3.0, 3.0))],
+                 files=False)
+    write_voc(boxes, root, "train")
+    assert sorted(p.name for p in (root / "SegmentationObject").iterdir()) == ["q.png"]
+    assert sorted(p.name for p in (root / "SegmentationClass").iterdir()) == ["q.png"]
+    segmentation = root / "ImageSets" / "Segmentation"
+    assert [(segmentation / f"{s}.txt").read_text() for s in ("train", "val")] == ["q\n", "q\n"]
+    back = read_voc(root, "val")
+    assert [(img.file_name, i.segmentation is None) for img, insts in _by_file(back).values() for i in insts] == [
+        ("p.jpg", True), ("q.png", False), ("r.jpg", True)]
+    write_voc(boxes, root, "train", masks=False)  # nothing left to remove
+    assert (segmentation / "train.txt").read_text() == "q\n"
 
 
 def test_voc_split_lists_and_labels_merge(tmp_path: Path) -> None:
@@ -248,6 +408,7 @@ def test_voc_bad_file_names(tmp_path: Path) -> None:
 
 def test_voc_bccd_sample_round_trip_is_identical(tmp_path: Path) -> None:
     train = read_voc(BCCD, "train")
+    assert not (BCCD / "SegmentationObject").exists() and all(i.segmentation is None for i in train.instances)
     report = write_voc(train, tmp_path / "voc", "train", copy_images=True)
     assert (report.images, report.boxes, report.lost) == (60, len(train.instances), [])
     back = read_voc(tmp_path / "voc", "train")

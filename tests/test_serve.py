@@ -218,6 +218,7 @@ def test_cli_serves_until_interrupted(trained: tuple[Path, Path], monkeypatch: p
     monkeypatch.setattr(serve, "make_server", make_server)
     logger = logging.getLogger("visiontl")
     saved = logger.handlers[:], logger.propagate, logger.level
+    logger.handlers[:] = []  # so main() sends the log to this test's stdout, whatever earlier tests installed
     codes = []
     thread = threading.Thread(target=lambda: codes.append(
         cli.main(["serve", str(checkpoint), "--port", "0", "--root", str(root), "--score-threshold", "0.5"])))

@@ -13,7 +13,12 @@ Layout: `root/Annotations/<id>.xml` (one file per image), `root/JPEGImages/<file
   devkit's coordinates are 1-based and inclusive, but labelImg, CVAT, Roboflow and BCCD write 0-based ones,
   so coordinates are read as plain pixel positions with no +1/-1;
 - `difficult` and `truncated` are kept as 0/1 in `Instance.attributes` (0 when absent); `occluded` too, when
-  the object has the tag.
+  the object has the tag;
+- with `masks` (the default), an image that has `root/SegmentationObject/<id>.png` gives each object its mask,
+  a full-image COCO RLE: the pixels whose index is the object's position among the XML's objects (1-based;
+  0 is background, 255 void: VOC's convention). An object with no pixels keeps no segmentation;
+  images without such a PNG (most detection sets) are read from the XML alone. `SegmentationClass` is not
+  read: the class is the XML's.
 
 `write_voc` is the reader's inverse (see its docstring for what VOC cannot hold).
 """
@@ -24,12 +29,13 @@ import io
 import math
 import os
 import shutil
+import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from visiontl.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from visiontl.data.annotations import (
@@ -48,10 +54,13 @@ _EXTENSIONS = (".jpg", ".jpeg", ".png")
 LABELS_FILE = "labels.txt"  # the category names in category id order, written by write_voc
 _FLAGS = ("truncated", "difficult", "occluded")  # in the order VOC writes them
 _MAX_INDEX = 254  # VOC segmentation PNGs are 8-bit: 0 background, 255 void
+_VOID = 255
 
 
-def read_voc(root: Path, split: str | None = None, classes: list[str] | None = None) -> AnnotationSet:
-    """Read a VOC folder: the images listed in `ImageSets/Main/<split>.txt`, or every XML when split is None."""
+def read_voc(root: Path, split: str | None = None, classes: list[str] | None = None,
+             masks: bool = True) -> AnnotationSet:
+    """Read a VOC folder: the images listed in `ImageSets/Main/<split>.txt`, or every XML when split is None;
+    with `masks`, the objects of an image with a `SegmentationObject/<id>.png` get their masks from it."""
     root = Path(root)
     ann_dir, image_root = root / "Annotations", root / "JPEGImages"
     if not ann_dir.is_dir():
@@ -64,6 +73,7 @@ def read_voc(root: Path, split: str | None = None, classes: list[str] | None = N
     cat_ids: dict[str, int] = {name: i + 1 for i, name in enumerate(order)}
     images: list[ImageRecord] = []
     instances: list[Instance] = []
+    unpaired: list[str] = []  # SegmentationObject PNGs that do not pair with their XML: masks left out
     for image_id, stem in enumerate(ids, start=1):
         xml_path = ann_dir / f"{stem}.xml"
         tree = _parse(xml_path)
@@ -72,7 +82,10 @@ def read_voc(root: Path, split: str | None = None, classes: list[str] | None = N
         if not width or not height:
             width, height = check_image(image_root / file_name)
         images.append(ImageRecord(image_id, file_name, width, height))
-        for k, obj in enumerate(tree.findall("object"), start=1):
+        objects = tree.findall("object")
+        png = root / "SegmentationObject" / f"{stem}.png"
+        shapes = _object_masks(png, xml_path, width, height, len(objects), unpaired) if masks and png.is_file() else {}
+        for k, obj in enumerate(objects, start=1):
             where = f"{xml_path}: object {k}"
             name = (obj.findtext("name") or "").strip()
             if not name:
@@ -88,14 +101,65 @@ def read_voc(root: Path, split: str | None = None, classes: list[str] | None = N
             attributes = {tag: _flag(obj, tag, where) for tag in ("difficult", "truncated")}
             if obj.find("occluded") is not None:
                 attributes["occluded"] = _flag(obj, "occluded", where)
-            instances.append(
-                Instance(len(instances) + 1, image_id, cat_ids[name], (x1, y1, x2 - x1, y2 - y1), attributes=attributes)
-            )
+            instances.append(Instance(len(instances) + 1, image_id, cat_ids[name], (x1, y1, x2 - x1, y2 - y1),
+                                      segmentation=shapes.get(k), attributes=attributes))
 
     categories = [Category(cid, name) for name, cid in cat_ids.items()]
-    aset = AnnotationSet(categories, images, instances, image_root, ReadReport(source=str(ann_dir)))
+    aset = AnnotationSet(categories, images, instances, image_root, ReadReport(source=str(ann_dir), dropped=unpaired))
     aset.validate()
     return sanitize_boxes(aset)
+
+
+def _object_masks(png: Path, xml_path: Path, width: int, height: int, count: int,
+                  unpaired: list[str]) -> dict[int, dict[str, Any]]:
+    """Object position in the XML (1-based) -> its mask as a full-image COCO RLE, for the objects that have
+    pixels in the SegmentationObject PNG (0 background, 255 void). A PNG with more objects than its XML
+    (some exporters list only the boxed objects) cannot be paired: its masks are left out, and said so."""
+    from pycocotools import mask as mask_utils
+
+    index = _png_indices(png)
+    h, w = index.shape
+    if (w, h) != (width, height):
+        raise DataError(f"{png}: {w}x{h} pixels, but {xml_path} gives the image as {width}x{height}")
+    present = [int(v) for v in np.unique(index) if v not in (0, _VOID)]
+    if present and present[-1] > count:
+        unpaired.append(f"{png}: object index {present[-1]}, but {xml_path.name} has {count} object(s); the masks "
+                        "of this image are not read (an object's index is its position in the XML)")
+        return {}
+    out = {}
+    with warnings.catch_warnings():  # pycocotools' numpy-2 copy-keyword DeprecationWarning
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for k in present:
+            rle = mask_utils.encode(np.asfortranarray((index == k).astype(np.uint8)))
+            out[k] = {"size": [h, w], "counts": rle["counts"].decode("ascii")}
+    return out
+
+
+def _png_indices(png: Path) -> np.ndarray:
+    """HxW uint8 object indices of a SegmentationObject PNG: 8-bit indexed (P) or grey (L) as they are,
+    RGB matched against the VOC colours."""
+    try:
+        with Image.open(png) as im:
+            mode = im.mode
+            if mode in ("P", "L"):
+                return np.asarray(im, dtype=np.uint8)
+            if mode not in ("RGB", "RGBA"):
+                raise DataError(f"{png}: image mode {mode}; a SegmentationObject PNG holds 8-bit object indices "
+                                "(palette or grey) or the VOC colours (RGB)")
+            rgb = np.asarray(im.convert("RGB"), dtype=np.int64)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
+        text = str(exc).strip().splitlines()
+        raise DataError(f"{png}: cannot decode ({text[0] if text else type(exc).__name__})") from None
+    colours = np.array(_PALETTE, dtype=np.int64).reshape(256, 3)
+    keys = (colours[:, 0] << 16) | (colours[:, 1] << 8) | colours[:, 2]  # 256 distinct colours
+    order = np.argsort(keys)
+    pix = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    pos = np.clip(np.searchsorted(keys[order], pix), 0, 255)
+    unknown = keys[order][pos] != pix
+    if unknown.any():
+        y, x = (int(v[0]) for v in np.nonzero(unknown))
+        raise DataError(f"{png}: colour {rgb[y, x].tolist()} at x={x}, y={y} is not a VOC palette colour")
+    return order[pos].astype(np.uint8)
 
 
 def _labels_txt(path: Path) -> list[str]:
@@ -134,12 +198,15 @@ def write_voc(aset: AnnotationSet, root: Path, split: str = "train", copy_images
       index = position in labels.txt + 1, 0 background) and `SegmentationObject/<id>.png` (object index =
       position in the XML + 1), 8-bit palette PNGs in the VOC colours, listed in
       `ImageSets/Segmentation/<split>.txt`; box-only objects there are void (255). Masks are painted from
-      the largest to the smallest, so a pixel under several objects shows the smallest.
+      the largest to the smallest, so a pixel under several objects shows the smallest. `read_voc` reads
+      the SegmentationObject PNG back: an RLE mask comes back pixel for pixel, a polygon as its rasterised
+      mask (RLE). An image written without PNGs loses the PNGs and Segmentation list entries an earlier
+      write left for its id, so they cannot describe objects of another XML.
 
     VOC cannot hold: category ids (the reader numbers labels.txt's names 1..K), supercategories, image and
-    instance ids, crowd regions (not written), scores, attributes other than the three flags, polygons or
-    RLE as such (the XML has their box; the PNGs their pixels, or nothing without `masks`), and mask pixels
-    under another object. Each such thing is a line in the report's `lost`.
+    instance ids, crowd regions (not written), scores, attributes other than the three flags, polygon
+    vertices (VOC holds masks: the PNGs have a polygon's pixels, the XML its box; without `masks` only the
+    box), and mask pixels under another object. Each such thing is a line in the report's `lost`.
     """
     root = Path(root)
     _check_split(split, root)
@@ -152,6 +219,7 @@ def write_voc(aset: AnnotationSet, root: Path, split: str = "train", copy_images
     if masks:
         _check_masks(aset, labels)  # before the first file is written
     segmented: list[str] = []
+    stale: list[str] = []
     by_image = aset.by_image()
     for img in aset.images:
         stem = stems[img.id]
@@ -180,11 +248,16 @@ def write_voc(aset: AnnotationSet, root: Path, split: str = "train", copy_images
                                    "of 3 or more points; written as its box")
         if png:
             segmented.append(stem)
+        else:
+            stale += _remove_pngs(root, stem)
         atomic_write_text(root / "Annotations" / f"{stem}.xml", _xml(img, objects, names, png))
         if copy_images and not copy_image(aset.image_path(img), root / "JPEGImages" / img.file_name):
             report.lost.append(f"{img.file_name}: image file {aset.image_path(img)} not found; not copied")
         report.images += 1
     _merge_list(_split_file(root, split), [stems[img.id] for img in aset.images])
+    if stale:
+        for path in sorted((root / "ImageSets" / "Segmentation").glob("*.txt")):
+            _merge_list(path, [], drop=frozenset(stale))
     if segmented:
         _merge_list(root / "ImageSets" / "Segmentation" / f"{split}.txt", segmented)
     atomic_write_text(root / LABELS_FILE, "".join(f"{name}\n" for name in labels))
@@ -284,6 +357,8 @@ def _write_pngs(root: Path, stem: str, img: ImageRecord, objects: list[Instance]
             why = "covers no whole pixel" if not total else "lies entirely under other objects' masks"
             report.lost.append(f"{where}: its mask {why}; only its box is written")
             continue
+        if not isinstance(inst.segmentation, dict):
+            report.lost.append(f"{where}: polygon written as its pixel mask (VOC holds masks, not polygon vertices)")
         if shown < total:
             report.lost.append(f"{where}: {total - shown} of its {total} mask pixels lie under other objects' "
                                "masks (a VOC PNG holds one object per pixel)")
@@ -341,14 +416,23 @@ def _palette_png(indices: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _merge_list(path: Path, stems: list[str]) -> None:
+def _remove_pngs(root: Path, stem: str) -> list[str]:
+    """Remove the segmentation PNGs an earlier write left for `stem`; [stem] when there were any."""
+    found = [p for p in (root / "SegmentationObject" / f"{stem}.png", root / "SegmentationClass" / f"{stem}.png")
+             if p.is_file()]
+    for path in found:
+        path.unlink()
+    return [stem] if found else []
+
+
+def _merge_list(path: Path, stems: list[str], drop: frozenset[str] = frozenset()) -> None:
     existing: list[str] = []
     if path.is_file():
         try:
             existing = [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         except (OSError, UnicodeDecodeError) as exc:
             raise DataError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from None
-    atomic_write_text(path, "".join(f"{stem}\n" for stem in sorted(set(existing) | set(stems))))
+    atomic_write_text(path, "".join(f"{stem}\n" for stem in sorted((set(existing) | set(stems)) - drop)))
 
 
 # --- shared by the format writers ----------------------------------------------------------------------
