@@ -85,7 +85,7 @@ _RLE_SIZES = (3, 4, 8, 16)
 
 
 def read_labelstudio(json_path: Path, image_root: Path | None = None,
-                     label_config: Path | None = None) -> AnnotationSet:
+                     label_config: Path | None = None, sanitize: bool = True) -> AnnotationSet:
     """Read a Label Studio full export or JSON-MIN export (see the module docstring for the rules)."""
     json_path = Path(json_path)
     items = _load_tasks(json_path)
@@ -100,7 +100,7 @@ def read_labelstudio(json_path: Path, image_root: Path | None = None,
             reader.min_record(index, record)
     aset = reader.finish()
     aset.validate()
-    return sanitize_boxes(aset)
+    return sanitize_boxes(aset) if sanitize else aset  # False: boxes as written (check, convert)
 
 
 class _Config:

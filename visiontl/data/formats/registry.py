@@ -44,11 +44,11 @@ def read_dataset(fmt: str, src: Path, images: Path | None = None, split: str | N
     if fmt == "voc":
         from visiontl.data.formats.voc import read_voc
 
-        return read_voc(src, split)
+        return read_voc(src, split, sanitize=False)
     if fmt == "yolo":
         from visiontl.data.formats.yolo import read_yolo
 
-        return read_yolo(src.parent if src.is_file() else src, split or "train")
+        return read_yolo(src.parent if src.is_file() else src, split or "train", sanitize=False)
     if fmt == "cvat":
         from visiontl.data.formats.cvat import read_cvat
 
@@ -56,7 +56,7 @@ def read_dataset(fmt: str, src: Path, images: Path | None = None, split: str | N
     if fmt == "labelstudio":
         from visiontl.data.formats.labelstudio import read_labelstudio
 
-        return read_labelstudio(src, images)
+        return read_labelstudio(src, images, sanitize=False)
     from visiontl.data.formats.labelme import read_labelme
 
     return read_labelme(src, images, sanitize=False)

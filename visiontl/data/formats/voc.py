@@ -58,7 +58,7 @@ _VOID = 255
 
 
 def read_voc(root: Path, split: str | None = None, classes: list[str] | None = None,
-             masks: bool = True) -> AnnotationSet:
+             masks: bool = True, sanitize: bool = True) -> AnnotationSet:
     """Read a VOC folder: the images listed in `ImageSets/Main/<split>.txt`, or every XML when split is None;
     with `masks`, the objects of an image with a `SegmentationObject/<id>.png` get their masks from it."""
     root = Path(root)
@@ -107,7 +107,7 @@ def read_voc(root: Path, split: str | None = None, classes: list[str] | None = N
     categories = [Category(cid, name) for name, cid in cat_ids.items()]
     aset = AnnotationSet(categories, images, instances, image_root, ReadReport(source=str(ann_dir), dropped=unpaired))
     aset.validate()
-    return sanitize_boxes(aset)
+    return sanitize_boxes(aset) if sanitize else aset  # False: boxes as written (check, convert)
 
 
 def _object_masks(png: Path, xml_path: Path, width: int, height: int, count: int,

@@ -59,7 +59,7 @@ _TASKS = ("detect", "segment")
 _BOX_SLACK = 0.01  # px: a box this close to its polygon's extent is the same box
 
 
-def read_yolo(root: Path, split: str = "train") -> AnnotationSet:
+def read_yolo(root: Path, split: str = "train", sanitize: bool = True) -> AnnotationSet:
     """Read split `split` of a YOLO dataset at `root` (a folder, or its data.yaml itself)."""
     root = Path(root)
     yaml_path = root if root.suffix in (".yaml", ".yml") and root.is_file() else root / "data.yaml"
@@ -86,7 +86,7 @@ def read_yolo(root: Path, split: str = "train") -> AnnotationSet:
 
     aset = AnnotationSet(categories, images, instances, image_root, ReadReport(source=source))
     aset.validate()
-    return sanitize_boxes(aset)
+    return sanitize_boxes(aset) if sanitize else aset  # False: boxes as written (check, convert)
 
 
 def write_yolo(aset: AnnotationSet, root: Path, split: str = "train", task: str = "detect",
