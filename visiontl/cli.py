@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -22,11 +23,26 @@ ANNOTATION_FORMATS = ("coco", "voc", "yolo", "cvat", "labelstudio", "labelme")
 
 def cmd_train(args: argparse.Namespace) -> int:
     from visiontl.config import load_config
-    from visiontl.engine.trainer import train
 
     cfg = load_config(args.config, args.overrides)
-    _log_to_file(Path(cfg.run.dir) / "train.log")
-    metrics = train(cfg, resume=args.resume)
+    if args.nproc is not None and args.nproc > 1 and "RANK" not in os.environ:
+        return _relaunch(args)
+    from visiontl.engine import distributed as dist
+    from visiontl.engine.trainer import train
+
+    dist.init(cfg.train.device)  # under torchrun: join the group before logging, so only rank 0 writes train.log
+    if dist.is_main():
+        _log_to_file(Path(cfg.run.dir) / "train.log")
+    if dist.active():
+        log.info("distributed: rank %d of %d, backend %s", dist.rank(), dist.world_size(), dist.backend())
+        if not dist.is_main():
+            log.setLevel(logging.WARNING)  # one copy of the epoch lines: rank 0's
+    try:
+        metrics = train(cfg, resume=args.resume)
+    finally:
+        dist.shutdown()
+    if int(os.environ.get("RANK", "0")) != 0:  # the group is gone by now; the launcher's rank remains
+        return 0
     monitor = cfg.train.monitor
     print(f"done: {monitor} {metrics.get(monitor, float('nan')):.4f} (best {metrics['best'][monitor]:.4f} at epoch "
           f"{metrics['best']['epoch']}); run directory {cfg.run.dir}")
@@ -295,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML config file")
     p.add_argument("overrides", nargs="*", help="key.path=value overrides")
     p.add_argument("--resume", action="store_true", help="continue from <run.dir>/checkpoints/last.pt")
+    p.add_argument("--nproc", type=int, default=None, metavar="N", help="data-parallel training in N processes on "
+                   "this machine: re-launches itself under torchrun (one per GPU; gloo on CPU); docs/distributed.md")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="score a checkpoint on its val split (or data.val=...)")
@@ -438,6 +456,15 @@ def _version() -> str:
     from visiontl import __version__
 
     return __version__
+
+
+def _relaunch(args: argparse.Namespace) -> int:
+    """`train --nproc N`: the same command under torch.distributed.run, N processes on this machine."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+           "-m", "visiontl", "train", args.config, *args.overrides, *(["--resume"] if args.resume else [])]
+    return subprocess.call(cmd)
 
 
 def _log_to_file(path: Path) -> None:

@@ -168,6 +168,8 @@ class TrainConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = _f("auto", "auto: CUDA when available, else CPU")
     amp: bool = _f(True, "mixed precision on CUDA: bf16 where supported, else fp16 with a gradient scaler")
     accumulate: int = _f(1, "micro-batches per optimizer step (gradient accumulation)", gt=0)
+    sync_bn: bool = _f(False, "distributed runs (torchrun): batch-norm statistics over all ranks (SyncBatchNorm; "
+                       "CUDA only); ignored in one process")
     clip_grad: float | None = _f(None, "clip the global gradient norm to this value", gt=0.0)
     seed: int = _f(0, "seeds torch, numpy, python and every sample's augmentation")
     deterministic: bool = _f(False, "deterministic algorithms (slower on GPU; exact resume on CPU)")

@@ -29,6 +29,7 @@ from visiontl import __version__
 from visiontl.backbones import create_backbone
 from visiontl.config import Config, save_config
 from visiontl.data.sampling import EpochSampler
+from visiontl.engine import distributed as dist
 from visiontl.engine.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
 from visiontl.engine.environment import Stopwatch, write_run_json
 from visiontl.engine.gallery import write_gallery
@@ -134,12 +135,15 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     if resume and resumed is None:
         raise CheckpointError(f"--resume: {last_path} not found")
     seed_everything(cfg.train.seed, cfg.train.deterministic)
-    device = resolve_device(cfg.train.device)
+    dist.init(cfg.train.device)  # under torchrun; a no-op in one process (and when the CLI did it)
+    device = dist.device_for(resolve_device(cfg.train.device))
     task = get_task(cfg.task)
     data = task.prepare_data(cfg)  # every file checked before anything is written or built
     classes = data.classes
+    main = dist.is_main()  # only rank 0 writes the run directory
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
+    if main:
+        save_config(cfg, run_dir / "config.yaml")
     log.info("data: %s", data.summary())
     if resumed is not None and list(resumed["classes"]) != classes:
         raise CheckpointError(f"{last_path}: trained on classes {resumed['classes']}, the data now has {classes}")
@@ -156,8 +160,11 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     # Features for a closed-form head are extracted once, so without augmentation.
     train_set, val_set = task.datasets(cfg, data, backbone, augment=not (overfit or closed_form))
     if closed_form:
+        if dist.active():
+            raise ConfigError(f"model.head: {cfg.model.head!r} is fitted in one process; run it without torchrun")
         return _fit_closed_form(cfg, task, data, model, backbone, train_set, val_set, run_dir, device, watch)
 
+    model = dist.sync_batchnorm(model, cfg.train.sync_bn, device)
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
@@ -175,7 +182,8 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     else:
         train_sampler = EpochSampler(len(train_set), shuffle=True, seed=t.seed)
         val_sampler = EpochSampler(len(val_set), shuffle=False, seed=t.seed)
-    train_loader = make_loader(train_set, train_sampler, t.batch_size, t.workers, task.collate, device)
+    # Training is sharded across ranks; validation runs on rank 0 over the whole set (distributed.py says why).
+    train_loader = make_loader(train_set, dist.shard(train_sampler), t.batch_size, t.workers, task.collate, device)
     val_loader = make_loader(val_set, val_sampler, t.batch_size, t.workers, task.collate, device)
     steps_per_epoch = math.ceil(len(train_loader) / t.accumulate)
 
@@ -187,6 +195,7 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     best: dict[str, Any] = {"value": None, "epoch": None}
     bad_epochs = 0
     csv_log = CsvLog(run_dir / "log.csv")
+    ddp_model, ddp_phase = model, None  # the DDP wrapper, rebuilt when a phase changes what trains
     if resumed is not None:
         model.load_state_dict(resumed["model"])
         optimizer.load_state_dict(resumed["optimizer"])
@@ -212,14 +221,23 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
                 backbone.num_stages, trainable,
             )
         set_train_mode(model, backbone, phase, cfg.finetune.bn)
-        train_sampler.set_epoch(epoch)
+        if phase.index != ddp_phase:
+            # DDP fixes the parameters it syncs when it is built: a new wrapper for each phase's trainable set.
+            ddp_model, ddp_phase = dist.wrap(model, device), phase.index
+        train_loader.sampler.set_epoch(epoch)
         started = time.perf_counter()
         loss_sum, seen, step = _train_epoch(
-            cfg, task, model, optimizer, scaler, autocast, train_loader, device, phase, base_lrs, epoch,
+            cfg, task, ddp_model, optimizer, scaler, autocast, train_loader, device, phase, base_lrs, epoch,
             step, steps_per_epoch,
         )
+        loss_sum, seen = dist.sum_over_ranks(loss_sum, seen)  # the logged loss is the mean over all ranks
         train_seconds = time.perf_counter() - started
-        metrics = task.evaluate(model, val_loader, device, classes, autocast)
+        if main:
+            metrics = task.evaluate(model, val_loader, device, classes, autocast)
+        # Every rank takes the same best.pt / early-stopping decisions from rank 0's numbers.
+        scalars = dist.from_main(_scalars(metrics) if main else None)
+        if not main:
+            metrics = scalars
         seconds = time.perf_counter() - started
 
         value = metrics.get(monitor)
@@ -238,7 +256,8 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
         row.update(train_loss=loss_sum / max(1, seen), val_loss=metrics.get("loss", ""))
         row.update({k: metrics[k] for k in task.log_metrics})
         row.update(seconds=seconds, img_per_s=seen / max(train_seconds, 1e-9))
-        csv_log.append({k: _fmt(v) for k, v in row.items()})
+        if main:
+            csv_log.append({k: _fmt(v) for k, v in row.items()})
         log.info(
             "epoch %d/%d  train_loss %.4f  %s%s  %.0f img/s  %.1fs%s",
             epoch + 1, t.epochs, row["train_loss"], f"val_loss {metrics['loss']:.4f}  " if "loss" in metrics else "",
@@ -258,19 +277,24 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
             "metrics": _scalars(metrics),
             "rng": rng_state(),
         }
-        ckpt = checkpoint_dict(cfg, task, data, model, backbone, **state)
-        if improved:
-            save_checkpoint(ckpt_dir / "best.pt", ckpt)
-        save_checkpoint(last_path, ckpt)
+        if main:
+            ckpt = checkpoint_dict(cfg, task, data, model, backbone, **state)
+            if improved:
+                save_checkpoint(ckpt_dir / "best.pt", ckpt)
+            save_checkpoint(last_path, ckpt)
         if t.early_stopping and bad_epochs >= t.early_stopping.patience:
             log.info("early stopping: %s has not improved for %d epochs (best %.4f at epoch %d)",
                      monitor, bad_epochs, best["value"], best["epoch"])
             break
 
     final = {**metrics, "best": {monitor: best["value"], "epoch": best["epoch"]}}
-    write_evaluation(run_dir, final, task, model, val_set, device, autocast, classes)
-    write_run_json(run_dir, "train", cfg.task, device, watch, len(train_sampler), len(val_sampler))
-    write_run_report(run_dir)
+    dist.write_test_digest(model)
+    if main:
+        write_evaluation(run_dir, final, task, model, val_set, device, autocast, classes)
+        write_run_json(run_dir, "train", cfg.task, device, watch, len(train_sampler), len(val_sampler))
+        write_run_report(run_dir)
+    dist.barrier()  # no rank leaves (and tears the group down) before rank 0 has written the run
+    dist.shutdown()
     return final
 
 
@@ -331,13 +355,16 @@ def _train_epoch(
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not t.progress, leave=False, mininterval=1.0)
     n_batches = len(loader)
     for i, batch in enumerate(bar):
-        with autocast:
-            loss, n = task.loss(model, batch, device)
-        scaler.scale(loss / t.accumulate).backward()
+        micro += 1
+        last_micro = micro % t.accumulate == 0 or i + 1 == n_batches
+        # Under DDP, gradients are all-reduced once per optimizer step: not on the micro-steps before it.
+        with dist.no_sync(model, last_micro):
+            with autocast:
+                loss, n = task.loss(model, batch, device)
+            scaler.scale(loss / t.accumulate).backward()
         loss_total += loss.detach() * n
         seen += n
-        micro += 1
-        if micro % t.accumulate and i + 1 < n_batches:
+        if not last_micro:
             continue
         factor = lr_factor(t, step - phase_first_step, phase_steps, epoch - phase.start_epoch)
         for g in optimizer.param_groups:

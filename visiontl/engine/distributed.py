@@ -1,0 +1,183 @@
+"""Data-parallel training under torchrun (docs/distributed.md). One process per device; torchrun sets
+WORLD_SIZE, RANK and LOCAL_RANK. Outside torchrun every function here is a no-op for a world of one, so the
+single-process trainer runs exactly as before.
+
+Design, in short:
+- training: each rank takes a disjoint 1/world share of the seeded EpochSampler order (`ShardSampler`);
+  the share is padded by repeating the order's first samples so every rank runs the same number of
+  batches (DDP needs that, like torch's DistributedSampler);
+- the model is wrapped in DistributedDataParallel, rebuilt whenever a finetune phase changes which
+  parameters train (DDP fixes its parameter set when it is built, so frozen ones are simply left out);
+- validation runs on rank 0 alone over the whole val set (every image scored once, metrics exactly as in
+  one process); the other ranks wait in the broadcast of rank 0's scalar metrics, which they need for
+  best.pt and early stopping decisions taken identically everywhere;
+- only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+from visiontl.data.sampling import EpochSampler
+from visiontl.errors import ConfigError
+
+log = logging.getLogger("visiontl")
+
+# Rank 0 validates while the others wait in a collective; gloo's and nccl's default 30 minutes can be too
+# short for a large val set.
+TIMEOUT = timedelta(hours=2)
+
+
+def launched() -> bool:
+    """True under torchrun (or any launcher that sets the same environment) with more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def init(device: str = "auto") -> None:
+    """Join the process group torchrun describes (nccl when training on CUDA, else gloo); a no-op outside
+    torchrun. `device` is train.device: 'cpu' means gloo even where CUDA exists."""
+    if not launched() or active():
+        return
+    backend = "nccl" if device != "cpu" and torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend, timeout=TIMEOUT)
+
+
+def backend() -> str:
+    return str(dist.get_backend()) if active() else "none"
+
+
+def shutdown() -> None:
+    if active():
+        dist.destroy_process_group()
+
+
+def device_for(device: torch.device) -> torch.device:
+    """Each rank's own GPU (torchrun's LOCAL_RANK); CPU stays CPU."""
+    if active() and device.type == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+class ShardSampler(Sampler[tuple[int, int]]):
+    """This rank's share of an EpochSampler's order: positions rank, rank + world, ... of the order, padded
+    by wrapping around to the order's start so all ranks get ceil(len / world) items. Every rank computes
+    the same order (it depends on seed and epoch only), so the shares are disjoint and cover the epoch."""
+
+    def __init__(self, inner: EpochSampler, rank: int, world: int):
+        self.inner, self.rank, self.world = inner, rank, world
+
+    def set_epoch(self, epoch: int) -> None:
+        self.inner.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return -(-len(self.inner) // self.world)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        items = list(self.inner)
+        padded = items + items[: len(self) * self.world - len(items)]
+        return iter(padded[self.rank :: self.world])
+
+
+def shard(sampler: EpochSampler) -> EpochSampler | ShardSampler:
+    return ShardSampler(sampler, rank(), world_size()) if active() else sampler
+
+
+def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """DDP over the parameters that train now (call again after a phase change); the bare model alone."""
+    if not active():
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+def sync_batchnorm(model: torch.nn.Module, enabled: bool, device: torch.device) -> torch.nn.Module:
+    """train.sync_bn: batch statistics over all ranks. Only meaningful in a distributed run; needs CUDA."""
+    if not enabled or not active():
+        return model
+    if device.type != "cuda":
+        raise ConfigError("train.sync_bn: SyncBatchNorm needs CUDA devices (nccl); set it to false on CPU")
+    log.info("sync_bn: batch norm statistics synchronised across %d ranks", world_size())
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+def no_sync(model: torch.nn.Module, sync: bool) -> AbstractContextManager:
+    """Skip DDP's gradient all-reduce on micro-steps that do not end an optimizer step."""
+    if sync or not hasattr(model, "no_sync"):
+        return nullcontext()
+    return model.no_sync()
+
+
+def sum_over_ranks(*values: float) -> list[float]:
+    if not active():
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def from_main(obj: Any) -> Any:
+    """Rank 0's `obj` on every rank (also a barrier)."""
+    if not active():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def parameter_digest(model: torch.nn.Module) -> str:
+    """sha256 of the parameters in state_dict order (buffers left out: BN running stats are each rank's own
+    between DDP's broadcasts)."""
+    h = hashlib.sha256()
+    names = {n for n, _ in model.named_parameters()}
+    for name, value in model.state_dict().items():
+        if name in names:
+            h.update(name.encode())
+            h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def write_test_digest(model: torch.nn.Module) -> None:
+    """Test hook: with VISIONTL_TEST_RANK_DIGEST_DIR set, each rank writes rank<r>.sha256 of its final
+    parameters, so tests can check the ranks ended identical. Unset, nothing happens."""
+    folder = os.environ.get("VISIONTL_TEST_RANK_DIGEST_DIR")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / f"rank{rank()}.sha256").write_text(parameter_digest(model) + "\n")
