@@ -11,8 +11,6 @@ shape, so it reads as None (and None writes as []). Categories are kept even whe
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from visiontl.data.annotations import (AnnotationSet, Category, ImageRecord, Ins
                                        sanitize_boxes)
 from visiontl.data.images import check_image
 from visiontl.atomic import atomic_write_json
+from visiontl.data.formats.common import is_number, read_json
 from visiontl.errors import DataError
 
 
@@ -135,16 +134,7 @@ def write_coco(aset: AnnotationSet, path: Path) -> WriteReport:
 
 
 def _load_json(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: annotation file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read ({_first_line(exc)})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    data = read_json(path)
     if not isinstance(data, dict):
         raise DataError(f"{path}: not a COCO file (the top level is not an object)")
     return data
@@ -206,10 +196,10 @@ def _instance(path: Path, index: int, rec: Any, images: dict[int, ImageRecord], 
     if category_id not in cat_ids:
         raise DataError(f"{where}: category_id {category_id} is not in 'categories'")
     bbox = rec.get("bbox")
-    if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(is_number(v) for v in bbox):
         raise DataError(f"{where}: bbox {bbox!r} is not 4 finite numbers")
     area = rec.get("area")
-    if area is not None and not _is_number(area):
+    if area is not None and not is_number(area):
         raise DataError(f"{where}: area {area!r} is not a finite number")
     iscrowd = rec.get("iscrowd", 0)
     if iscrowd not in (0, 1):  # True/False compare equal to 1/0
@@ -218,7 +208,7 @@ def _instance(path: Path, index: int, rec: Any, images: dict[int, ImageRecord], 
     if seg is not None and not isinstance(seg, (list, dict)):
         raise DataError(f"{where}: segmentation is neither a polygon list nor an RLE object")
     score = rec.get("score")
-    if score is not None and not _is_number(score):
+    if score is not None and not is_number(score):
         raise DataError(f"{where}: score {score!r} is not a finite number")
     return Instance(
         id=aid,
@@ -233,10 +223,6 @@ def _instance(path: Path, index: int, rec: Any, images: dict[int, ImageRecord], 
     )
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def _int(rec: dict[str, Any], key: str, where: str) -> int:
     v = rec.get(key)
     # 3.0 is what some writers (pandas, JS) make of 3; "3" or 3.5 is a broken file.
@@ -244,7 +230,3 @@ def _int(rec: dict[str, Any], key: str, where: str) -> int:
         raise DataError(f"{where}: '{key}' {v!r} is not an integer")
     return int(v)
 
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

@@ -82,6 +82,7 @@ from visiontl.data.annotations import (
 )
 from visiontl.data.formats.rotation import check_rotated_box, envelope, from_cvat, normalize_angle, to_cvat
 from visiontl.data.images import check_image
+from visiontl.data.formats.common import parse_number, short
 from visiontl.errors import DataError
 
 __all__ = ["cvat_rle_to_mask", "mask_to_cvat_rle", "read_cvat", "write_cvat"]
@@ -245,7 +246,7 @@ class _Reader:
             elif key == "source":
                 attributes[key] = text
             elif key == "rotation":
-                angle = normalize_angle(_number(text, key, where))
+                angle = normalize_angle(parse_number(text, key, where))
                 if angle and corners is not None:
                     rotated = from_cvat(*corners, angle)
                     bbox = envelope(rotated)
@@ -290,7 +291,7 @@ class _Reader:
         try:
             counts = [int(part) for part in text.replace(" ", "").split(",")]
         except ValueError:
-            raise DataError(f"{where}: rle {_short(text)!r} is not comma-separated integers") from None
+            raise DataError(f"{where}: rle {short(text)!r} is not comma-separated integers") from None
         left, top = (int(_integer(el.get(k), k, where)) for k in ("left", "top"))
         width, height = (int(_integer(el.get(k), k, where)) for k in ("width", "height"))
         if width < 1 or height < 1:
@@ -536,30 +537,16 @@ def _parse(path: Path) -> ET.Element:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
-def _short(text: str, limit: int = 40) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _number(text: str | None, what: str, where: str) -> float:
-    try:
-        value = float(text) if text is not None else math.nan
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise DataError(f"{where}: {what} {_short(text) if text is not None else None!r} is not a number")
-    return value
-
-
 def _float_attr(el: ET.Element, key: str, where: str) -> float:
     if el.get(key) is None:
         raise DataError(f"{where}: no '{key}'")
-    return _number(el.get(key), key, where)
+    return parse_number(el.get(key), key, where)
 
 
 def _integer(text: str | None, what: str, where: str) -> int:
     if text is None:
         raise DataError(f"{where}: no '{what}'")
-    value = _number(text.strip() if text is not None else None, what, where)
+    value = parse_number(text.strip() if text is not None else None, what, where)
     if not value.is_integer():
         raise DataError(f"{where}: {what} {text!r} is not an integer")
     return int(value)
@@ -568,7 +555,7 @@ def _integer(text: str | None, what: str, where: str) -> int:
 def _bool(text: str, what: str, where: str) -> bool:
     t = text.strip().lower()
     if t not in ("0", "1", "true", "false"):
-        raise DataError(f"{where}: {what} {_short(text)!r} is not 0 or 1")
+        raise DataError(f"{where}: {what} {short(text)!r} is not 0 or 1")
     return t in ("1", "true")
 
 
@@ -580,8 +567,8 @@ def _points(el: ET.Element, where: str) -> list[float]:
     for pair in text.strip().split(";"):
         xy = pair.split(",")
         if len(xy) != 2:
-            raise DataError(f"{where}: points {_short(text)!r} are not 'x,y;x,y;...'")
-        out.extend(_number(v.strip(), "point", where) for v in xy)
+            raise DataError(f"{where}: points {short(text)!r} are not 'x,y;x,y;...'")
+        out.extend(parse_number(v.strip(), "point", where) for v in xy)
     return out
 
 
@@ -604,7 +591,7 @@ def _attribute_value(text: str, input_type: str | None, where: str) -> Any:
         t = text.strip()
         if re.fullmatch(r"[+-]?\d+", t):
             return int(t)
-        return _number(t, "value", where)
+        return parse_number(t, "value", where)
     return text
 
 
@@ -683,7 +670,7 @@ def write_cvat(aset: AnnotationSet, xml_path: Path, source: str | None = None) -
             for key, value in children.items():
                 text, exact = _attribute_text(value, specs[fields["label"]][key])
                 if not exact:
-                    report.lost.append(f"{where}: attribute {key!r} {_short(repr(value))} written as text "
+                    report.lost.append(f"{where}: attribute {key!r} {short(repr(value))} written as text "
                                        f"(reads back as {text!r})")
                 ET.SubElement(shape_el, "attribute", {"name": key}).text = text
             if tag == "box":
@@ -711,7 +698,7 @@ def _shape_out(inst: Instance, img: ImageRecord, source: str | None, where: str,
         parts = [p for p in seg if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0
                  and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in p)]
         if len(parts) != len(seg):
-            report.lost.append(f"{where}: segmentation {_short(repr(seg))} is not COCO polygons; box written")
+            report.lost.append(f"{where}: segmentation {short(repr(seg))} is not COCO polygons; box written")
         elif len(parts) == 1:
             points = [float(v) for v in parts[0]]
             xs, ys = points[0::2], points[1::2]
@@ -749,7 +736,7 @@ def _shape_out(inst: Instance, img: ImageRecord, source: str | None, where: str,
                 xtl, ytl, xbr, ybr, rotation = to_cvat(rotated)
         fields.update(xtl=_fmt(xtl), ytl=_fmt(ytl), xbr=_fmt(xbr), ybr=_fmt(ybr))
     elif attrs.get("rotated_box") is not None:
-        report.lost.append(f"{where}: rotated_box {_short(repr(attrs['rotated_box']))} (CVAT rotates boxes only; "
+        report.lost.append(f"{where}: rotated_box {short(repr(attrs['rotated_box']))} (CVAT rotates boxes only; "
                            f"the {tag} is written)")
     if tag != "box" and any(abs(a - b) > 0.01 for a, b in zip((x, y, w, h), tight)):
         report.lost.append(f"{where}: box {[x, y, w, h]} is not its {tag}'s bounding box "
@@ -759,18 +746,18 @@ def _shape_out(inst: Instance, img: ImageRecord, source: str | None, where: str,
     if source is not None:
         written = source
         if own not in (None, source):
-            report.lost.append(f"{where}: source {_short(repr(own))} written as {source!r}")
+            report.lost.append(f"{where}: source {short(repr(own))} written as {source!r}")
     elif isinstance(own, str) and own:
         written = own
     else:
         written = "manual"
         if own is not None:
-            report.lost.append(f"{where}: source {_short(repr(own))} is not a name; written as 'manual'")
+            report.lost.append(f"{where}: source {short(repr(own))} is not a name; written as 'manual'")
     shape = {"source": written, "occluded": "1" if attrs.get("occluded") else "0", **fields}
     if rotation is not None and _angle(rotation) not in ("0.00", "360.00"):
         shape["rotation"] = _angle(rotation)
     if "rotation" in attrs:
-        report.lost.append(f"{where}: attribute 'rotation' {_short(repr(attrs['rotation']))} not written (a CVAT "
+        report.lost.append(f"{where}: attribute 'rotation' {short(repr(attrs['rotation']))} not written (a CVAT "
                            "shape field; a rotated box is attributes['rotated_box'])")
     for key in ("z_order", "group_id"):
         value = attrs.get(key)

@@ -70,6 +70,7 @@ from visiontl.atomic import atomic_write_text
 from visiontl.data.annotations import (AnnotationSet, Category, ImageRecord, Instance, ReadReport, WriteReport,
                                        sanitize_boxes)
 from visiontl.data.images import check_image
+from visiontl.data.formats.common import first_line, is_number, read_json
 from visiontl.errors import DataError
 
 LABELME_VERSION = "5.2.1"  # the first labelme with mask shapes; what the writer puts in `version`
@@ -204,7 +205,7 @@ def _labels_txt(folder: Path) -> list[str] | None:
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read ({_first_line(exc)})") from None
+        raise DataError(f"{path}: cannot read ({first_line(exc)})") from None
     names = [s.strip() for s in lines]
     return [n for n in names if n and n not in RESERVED_LABELS]
 
@@ -223,16 +224,7 @@ def _common_root(folder: Path, image_paths: list[Path]) -> Path:
 
 
 def _load_json(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DataError(f"{path}: labelme file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read ({_first_line(exc)})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    data = read_json(path, "labelme file")
     if not isinstance(data, dict) or not isinstance(data.get("shapes"), list):
         raise DataError(f"{path}: not a labelme file (no 'shapes' list)")
     return data
@@ -327,7 +319,7 @@ def _embedded_image(json_path: Path, image_data: str) -> tuple[int, int, str]:
             fmt = (im.format or "png").lower()
             orientation = im.getexif().get(0x0112, 1)
     except (binascii.Error, ValueError, UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{json_path}: imageData is not a base64 image ({_first_line(exc)})") from None
+        raise DataError(f"{json_path}: imageData is not a base64 image ({first_line(exc)})") from None
     ext = {"jpeg": ".jpg", "tiff": ".tif"}.get(fmt, f".{fmt}")
     return (h, w, ext) if orientation in (5, 6, 7, 8) else (w, h, ext)
 
@@ -414,7 +406,7 @@ def _points(raw: Any, where: str) -> list[list[float]]:
     out = []
     for j, p in enumerate(raw, start=1):
         if (not isinstance(p, (list, tuple)) or len(p) != 2
-                or not all(_is_number(v) for v in p)):
+                or not all(is_number(v) for v in p)):
             raise DataError(f"{where}: point {j} {p!r} is not [x, y] with finite numbers")
         out.append([float(p[0]), float(p[1])])
     return out
@@ -427,7 +419,7 @@ def _mask(raw: Any, points: list[list[float]], width: int, height: int, where: s
         with Image.open(io.BytesIO(base64.b64decode(raw, validate=False))) as im:
             patch = np.asarray(im) != 0
     except (binascii.Error, ValueError, UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{where}: 'mask' is not a base64 image ({_first_line(exc)})") from None
+        raise DataError(f"{where}: 'mask' is not a base64 image ({first_line(exc)})") from None
     if patch.ndim == 3:
         patch = patch.any(axis=2)
     # labelme puts the patch's top-left pixel at the rounded first point (its extent is the patch's own).
@@ -497,7 +489,7 @@ def _instance(where: str, members: list[_Shape], width: int, height: int) -> Ins
     for s in members[1:]:  # a group: per-shape score / iscrowd go with the whole instance
         if s.extra.get("iscrowd"):
             iscrowd = True
-    if score is not None and not _is_number(score):
+    if score is not None and not is_number(score):
         raise DataError(f"{where}: score {score!r} is not a finite number")
 
     if any(s.shape_type == "mask" for s in members):
@@ -658,7 +650,7 @@ def _image_data(img: ImageRecord, image_path: Path, embed: bool) -> str | None:
                     ImageOps.exif_transpose(im).save(buf, format="PNG")
                     raw = buf.getvalue()
         except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise DataError(f"{image_path}: not a readable image, cannot embed it ({_first_line(exc)})") from None
+            raise DataError(f"{image_path}: not a readable image, cannot embed it ({first_line(exc)})") from None
         return base64.b64encode(raw).decode("ascii")
     stored = img.attributes.get("image_data")
     return stored if isinstance(stored, str) else None  # the image exists only embedded: keep it
@@ -731,7 +723,7 @@ def _shapes_of(inst: Instance, label: str, img: ImageRecord, where: str, taken: 
     polygons = []
     for j, poly in enumerate(seg or [], start=1):
         ok = (isinstance(poly, list) and len(poly) >= 6 and len(poly) % 2 == 0
-              and all(_is_number(v) for v in poly))
+              and all(is_number(v) for v in poly))
         if ok:
             polygons.append([[float(poly[i]), float(poly[i + 1])] for i in range(0, len(poly), 2)])
         else:
@@ -805,7 +797,7 @@ def _tight_box(inst: Instance, img: ImageRecord) -> tuple[float, float, float, f
             return None
         return None if w * h == 0 else (x, y, w, h)
     polygons = [p for p in seg or [] if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0
-                and all(_is_number(v) for v in p)]
+                and all(is_number(v) for v in p)]
     if not polygons:
         return None
     xs = [v for p in polygons for v in p[0::2]]
@@ -831,7 +823,7 @@ def _computed_area(inst: Instance, img: ImageRecord, where: str) -> float:
 def _valid_circle(c: Any) -> bool:
     return (isinstance(c, (list, tuple)) and len(c) == 2
             and all(isinstance(p, (list, tuple)) and len(p) == 2
-                    and all(_is_number(v) for v in p)
+                    and all(is_number(v) for v in p)
                     for p in c))
 
 
@@ -850,10 +842,6 @@ def _valid_parts(parts: Any, n: int) -> bool:
     return True
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def _is_flags(flags: Any) -> bool:
     return isinstance(flags, dict) and all(isinstance(k, str) and isinstance(v, bool) for k, v in flags.items())
 
@@ -865,7 +853,3 @@ def _is_json(value: Any) -> bool:
         return False
     return True
 
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

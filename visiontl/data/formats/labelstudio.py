@@ -39,7 +39,6 @@ read; when it cannot be found either, that is an error naming the task.
 from __future__ import annotations
 
 import json
-import math
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
@@ -58,6 +57,7 @@ from visiontl.data.annotations import (AnnotationSet, Category, ImageRecord, Ins
 from visiontl.data.formats.rotation import (check_rotated_box, envelope, from_labelstudio, normalize_angle,
                                             to_labelstudio)
 from visiontl.data.images import check_image
+from visiontl.data.formats.common import first_line, is_number, read_json
 from visiontl.errors import DataError
 
 __all__ = ["read_labelstudio", "write_labelstudio", "labelstudio_config", "brush_decode", "brush_encode",
@@ -119,7 +119,7 @@ def _read_config(path: Path) -> _Config:
     except FileNotFoundError:
         raise DataError(f"{path}: label config not found") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read ({_first_line(exc)})") from None
+        raise DataError(f"{path}: cannot read ({first_line(exc)})") from None
     config = _Config()
     if text.lstrip().startswith("{"):  # a parsed config, as Label Studio's API returns it
         try:
@@ -142,7 +142,7 @@ def _read_config(path: Path) -> _Config:
     try:
         tree = SafeET.fromstring(text)
     except ET.ParseError as exc:
-        raise DataError(f"{path}: not valid XML ({_first_line(exc)})") from None
+        raise DataError(f"{path}: not valid XML ({first_line(exc)})") from None
     except DefusedXmlException as exc:
         raise DataError(f"{path}: refused XML ({type(exc).__name__})") from None
     for el in tree.iter():
@@ -170,16 +170,7 @@ def _add_labels(config: _Config, values: list[str]) -> None:
 
 
 def _load_tasks(path: Path) -> list[Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: annotation file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read ({_first_line(exc)})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    data = read_json(path)
     if isinstance(data, dict) and isinstance(data.get("data"), dict):
         data = [data]  # one task
     if not isinstance(data, list):
@@ -260,7 +251,7 @@ class _Reader:
             extras["annotation_id"] = source.get("id")
         if is_prediction and source.get("model_version") is not None:
             extras["model_version"] = source.get("model_version")
-        default_score = source.get("score") if is_prediction and _is_number(source.get("score")) else None
+        default_score = source.get("score") if is_prediction and is_number(source.get("score")) else None
 
         # Group results by the image they are drawn on (one image per task, except Repeater tasks).
         groups: dict[str, list[tuple[str, dict[str, Any]]]] = {}
@@ -294,7 +285,7 @@ class _Reader:
                 if not isinstance(value, dict):
                     raise DataError(f"{rwhere}: 'value' is missing or not an object")
                 score = r.get("score") if is_prediction else None
-                if score is not None and not _is_number(score):
+                if score is not None and not is_number(score):
                     raise DataError(f"{rwhere}: score {score!r} is not a finite number")
                 values.append((rwhere, r["type"].lower(), value, r.get("id") if isinstance(r.get("id"), str) else None,
                                float(score) if score is not None else default_score))
@@ -431,7 +422,7 @@ class _Reader:
         if kind == "rectanglelabels":
             x, y, w, h = (_percent(value, k, where) for k in ("x", "y", "width", "height"))
             rotation = value.get("rotation", 0) or 0
-            if not _is_number(rotation):
+            if not is_number(rotation):
                 raise DataError(f"{where}: rotation {rotation!r} is not a finite number")
             px, py, pw, ph = x / 100 * W, y / 100 * H, w / 100 * W, h / 100 * H
             if normalize_angle(rotation):
@@ -445,7 +436,7 @@ class _Reader:
             if not isinstance(points, list) or not all(isinstance(p, list) and len(p) == 2 for p in points):
                 raise DataError(f"{where}: 'points' is not a list of [x, y] pairs")
             for p in points:
-                if not all(_is_number(c) for c in p):
+                if not all(is_number(c) for c in p):
                     raise DataError(f"{where}: point {p!r} is not two finite numbers (percent)")
             if len(points) < 3:
                 self.count("polygon(s) with fewer than 3 points (dropped)", short)
@@ -558,7 +549,7 @@ def _dim(v: Any, key: str, where: str) -> int:
 
 def _percent(value: dict[str, Any], key: str, where: str) -> float:
     v = value.get(key)
-    if not _is_number(v):
+    if not is_number(v):
         raise DataError(f"{where}: '{key}' {v!r} is not a finite number (percent)")
     return float(v)
 
@@ -845,11 +836,3 @@ def _jsonable(v: Any) -> bool:
         return False
     return True
 
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

@@ -48,6 +48,7 @@ from visiontl.data.annotations import (
     sanitize_boxes,
 )
 from visiontl.data.images import check_image
+from visiontl.data.formats.common import parse_number
 from visiontl.errors import DataError
 
 _EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -565,30 +566,20 @@ def _file_name(tree: ET.Element, stem: str, image_root: Path) -> str:
     return name
 
 
-def _number(text: str | None, what: str, where: str) -> float:
-    try:
-        value = float(text) if text is not None else math.nan
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise DataError(f"{where}: {what} {text!r} is not a number")
-    return value
-
-
 def _int_text(tree: ET.Element, path: str, xml_path: Path) -> int:
     text = tree.findtext(path)
     if text is None or not text.strip():
         return 0
-    return int(_number(text.strip(), path.split("/")[-1], f"{xml_path}: <size>"))
+    return int(parse_number(text.strip(), path.split("/")[-1], f"{xml_path}: <size>"))
 
 
 def _coord(box: ET.Element, tag: str, where: str) -> float:
     text = box.findtext(tag)
     if text is None:
         raise DataError(f"{where}: no <bndbox>/<{tag}>")
-    return _number(text.strip(), tag, where)
+    return parse_number(text.strip(), tag, where)
 
 
 def _flag(obj: ET.Element, tag: str, where: str) -> int:
     text = (obj.findtext(tag) or "").strip()
-    return int(_number(text, tag, where) != 0) if text else 0
+    return int(parse_number(text, tag, where) != 0) if text else 0

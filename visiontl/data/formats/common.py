@@ -1,0 +1,50 @@
+"""What every format reader checks the same way: a JSON file read with one-line errors, finite numbers,
+numbers given as text (XML attributes), and the first line of an exception for a message."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from visiontl.errors import DataError
+
+
+def first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def is_number(v: Any) -> bool:
+    """A finite int or float (a bool is not a number here)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def read_json(path: Path, what: str = "annotation file") -> Any:
+    """Parse a JSON file (a UTF-8 byte order mark, as Windows tools write, is allowed)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read ({first_line(exc)})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+
+
+def short(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def parse_number(text: str | None, what: str, where: str) -> float:
+    """A finite number written as text (XML); one line naming the record otherwise."""
+    try:
+        value = float(text) if text is not None else math.nan
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise DataError(f"{where}: {what} {short(text) if text is not None else None!r} is not a number")
+    return value
