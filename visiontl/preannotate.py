@@ -159,27 +159,11 @@ def write_predictions(aset: AnnotationSet, fmt: str, out: Path, model_version: s
     return write_dataset(aset, fmt, out, "predictions", copy_images=True, yolo_task="segment" if polygons else "detect")
 
 
-_CONTROLS = {"RectangleLabels": "rectanglelabels", "PolygonLabels": "polygonlabels", "BrushLabels": "brushlabels"}
-
-
 def control_names(label_config: Path) -> dict[str, str]:
     """From a Label Studio labelling config: the control name per result type, and the image's name
-    (`to_name`), e.g. {"rectanglelabels": "label", "to_name": "image"}."""
-    import defusedxml.ElementTree as SafeET
+    (`to_name`, that of the first control), e.g. {"rectanglelabels": "label", "to_name": "image"}."""
+    from visiontl.serve import read_label_config
 
-    try:
-        root = SafeET.parse(label_config).getroot()
-    except FileNotFoundError:
-        raise DataError(f"{label_config}: label config not found") from None
-    except Exception as exc:  # noqa: BLE001 (ParseError and defusedxml's refusals)
-        raise DataError(f"{label_config}: not a readable Label Studio config ({type(exc).__name__}: {exc})") from None
-    names: dict[str, str] = {}
-    for element in root.iter():
-        kind = _CONTROLS.get(element.tag)
-        if kind and element.get("name"):
-            names.setdefault(kind, element.get("name"))
-            if element.get("toName"):
-                names.setdefault("to_name", element.get("toName"))
-    if not any(k in names for k in _CONTROLS.values()):
-        raise DataError(f"{label_config}: no RectangleLabels, PolygonLabels or BrushLabels control to put predictions in")
-    return names
+    config = read_label_config(label_config)  # the one parser of label configs the backend uses too
+    first = next(iter(config.controls))
+    return {**config.controls, "to_name": config.to_names[first]}

@@ -106,8 +106,20 @@ def parse_label_config(text: str, where: str = "label config") -> LabelConfig:
             config.labels[tag] = [lab.get("value") for lab in el
                                   if isinstance(lab.tag, str) and lab.tag.lower() == "label" and lab.get("value")]
     if not config.controls:
-        raise DataError(f"{where}: no {', '.join(_TAG_NAMES.values())} control to put predictions in")
+        *others, last = _TAG_NAMES.values()
+        raise DataError(f"{where}: no {', '.join(others)} or {last} control to put predictions in")
     return config
+
+
+def read_label_config(path: Path) -> LabelConfig:
+    """parse_label_config of a file (an option naming it: a problem is a one-line ConfigError)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: label config not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read ({exc})") from None
+    return parse_label_config(text, str(path))
 
 
 # --- the backend -------------------------------------------------------------------------------------------
@@ -150,15 +162,7 @@ class Backend:
                         **kwargs: Any) -> Backend:
         from visiontl.engine.inference import load_trained
 
-        config = None
-        if label_config is not None:
-            try:
-                text = Path(label_config).read_text(encoding="utf-8")
-            except FileNotFoundError:
-                raise ConfigError(f"{label_config}: label config not found") from None
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ConfigError(f"{label_config}: cannot read ({exc})") from None
-            config = parse_label_config(text, str(label_config))
+        config = read_label_config(label_config) if label_config is not None else None
         _check_roots(roots)  # the cheap checks first, before the model loads
         if not kwargs.get("max_request_mb", 10.0) > 0:
             raise ConfigError(f"--max-request-mb must be positive, not {kwargs['max_request_mb']}")
