@@ -42,6 +42,45 @@ def test_any_mode_becomes_rgb8(tmp_path: Path, mode: str) -> None:
         assert out.min() == 0 and out.max() == 255  # full range kept, not clipped
 
 
+def _pil_decode(path: Path) -> np.ndarray:
+    from PIL import ImageOps
+
+    with Image.open(path) as im:
+        return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+
+
+@pytest.mark.parametrize("kind", ["baseline", "progressive", "gray", "cmyk", "subsampled"] + [f"exif{o}" for o in range(2, 9)])
+def test_fast_jpeg_path_is_bit_identical_to_pil(tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import visiontl.data.images as images
+
+    rng = np.random.default_rng(1)
+    arr = rng.integers(0, 255, (37, 53, 3), dtype=np.uint8)
+    arr[5:20, 10:30] = (250, 10, 10)
+    img = Image.fromarray(arr)
+    path = tmp_path / "x.jpeg"
+    kwargs: dict = {"quality": 90}
+    if kind == "progressive":
+        kwargs["progressive"] = True
+    if kind == "gray":
+        img = img.convert("L")
+    if kind == "cmyk":
+        img = img.convert("CMYK")
+    if kind == "subsampled":
+        kwargs["subsampling"] = 2
+    if kind.startswith("exif"):
+        exif = Image.Exif()
+        exif[0x0112] = int(kind[4:])
+        kwargs["exif"] = exif.tobytes()
+    img.save(path, **kwargs)
+    used = []
+    real = images._read_jpeg
+    monkeypatch.setattr(images, "_read_jpeg", lambda p: used.append(real(p) is not None) or real(p))
+    out = read_image(path)
+    assert out.dtype == np.uint8 and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, _pil_decode(path))
+    assert used == [kind != "cmyk"]  # CMYK JPEGs go the PIL way (Adobe's inverted CMYK)
+
+
 @pytest.mark.parametrize("content", [b"", b"not an image at all", None])
 def test_broken_files_name_the_file(tmp_path: Path, content: bytes | None) -> None:
     path = tmp_path / "broken.jpg"

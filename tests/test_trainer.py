@@ -36,7 +36,7 @@ def test_run_directory_contents(synthetic_root: Path, tmp_path: Path) -> None:
     rows = read_log(run)
     assert [r["epoch"] for r in rows] == ["1", "2"]
     expected = {"epoch", "phase", "trainable_params", "lr/head", "lr/backbone.stage1", "train_loss", "val_loss",
-                "accuracy", "macro_f1", "seconds", "img_per_s"}
+                "accuracy", "macro_f1", "seconds", "train_seconds", "img_per_s"}
     assert expected <= set(rows[0])
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["accuracy"] == pytest.approx(metrics["accuracy"])

@@ -3,6 +3,7 @@ markdown table, printed and written with its rows as JSON."""
 
 from __future__ import annotations
 
+import os
 import platform
 from datetime import date
 from pathlib import Path
@@ -15,7 +16,7 @@ from visiontl.engine.checkpoint import atomic_write_json, atomic_write_text
 def device_label() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
 def report(out: Path, setting: str, header: list[str], cells: list[list[str]], rows: list[dict]) -> str:

@@ -114,6 +114,11 @@ class DataConfig(_Strict):
     min_visibility: float = _f(0.3, "detection: a box cut by a crop below this visible fraction is dropped", ge=0.0, le=1.0)
     hflip: bool = _f(True, "random horizontal flips in the light and standard presets")
     vflip: bool = _f(False, "random vertical flips too (microscopy, aerial images)")
+    group_aspect_ratio: bool = _f(True, "detection, instance_segmentation: batch landscape images with landscape and "
+                                  "portrait with portrait, so padding to the batch's largest image wastes little")
+    cache: bool = _f(False, "decode every image once, before training, and keep it in memory (small datasets whose "
+                     "decoding is the bottleneck, e.g. PNGs; shared with forked workers)")
+    cache_max_gb: float = _f(8.0, "data.cache: decoded bytes at most; images beyond it are decoded as usual", gt=0.0)
 
 
 class PhaseConfig(_Strict):
@@ -179,6 +184,8 @@ class TrainConfig(_Strict):
                              "classification accuracy)")
     monitor_mode: Literal["max", "min"] = _f("max", "whether a larger monitor value is better")
     early_stopping: EarlyStoppingConfig | None = _f(None, "stop when train.monitor stops improving ({patience, min_delta})")
+    compile: bool = _f(False, "classification, segmentation: torch.compile the training forward and backward "
+                       "(the first steps compile; pays off on long runs with fixed shapes)")
     log_every: int = _f(20, "optimizer steps between loss readings on the progress bar (each syncs the device)", gt=0)
     progress: bool = _f(True, "progress bars")
 
@@ -209,6 +216,9 @@ class Config(_Strict):
         if self.data.format not in TASK_FORMATS[self.task]:
             raise ValueError(f"data.format {self.data.format!r} does not fit task {self.task!r}; use one of "
                              f"{', '.join(TASK_FORMATS[self.task])}")
+        if self.train.compile and self.task in ("detection", "instance_segmentation"):
+            raise ValueError("train.compile is for classification and segmentation: torchvision's detectors change "
+                             "shapes and control flow per image, so compiling them recompiles instead of speeding up")
         if self.task != "classification" and self.model.head != "linear":
             raise ValueError(f"model.head {self.model.head!r} is a classification head; task {self.task!r} uses model.arch")
         if self.finetune.strategy == "feature_extraction" and self.model.weights == "none":

@@ -117,6 +117,9 @@ class ClassificationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def image_files(self) -> list[str]:
+        return [str(s.path) for s in self.samples]
+
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int, int]:
         index, seed = split_item(item)
         sample = self.samples[index]

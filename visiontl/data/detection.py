@@ -93,6 +93,13 @@ class DetectionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def image_files(self) -> list[str]:
+        return [str(self.aset.image_path(record)) for record, _ in self.items]
+
+    def aspect_groups(self) -> list[int]:
+        """0 for landscape (or square) images, 1 for portrait: what data.group_aspect_ratio batches by."""
+        return [int(record.height > record.width) for record, _ in self.items]
+
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
         index, seed = split_item(item)
         record, instances = self.items[index]

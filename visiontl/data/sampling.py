@@ -5,6 +5,7 @@ batches as an uninterrupted one."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import Sampler
@@ -45,3 +46,32 @@ class EpochSampler(Sampler[tuple[int, int]]):
             order = list(range(self.size))
         for position, index in enumerate(order[: len(self)]):
             yield index, sample_seed(self.seed, self.epoch, position + 1)
+
+
+class GroupedBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Batches of one group each (data.group_aspect_ratio: landscape with landscape), taken in the inner
+    sampler's order: an item joins its group's open batch, which is emitted when full. What is left in the
+    groups at the end is emitted in sampler order, mixed, so there are always ceil(len(sampler) /
+    batch_size) batches, the same on every rank of a distributed run (DDP needs equal batch counts)."""
+
+    def __init__(self, sampler: Sampler, groups: list[int], batch_size: int):
+        self.sampler, self.groups, self.batch_size = sampler, groups, batch_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        open_batches: dict[int, list[tuple[int, Any]]] = {}
+        for position, item in enumerate(self.sampler):
+            group = self.groups[split_item(item)[0]]
+            batch = open_batches.setdefault(group, [])
+            batch.append((position, item))
+            if len(batch) == self.batch_size:
+                yield [it for _, it in batch]
+                open_batches[group] = []
+        rest = [it for _, it in sorted(pair for batch in open_batches.values() for pair in batch)]
+        for start in range(0, len(rest), self.batch_size):
+            yield rest[start : start + self.batch_size]

@@ -66,6 +66,9 @@ class SegmentationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples) if self.samples is not None else len(self.coco.images)
 
+    def image_files(self) -> list[str]:
+        return [self.names(i) for i in range(len(self))]
+
     def names(self, index: int) -> str:
         return str(self.samples[index].image) if self.samples is not None else str(self.coco.image_path(self.coco.images[index]))
 

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from visiontl import __version__
 from visiontl.backbones import create_backbone
 from visiontl.config import Config, save_config
-from visiontl.data.sampling import EpochSampler
+from visiontl.data.sampling import EpochSampler, GroupedBatchSampler
 from visiontl.engine import distributed as dist
 from visiontl.engine.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
 from visiontl.engine.environment import Stopwatch, write_run_json
@@ -58,11 +58,15 @@ def autocast_for(device: torch.device, amp: bool) -> tuple[contextlib.AbstractCo
     return torch.autocast("cuda", dtype=dtype), dtype
 
 
-def make_loader(dataset: Any, sampler: EpochSampler, batch_size: int, workers: int, collate: Any, device: torch.device) -> DataLoader:
+def make_loader(dataset: Any, sampler: Any, batch_size: int, workers: int, collate: Any, device: torch.device,
+                groups: list[int] | None = None) -> DataLoader:
+    """`groups` (one id per dataset index) makes every batch come from one group: data.group_aspect_ratio."""
+    batching: dict[str, Any] = {"batch_size": batch_size, "sampler": sampler}
+    if groups is not None and len(set(groups)) > 1:
+        batching = {"batch_sampler": GroupedBatchSampler(sampler, groups, batch_size)}
     return DataLoader(
         dataset,
-        batch_size=batch_size,
-        sampler=sampler,
+        **batching,
         num_workers=workers,
         collate_fn=collate,
         pin_memory=device.type == "cuda",
@@ -182,8 +186,15 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     else:
         train_sampler = EpochSampler(len(train_set), shuffle=True, seed=t.seed)
         val_sampler = EpochSampler(len(val_set), shuffle=False, seed=t.seed)
+    if cfg.data.cache:
+        from visiontl.data.cache import preload_images
+
+        preload_images(_image_files(train_set) + _image_files(val_set), cfg.data.cache_max_gb * 1e9,
+                       threads=max(1, t.workers), progress=t.progress)
     # Training is sharded across ranks; validation runs on rank 0 over the whole set (distributed.py says why).
-    train_loader = make_loader(train_set, dist.shard(train_sampler), t.batch_size, t.workers, task.collate, device)
+    groups = train_set.aspect_groups() if cfg.data.group_aspect_ratio and hasattr(train_set, "aspect_groups") else None
+    epoch_sampler = dist.shard(train_sampler)
+    train_loader = make_loader(train_set, epoch_sampler, t.batch_size, t.workers, task.collate, device, groups)
     val_loader = make_loader(val_set, val_sampler, t.batch_size, t.workers, task.collate, device)
     steps_per_epoch = math.ceil(len(train_loader) / t.accumulate)
 
@@ -224,7 +235,11 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
         if phase.index != ddp_phase:
             # DDP fixes the parameters it syncs when it is built: a new wrapper for each phase's trainable set.
             ddp_model, ddp_phase = dist.wrap(model, device), phase.index
-        train_loader.sampler.set_epoch(epoch)
+            if t.compile:  # compiled around DDP, as torch recommends; the plain `model` still evaluates and saves
+                ddp_model = torch.compile(ddp_model)
+        epoch_sampler.set_epoch(epoch)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         started = time.perf_counter()
         loss_sum, seen, step = _train_epoch(
             cfg, task, ddp_model, optimizer, scaler, autocast, train_loader, device, phase, base_lrs, epoch,
@@ -255,7 +270,9 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
         row.update({f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups})
         row.update(train_loss=loss_sum / max(1, seen), val_loss=metrics.get("loss", ""))
         row.update({k: metrics[k] for k in task.log_metrics})
-        row.update(seconds=seconds, img_per_s=seen / max(train_seconds, 1e-9))
+        row.update(seconds=seconds, train_seconds=train_seconds, img_per_s=seen / max(train_seconds, 1e-9))
+        if device.type == "cuda":
+            row["gpu_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         if main:
             csv_log.append({k: _fmt(v) for k, v in row.items()})
         log.info(
@@ -415,6 +432,10 @@ def _fit_closed_form(cfg, task, data, model, backbone, train_set, val_set, run_d
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
     """The numbers of a metrics dict (what checkpoints keep): no protocol, per-image records or raw arrays."""
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def _image_files(dataset: Any) -> list[str]:
+    return dataset.image_files() if hasattr(dataset, "image_files") else []
 
 
 def _memory_note(device: torch.device) -> str:

@@ -52,7 +52,8 @@ MISSING_NOTE = {
 # Top-level entries of metrics.json that are not scalar metrics.
 NOT_SCALARS = ("best", "raw", "protocol", "confusion_matrix", "sklearn_head")
 # log.csv columns that are bookkeeping rather than val metrics.
-LOG_BOOKKEEPING = ("epoch", "phase", "trainable_params", "train_loss", "val_loss", "seconds", "img_per_s")
+LOG_BOOKKEEPING = ("epoch", "phase", "trainable_params", "train_loss", "val_loss", "seconds", "train_seconds",
+                   "img_per_s", "gpu_mem_gib")
 
 
 @dataclass
@@ -257,8 +258,10 @@ def _format_log_cell(column: str, value: float | None) -> str:
         return MISSING
     if column in ("epoch", "phase", "trainable_params"):
         return str(int(value))
-    if column in ("seconds", "img_per_s"):
+    if column in ("seconds", "train_seconds", "img_per_s"):
         return f"{value:.1f}"
+    if column == "gpu_mem_gib":
+        return f"{value:.2f}"
     if column.startswith("lr/"):
         return f"{value:.3g}"
     return format_metric(value)

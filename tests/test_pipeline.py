@@ -1,0 +1,117 @@
+"""The data pipeline's speed features keep results unchanged: aspect-ratio batches, the decoded-image
+cache, torch.compile (tools/bench_data.py and tools/bench_train.py measure what they gain)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import tiny_config
+from visiontl.config import build_config
+from visiontl.data import cache, images
+from visiontl.data.sampling import EpochSampler, GroupedBatchSampler
+from visiontl.engine.distributed import ShardSampler
+from visiontl.engine.trainer import train
+from visiontl.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.mark.parametrize("size,batch", [(37, 4), (8, 8), (5, 3), (64, 5)])
+def test_grouped_batches_are_single_group_except_the_tail(size: int, batch: int) -> None:
+    groups = [int(i % 3 == 0) for i in range(size)]
+    sampler = EpochSampler(size, shuffle=True, seed=7)
+    batches = list(GroupedBatchSampler(sampler, groups, batch))
+    assert len(batches) == len(GroupedBatchSampler(sampler, groups, batch)) == -(-size // batch)
+    flat = [item for b in batches for item in b]
+    assert sorted(flat) == sorted(sampler)  # every (index, seed) exactly once
+    full = [b for b in batches if len(b) == batch]
+    mixed = [b for b in batches if len({groups[i] for i, _ in b}) > 1]
+    assert len(mixed) <= 1 and all(b in batches[-2:] for b in mixed)  # only the leftovers may mix groups
+    assert len(full) >= size // batch - 1
+    assert batches == list(GroupedBatchSampler(sampler, groups, batch))  # deterministic
+
+
+def test_grouped_batches_follow_the_epoch_and_match_across_ranks() -> None:
+    groups = [int(i % 4 == 0) for i in range(23)]
+    inner = EpochSampler(23, shuffle=True, seed=1)
+    first = list(GroupedBatchSampler(inner, groups, 4))
+    grouped = GroupedBatchSampler(inner, groups, 4)
+    grouped.set_epoch(1)
+    assert list(grouped) != first
+    counts = []
+    for rank in range(3):
+        shard = GroupedBatchSampler(ShardSampler(EpochSampler(23, shuffle=True, seed=1), rank, 3), groups, 4)
+        counts.append(len(list(shard)))
+    assert counts == [2, 2, 2]  # ceil(ceil(23 / 3) / 4) on every rank: DDP needs the same number of steps
+
+
+def _write_images(folder: Path, n: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(n):
+        path = folder / f"{i}.{'png' if i % 2 else 'jpg'}"
+        Image.fromarray(rng.integers(0, 255, (20 + i, 30, 3), dtype=np.uint8)).save(path)
+        files.append(path)
+    return files
+
+
+def test_cache_returns_what_decoding_returns_and_respects_its_budget(tmp_path: Path, caplog) -> None:
+    files = _write_images(tmp_path, 6)
+    expected = [images.decode_image_file(f) for f in files]
+    budget = sum(a.nbytes for a in expected[:4])
+    with caplog.at_level(logging.WARNING, logger="visiontl"):
+        assert cache.preload_images(files, max_bytes=budget, threads=2, progress=False) == 4
+    assert "4 of 6 images fit" in caplog.text
+    assert cache.cached_bytes() == budget
+    for f, want in zip(files, expected):
+        got = images.read_image(f)
+        np.testing.assert_array_equal(got, want)
+        got[:] = 0  # a caller may write into what it gets; the cache must not change
+    np.testing.assert_array_equal(images.read_image(files[0]), expected[0])
+    files[0].unlink()  # served from memory now
+    np.testing.assert_array_equal(images.read_image(files[0]), expected[0])
+
+
+def test_training_with_cache_equals_training_without(synthetic_root: Path, tmp_path: Path) -> None:
+    finals = []
+    for use_cache in (False, True):
+        cache.clear()
+        cfg = build_config(tiny_config(synthetic_root, tmp_path / f"cache{use_cache}", train={"epochs": 1},
+                                       data={"cache": use_cache}))
+        train(cfg)
+        finals.append(torch.load(tmp_path / f"cache{use_cache}" / "checkpoints" / "last.pt", weights_only=True)["model"])
+        assert bool(images.CACHE) == use_cache
+    for name in finals[0]:
+        assert torch.equal(finals[0][name], finals[1][name]), name
+
+
+def test_compile_is_refused_for_detectors() -> None:
+    with pytest.raises(ConfigError, match="train.compile is for classification and segmentation"):
+        build_config({"task": "detection", "train": {"compile": True}})
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(synthetic_root: Path, tmp_path: Path) -> None:
+    pytest.importorskip("torch._inductor")
+    finals = []
+    for compiled in (False, True):
+        # SGD: Adam's normalised steps would turn float noise near zero gradients into full-size updates
+        settings = {"epochs": 1, "max_steps": 2, "optimizer": "sgd", "compile": compiled}
+        cfg = build_config(tiny_config(synthetic_root, tmp_path / f"c{compiled}", train=settings))
+        train(cfg)
+        finals.append(torch.load(tmp_path / f"c{compiled}" / "checkpoints" / "last.pt", weights_only=True)["model"])
+    assert finals[0].keys() == finals[1].keys()  # saved from the plain model: no _orig_mod. prefix
+    for name in finals[0]:
+        torch.testing.assert_close(finals[0][name], finals[1][name], rtol=1e-3, atol=1e-4)
