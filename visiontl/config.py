@@ -176,6 +176,8 @@ class TrainConfig(_Strict):
     sync_bn: bool = _f(False, "distributed runs (torchrun): batch-norm statistics over all ranks (SyncBatchNorm; "
                        "CUDA only); ignored in one process")
     clip_grad: float | None = _f(None, "clip the global gradient norm to this value", gt=0.0)
+    skip_nonfinite: bool = _f(False, "skip an optimizer step whose loss is NaN or infinite (counted in log.csv) "
+                              "instead of stopping with the step and its images named")
     seed: int = _f(0, "seeds torch, numpy, python and every sample's augmentation")
     deterministic: bool = _f(False, "deterministic algorithms (slower on GPU; exact resume on CPU)")
     workers: int = _f(2, "DataLoader worker processes (decode and augment)", ge=0)

@@ -35,3 +35,9 @@ class CheckpointError(VisiontlError):
     """A checkpoint that cannot be read or does not fit the requested use."""
 
     exit_code = 2
+
+
+class TrainingError(VisiontlError):
+    """Training that cannot go on: a non-finite loss, the device out of memory. The last checkpoint is kept."""
+
+    exit_code = 1

@@ -120,6 +120,9 @@ class ClassificationDataset(Dataset):
     def image_files(self) -> list[str]:
         return [str(s.path) for s in self.samples]
 
+    def file_of(self, index: int) -> str:
+        return str(self.samples[index].path)
+
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int, int]:
         index, seed = split_item(item)
         sample = self.samples[index]

@@ -96,6 +96,11 @@ class DetectionDataset(Dataset):
     def image_files(self) -> list[str]:
         return [str(self.aset.image_path(record)) for record, _ in self.items]
 
+    def file_of(self, image_id: int) -> str:
+        """The file of an image id (what batches carry)."""
+        record = next(r for r, _ in self.items if r.id == image_id)
+        return str(self.aset.image_path(record))
+
     def aspect_groups(self) -> list[int]:
         """0 for landscape (or square) images, 1 for portrait: what data.group_aspect_ratio batches by."""
         return [int(record.height > record.width) for record, _ in self.items]

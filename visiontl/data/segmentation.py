@@ -69,6 +69,9 @@ class SegmentationDataset(Dataset):
     def image_files(self) -> list[str]:
         return [self.names(i) for i in range(len(self))]
 
+    def file_of(self, index: int) -> str:
+        return self.names(index)
+
     def names(self, index: int) -> str:
         return str(self.samples[index].image) if self.samples is not None else str(self.coco.image_path(self.coco.images[index]))
 

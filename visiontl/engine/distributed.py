@@ -148,6 +148,15 @@ def sum_over_ranks(*values: float) -> list[float]:
     return t.tolist()
 
 
+def finite_everywhere(value: torch.Tensor) -> bool:
+    """True when `value` is finite on every rank (a host sync; under DDP also a collective): a rank whose
+    loss is NaN has sent NaN into everyone's averaged gradients, so all ranks must skip or stop together."""
+    finite = torch.isfinite(value).to(torch.int32)
+    if active():
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    return bool(finite)
+
+
 def from_main(obj: Any) -> Any:
     """Rank 0's `obj` on every rank (also a barrier)."""
     if not active():

@@ -35,7 +35,7 @@ from visiontl.engine.environment import Stopwatch, write_run_json
 from visiontl.engine.gallery import write_gallery
 from visiontl.engine.schedule import lr_factor
 from visiontl.engine.seed import rng_state, seed_everything, set_rng_state, worker_init
-from visiontl.errors import CheckpointError, ConfigError
+from visiontl.errors import CheckpointError, ConfigError, TrainingError
 from visiontl.finetune import Phase, apply_phase, group_lrs, param_groups, phase_at, plan_phases, set_train_mode
 from visiontl.tasks import get_task
 
@@ -241,7 +241,7 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         started = time.perf_counter()
-        loss_sum, seen, step = _train_epoch(
+        loss_sum, seen, step, skipped = _train_epoch(
             cfg, task, ddp_model, optimizer, scaler, autocast, train_loader, device, phase, base_lrs, epoch,
             step, steps_per_epoch,
         )
@@ -271,6 +271,8 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
         row.update(train_loss=loss_sum / max(1, seen), val_loss=metrics.get("loss", ""))
         row.update({k: metrics[k] for k in task.log_metrics})
         row.update(seconds=seconds, train_seconds=train_seconds, img_per_s=seen / max(train_seconds, 1e-9))
+        if t.skip_nonfinite:
+            row["skipped_steps"] = skipped
         if device.type == "cuda":
             row["gpu_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         if main:
@@ -358,8 +360,9 @@ def _train_epoch(
     cfg: Config, task: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: Any,
     autocast: contextlib.AbstractContextManager, loader: DataLoader, device: torch.device, phase: Phase,
     base_lrs: dict[str, float], epoch: int, step: int, steps_per_epoch: int,
-) -> tuple[float, int, int]:
-    """One pass over `loader`; returns (summed loss, images seen, global step after the epoch)."""
+) -> tuple[float, int, int, int]:
+    """One pass over `loader`; returns (summed loss, images seen, global step after the epoch, optimizer steps
+    skipped for a non-finite loss)."""
     from tqdm.auto import tqdm
 
     t = cfg.train
@@ -367,7 +370,9 @@ def _train_epoch(
     phase_steps = phase.epochs * steps_per_epoch
     trainable = [p for p in model.parameters() if p.requires_grad]
     loss_total = torch.zeros((), device=device)
-    seen, micro = 0, 0
+    step_loss = torch.zeros((), device=device)  # summed over the micro-batches of the optimizer step in hand
+    step_keys: list[Any] = []
+    seen, step_seen, micro, skipped = 0, 0, 0, 0
     optimizer.zero_grad(set_to_none=True)
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not t.progress, leave=False, mininterval=1.0)
     n_batches = len(loader)
@@ -379,10 +384,23 @@ def _train_epoch(
             with autocast:
                 loss, n = task.loss(model, batch, device)
             scaler.scale(loss / t.accumulate).backward()
-        loss_total += loss.detach() * n
-        seen += n
+        step_loss += loss.detach() * n
+        step_seen += n
+        step_keys += list(batch[-1])  # what names the images (index or image id), for the message below
         if not last_micro:
             continue
+        # The one host sync per optimizer step: a non-finite loss must not reach the weights.
+        if not dist.finite_everywhere(step_loss):
+            skipped += _nonfinite(cfg, loader.dataset, step_keys, step_loss, step + 1, epoch)
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            step_loss, step_seen, step_keys = torch.zeros((), device=device), 0, []
+            if t.max_steps is not None and step >= t.max_steps:
+                break
+            continue
+        loss_total += step_loss
+        seen += step_seen
+        step_loss, step_seen, step_keys = torch.zeros((), device=device), 0, []
         factor = lr_factor(t, step - phase_first_step, phase_steps, epoch - phase.start_epoch)
         for g in optimizer.param_groups:
             g["lr"] = base_lrs[g["name"]] * factor
@@ -394,11 +412,29 @@ def _train_epoch(
         optimizer.zero_grad(set_to_none=True)
         step += 1
         if step % t.log_every == 0 and t.progress:
-            bar.set_postfix(loss=f"{loss_total.item() / seen:.4f}")  # the only host sync, every log_every steps
+            bar.set_postfix(loss=f"{loss_total.item() / max(1, seen):.4f}")
         if t.max_steps is not None and step >= t.max_steps:
             break
     bar.close()
-    return float(loss_total), seen, step
+    return float(loss_total), seen, step, skipped
+
+
+def _nonfinite(cfg: Config, dataset: Any, keys: list[Any], loss: torch.Tensor, step: int, epoch: int) -> int:
+    """A non-finite loss at optimizer step `step`: TrainingError naming the images, or (train.skip_nonfinite)
+    a warning and 1 for the count of skipped steps."""
+    names = [_file_of(dataset, k) for k in keys]
+    shown = ", ".join(names[:8]) + (f" (+{len(names) - 8} more)" if len(names) > 8 else "")
+    what = f"loss is {float(loss)} at step {step} (epoch {epoch + 1}), batch images: {shown}"
+    if not cfg.train.skip_nonfinite:
+        raise TrainingError(f"{what}; the last checkpoint is kept. Lower train.lr, set train.clip_grad, check these "
+                            "images' labels, or set train.skip_nonfinite: true to skip such steps")
+    log.warning("skipped: %s", what)
+    return 1
+
+
+def _file_of(dataset: Any, key: Any) -> str:
+    key = key.item() if isinstance(key, torch.Tensor) else key
+    return dataset.file_of(key) if hasattr(dataset, "file_of") else str(key)
 
 
 def _fit_closed_form(cfg, task, data, model, backbone, train_set, val_set, run_dir, device, watch) -> dict[str, Any]:
