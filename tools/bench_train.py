@@ -176,6 +176,7 @@ def tutorial_loss(task: str, model: torch.nn.Module, batch: Any, device: torch.d
 def run_tutorial(w: Workload, cfg: Config, device: torch.device, workers: int) -> list[dict[str, Any]]:
     """The tutorial's loop around visiontl's model and evaluator; one row per epoch."""
     seed_everything(0, False)
+    torch.backends.cudnn.benchmark = False  # torch's default, as in the tutorial (a visiontl run before may set it)
     task = get_task(cfg.task)
     data = task.prepare_data(cfg)
     backbone = create_backbone(cfg.model.backbone, cfg.model.weights)

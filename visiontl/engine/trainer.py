@@ -172,7 +172,9 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = not cfg.train.deterministic
+        # Autotuning runs once per new input shape: a win for fixed-size batches, minutes lost on detection
+        # (measured on an H200: 85 s of a first BCCD epoch; docs/benchmarks.md).
+        torch.backends.cudnn.benchmark = task.fixed_shapes and not cfg.train.deterministic
     autocast, amp_dtype = autocast_for(device, cfg.train.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 

@@ -27,6 +27,7 @@ class TaskAdapter(Protocol):
     name: str
     backbone_prefix: str  # where the backbone body sits in the model's state dict
     log_metrics: tuple[str, ...]  # scalar val metrics that go into log.csv
+    fixed_shapes: bool  # training batches all have one shape: cudnn's autotuning pays off (else it re-tunes per shape)
 
     def prepare_data(self, cfg: Config) -> PreparedData: ...
 

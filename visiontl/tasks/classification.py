@@ -46,6 +46,7 @@ class ClassificationData:
 class ClassificationTask:
     name = "classification"
     backbone_prefix = BACKBONE_PREFIX
+    fixed_shapes = True  # every image is resized to data.image_size
     log_metrics = ("accuracy", "macro_f1")
     data_root: Path | None = None  # set by datasets(): per-image records name files relative to it
 

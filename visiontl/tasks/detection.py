@@ -121,6 +121,7 @@ def subset(aset: AnnotationSet, image_ids: set[int]) -> AnnotationSet:
 class DetectionTask:
     name = "detection"
     backbone_prefix = BACKBONE_PREFIX
+    fixed_shapes = False  # images keep their own sizes and every new size would be re-tuned
     log_metrics: tuple[str, ...] = ("bbox/AP", "bbox/AP50")
     iou_types: tuple[str, ...] = ("bbox",)
     masks = False

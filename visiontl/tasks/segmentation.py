@@ -48,6 +48,7 @@ def _count(split: list[MaskSample] | AnnotationSet) -> int:
 class SegmentationTask:
     name = "segmentation"
     backbone_prefix = BACKBONE_PREFIX
+    fixed_shapes = True  # training crops are data.image_size squares
     log_metrics = ("mIoU", "pixel_accuracy")
     data_root: Path | None = None  # set by datasets(): per-image records name files relative to it
 
