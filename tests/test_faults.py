@@ -50,3 +50,262 @@ def test_nan_loss_skipped_and_counted(synthetic_root: Path, tmp_path: Path, monk
     assert all(float(r["train_loss"]) == float(r["train_loss"]) for r in rows)  # not NaN: skipped steps left out
     ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+# ---- the run directory --------------------------------------------------------------------------------
+
+
+def test_finished_run_is_not_overwritten_without_force(synthetic_root: Path, tmp_path: Path) -> None:
+    from visiontl.errors import ConfigError
+
+    run = tmp_path / "run"
+    raw = tiny_config(synthetic_root, run, train={"epochs": 1})
+    train(build_config(raw))
+    (run / "gallery" / "stale.png").write_bytes(b"old")
+    with pytest.raises(ConfigError, match=r"holds a finished run \(run.json\); pass --force"):
+        train(build_config(raw))
+    assert (run / "gallery" / "stale.png").exists()  # nothing touched
+    train(build_config(raw), force=True)
+    assert not (run / "gallery" / "stale.png").exists()
+    with open(run / "log.csv", newline="") as f:
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["1"]
+
+
+def test_unfinished_run_needs_resume_or_force(synthetic_root: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import yaml
+
+    run = tmp_path / "run"
+    raw = tiny_config(synthetic_root, run, train={"epochs": 1})
+    train(build_config(raw))
+    (run / "run.json").unlink()  # as if killed before the end
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    done = subprocess.run([sys.executable, "-m", "visiontl", "train", str(cfg)], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"visiontl: error: run.dir {run} holds an unfinished run (checkpoints/last.pt); --resume continues it, "
+        "--force starts over"]
+
+
+# ---- signals and mid-epoch resume -------------------------------------------------------------------
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
+
+
+def _deterministic(root: Path, run: Path, **train_extra) -> dict:
+    return tiny_config(root, run, model={"dropout": 0.3}, data={"augment": "standard"},
+                       train={"epochs": 2, "batch_size": 4, "deterministic": True, "seed": 3, **train_extra})
+
+
+def test_sigterm_mid_epoch_checkpoints_and_resume_is_exact(synthetic_root: Path, tmp_path: Path, monkeypatch) -> None:
+    import os
+    import signal
+
+    from visiontl.errors import Interrupted
+
+    train(build_config(_deterministic(synthetic_root, tmp_path / "full")))
+    real = ClassificationTask.loss
+    calls = [0]
+
+    def loss(self, model, batch, device):
+        calls[0] += 1
+        if calls[0] == 9:  # epoch 2, third batch of six
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, model, batch, device)
+
+    monkeypatch.setattr(ClassificationTask, "loss", loss)
+    run = tmp_path / "stopped"
+    with pytest.raises(Interrupted, match=r"stopped by SIGTERM in epoch 2 after 3 batches \(step 9\)") as err:
+        train(build_config(_deterministic(synthetic_root, run)))
+    assert err.value.exit_code == 143
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["progress"]["batches"] == 3 and ckpt["step"] == 9
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers given back
+    monkeypatch.setattr(ClassificationTask, "loss", real)
+    train(build_config(_deterministic(synthetic_root, run)), resume=True)
+    full, resumed = _weights(tmp_path / "full"), _weights(run)
+    for name in full:
+        assert torch.equal(full[name], resumed[name]), name
+    with open(tmp_path / "full" / "log.csv", newline="") as f1, open(run / "log.csv", newline="") as f2:
+        assert [r["train_loss"] for r in csv.DictReader(f1)] == [r["train_loss"] for r in csv.DictReader(f2)]
+
+
+def test_sigkill_after_a_mid_epoch_checkpoint_resumes_exactly(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from visiontl.data.synthetic import make_imagefolder
+
+    root = make_imagefolder(tmp_path / "data", classes=3, train_per_class=16, val_per_class=2, size=32, seed=2)
+    paths = {}
+    for name in ("full", "killed"):
+        raw = _deterministic(root, tmp_path / name, epochs=2, checkpoint_every=3, workers=0)
+        paths[name] = tmp_path / f"{name}.yaml"
+        paths[name].write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "visiontl", "train", str(paths["killed"])], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "killed" / "checkpoints" / "last.pt"
+    deadline = time.time() + 240
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt.get("progress"), "killed after an epoch-end checkpoint, not a mid-epoch one"
+    for args in ((paths["killed"], "--resume"), (paths["full"],)):
+        done = subprocess.run([sys.executable, "-m", "visiontl", "train", *map(str, args)], env=env,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    full, resumed = _weights(tmp_path / "full"), _weights(tmp_path / "killed")
+    for name in full:
+        assert torch.equal(full[name], resumed[name]), name
+
+
+# ---- writes that fail ---------------------------------------------------------------------------------
+
+
+def test_kill_during_checkpoint_write_keeps_the_previous_one(synthetic_root: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    script = f"""
+import os, signal
+import visiontl.atomic as atomic
+from conftest import tiny_config
+from visiontl.config import build_config
+from visiontl.engine.trainer import train
+real, calls = atomic.os.fsync, [0]
+def fsync(fd):
+    # the first epoch writes config, log, best.pt, last.pt; die inside epoch 2's best.pt/last.pt write
+    if os.readlink(f"/proc/self/fd/{{fd}}").endswith(".tmp") and "last.pt" in os.readlink(f"/proc/self/fd/{{fd}}"):
+        calls[0] += 1
+        if calls[0] == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+    real(fd)
+atomic.os.fsync = fsync
+train(build_config(tiny_config({str(synthetic_root)!r}, {str(run)!r}, train={{"epochs": 3}})))
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parent, capture_output=True, text=True)
+    assert done.returncode == -9, done.stderr
+    leftovers = list((run / "checkpoints").glob(".last.pt.*.tmp"))
+    assert len(leftovers) == 1  # the half-written file, under its temporary name
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
+    train(build_config(tiny_config(synthetic_root, run, train={"epochs": 3})), resume=True)
+    assert not list((run / "checkpoints").glob(".*.tmp"))  # cleared on the next start
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 3
+
+
+def test_disk_full_while_writing_a_checkpoint(synthetic_root: Path, tmp_path: Path, monkeypatch) -> None:
+    import errno
+    import os
+
+    import visiontl.atomic as atomic
+    from visiontl.errors import WriteError
+
+    run = tmp_path / "run"
+    real, calls = atomic.os.fsync, [0]
+
+    def fsync(fd: int) -> None:
+        if "last.pt" in os.readlink(f"/proc/self/fd/{fd}"):
+            calls[0] += 1
+            if calls[0] == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd)
+
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
+    with pytest.raises(WriteError, match=r"last.pt: cannot write \(No space left on device\); the previous version is "
+                                         "intact") as err:
+        train(build_config(tiny_config(synthetic_root, run, train={"epochs": 3})))
+    assert "\n" not in str(err.value)
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
+    assert not list((run / "checkpoints").glob(".*.tmp"))
+
+
+# ---- the device and the workers ----------------------------------------------------------------------
+
+
+def test_out_of_memory_says_what_to_change(synthetic_root: Path, tmp_path: Path, monkeypatch) -> None:
+    real = ClassificationTask.loss
+    calls = [0]
+
+    def loss(self, model, batch, device):
+        calls[0] += 1
+        if calls[0] == 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, model, batch, device)
+
+    monkeypatch.setattr(ClassificationTask, "loss", loss)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingError, match=r"ran out of memory at step 4 \(train.batch_size 8, amp on\): lower "
+                                            r"train.batch_size and raise train.accumulate to keep the batch \(4 x 2\)"):
+        train(build_config(tiny_config(synthetic_root, run, train={"epochs": 2})))
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
+
+
+def test_a_dataloader_worker_that_dies(synthetic_root: Path, tmp_path: Path, monkeypatch) -> None:
+    import os
+    import signal
+
+    from visiontl.data.classification import ClassificationDataset
+
+    real = ClassificationDataset.__getitem__
+
+    def getitem(self, item):
+        if os.environ.get("VISIONTL_TEST_KILL_WORKER") and item[0] == 5:
+            os.kill(os.getpid(), signal.SIGKILL)  # in the worker process: as the OOM killer would
+        return real(self, item)
+
+    monkeypatch.setattr(ClassificationDataset, "__getitem__", getitem)
+    monkeypatch.setenv("VISIONTL_TEST_KILL_WORKER", "1")
+    with pytest.raises(TrainingError, match=r"a DataLoader worker died at step 1 \(DataLoader worker \(pid") as err:
+        train(build_config(tiny_config(synthetic_root, tmp_path / "run", train={"epochs": 1, "workers": 1})))
+    assert "lower train.workers (1)" in str(err.value) and "\n" not in str(err.value)
+
+
+def _with_broken_image(synthetic_root: Path, tmp_path: Path) -> tuple[Path, Path]:
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root, root)
+    from PIL import Image
+
+    png = sorted((root / "train").rglob("*.png"))[3]
+    victim = png.with_suffix(".jpg")
+    Image.open(png).save(victim, quality=95)
+    png.unlink()
+    victim.write_bytes(victim.read_bytes()[: len(victim.read_bytes()) * 2 // 3])  # headers whole, scan data cut
+    return root, victim
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_image_that_fails_mid_epoch_is_named(synthetic_root: Path, tmp_path: Path, workers: int) -> None:
+    from visiontl.errors import DataError
+
+    root, victim = _with_broken_image(synthetic_root, tmp_path)
+    with pytest.raises(DataError) as err:
+        train(build_config(tiny_config(root, tmp_path / "run", train={"epochs": 1, "workers": workers})))
+    assert str(err.value).startswith(f"{victim}: cannot decode image") and "\n" not in str(err.value)
+
+
+def test_image_that_fails_mid_epoch_can_be_skipped(synthetic_root: Path, tmp_path: Path, caplog) -> None:
+    import logging
+
+    root, victim = _with_broken_image(synthetic_root, tmp_path)
+    run = tmp_path / "run"
+    with caplog.at_level(logging.WARNING, logger="visiontl"):
+        train(build_config(tiny_config(root, run, data={"on_bad_image": "skip"}, train={"epochs": 2})))
+    assert caplog.text.count(f"skipped (data.on_bad_image: skip): {victim}: cannot decode image") == 2  # each epoch
+    assert (run / "run.json").is_file()

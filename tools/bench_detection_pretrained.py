@@ -52,7 +52,7 @@ def main() -> None:
     for weights in ("imagenet", "none"):
         run_dir = args.out / f"{args.arch}_{weights}"
         started = time.perf_counter()
-        val = train(build_config(config(args, weights, run_dir)))
+        val = train(build_config(config(args, weights, run_dir)), force=True)
         seconds = time.perf_counter() - started
         test = evaluate_checkpoint(run_dir / "checkpoints" / "last.pt", ["data.val=test"], run_dir / "test")
         rows.append({"weights": weights, "val_AP50": val["bbox/AP50"], "val_AP": val["bbox/AP"],

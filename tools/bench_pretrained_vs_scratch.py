@@ -85,7 +85,7 @@ def main() -> None:
             raw = demo_config(crops, run_dir, weights, args.epochs, overrides)
             raw["data"].update(format="csv", train=f"train_{fraction}.csv", val="val.csv")
             started = time.perf_counter()
-            metrics = train(build_config(raw, source=label))
+            metrics = train(build_config(raw, source=label), force=True)
             seconds = time.perf_counter() - started
             row = {"fraction": fraction, "train_images": n_train, "run": label, "accuracy": metrics["accuracy"],
                    "macro_f1": metrics["macro_f1"], "seconds": round(seconds, 1)}

@@ -49,7 +49,7 @@ def main() -> None:
             "run": {"dir": str(args.out / f"unet_mobilenet_v2_{weights}")},
         }
         started = time.perf_counter()
-        metrics = train(build_config(raw, source=f"bench {weights}"))
+        metrics = train(build_config(raw, source=f"bench {weights}"), force=True)
         rows.append({"weights": weights, "mIoU": metrics["mIoU"], "pixel_accuracy": metrics["pixel_accuracy"],
                      "mDice": metrics["mDice"], "seconds": round(time.perf_counter() - started)})
         print(json.dumps(rows[-1]))

@@ -261,7 +261,7 @@ def _peak_gib(device: torch.device) -> float | None:
 
 
 def run_visiontl(w: Workload, cfg: Config) -> list[dict[str, Any]]:
-    train(cfg)
+    train(cfg, force=True)
     with open(Path(cfg.run.dir) / "log.csv", newline="") as f:
         log_rows = list(csv.DictReader(f))
     rows, elapsed = [], 0.0

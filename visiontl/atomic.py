@@ -12,6 +12,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from visiontl.errors import WriteError
+
+TMP_SUFFIX = ".tmp"
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -23,9 +27,14 @@ _FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone makes fi
 
 
 def atomic_write(path: Path, write: Any) -> None:
+    """Write `path` through `write(file)`; an OSError (disk full, no permission, ...) becomes a one-line
+    WriteError naming the file, and the previous version stays as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    except OSError as exc:
+        raise WriteError(f"{path}: cannot write ({exc.strerror or exc}); nothing was changed") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -33,9 +42,21 @@ def atomic_write(path: Path, write: Any) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            kept = "the previous version is intact" if path.exists() else "nothing was written"
+            raise WriteError(f"{path}: cannot write ({exc.strerror or exc}); {kept}") from None
         raise
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete what a kill in the middle of atomic_write left in `folder` (hidden `.name.*.tmp` files)."""
+    removed = 0
+    for tmp in Path(folder).glob(f".*{TMP_SUFFIX}"):
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -32,13 +32,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     dist.init(cfg.train.device)  # under torchrun: join the group before logging, so only rank 0 writes train.log
     if dist.is_main():
+        from visiontl.engine.resilience import prepare_run_dir
+
+        prepare_run_dir(Path(cfg.run.dir), args.resume, args.force)  # before train.log is opened in it
+        if args.force and not args.resume:
+            (Path(cfg.run.dir) / "train.log").unlink(missing_ok=True)
         _log_to_file(Path(cfg.run.dir) / "train.log")
     if dist.active():
         log.info("distributed: rank %d of %d, backend %s", dist.rank(), dist.world_size(), dist.backend())
         if not dist.is_main():
             log.setLevel(logging.WARNING)  # one copy of the epoch lines: rank 0's
     try:
-        metrics = train(cfg, resume=args.resume)
+        metrics = train(cfg, resume=args.resume, force=args.force)
     finally:
         dist.shutdown()
     if int(os.environ.get("RANK", "0")) != 0:  # the group is gone by now; the launcher's rank remains
@@ -311,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML config file")
     p.add_argument("overrides", nargs="*", help="key.path=value overrides")
     p.add_argument("--resume", action="store_true", help="continue from <run.dir>/checkpoints/last.pt")
+    p.add_argument("--force", action="store_true", help="replace the run already in run.dir (finished or not)")
     p.add_argument("--nproc", type=int, default=None, metavar="N", help="data-parallel training in N processes on "
                    "this machine: re-launches itself under torchrun (one per GPU; gloo on CPU); docs/distributed.md")
     p.set_defaults(func=cmd_train)
@@ -463,7 +469,8 @@ def _relaunch(args: argparse.Namespace) -> int:
     import subprocess
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-           "-m", "visiontl", "train", args.config, *args.overrides, *(["--resume"] if args.resume else [])]
+           "-m", "visiontl", "train", args.config, *args.overrides, *(["--resume"] if args.resume else []),
+           *(["--force"] if args.force else [])]
     return subprocess.call(cmd)
 
 

@@ -116,6 +116,9 @@ class DataConfig(_Strict):
     vflip: bool = _f(False, "random vertical flips too (microscopy, aerial images)")
     group_aspect_ratio: bool = _f(True, "detection, instance_segmentation: batch landscape images with landscape and "
                                   "portrait with portrait, so padding to the batch's largest image wastes little")
+    on_bad_image: Literal["error", "skip"] = _f(
+        "error", "an image that passes the header check but fails to decode mid-epoch: error stops training naming "
+        "it; skip trains on the next image instead and names it in a warning (validation always stops)")
     cache: bool = _f(False, "decode every image once, before training, and keep it in memory (small datasets whose "
                      "decoding is the bottleneck, e.g. PNGs; shared with forked workers)")
     cache_max_gb: float = _f(8.0, "data.cache: decoded bytes at most; images beyond it are decoded as usual", gt=0.0)
@@ -186,6 +189,8 @@ class TrainConfig(_Strict):
                              "classification accuracy)")
     monitor_mode: Literal["max", "min"] = _f("max", "whether a larger monitor value is better")
     early_stopping: EarlyStoppingConfig | None = _f(None, "stop when train.monitor stops improving ({patience, min_delta})")
+    checkpoint_every: int | None = _f(None, "also write last.pt every N optimizer steps inside an epoch, so a killed "
+                                      "run resumes from there (exactly, with train.deterministic on CPU)", gt=0)
     compile: bool = _f(False, "classification, segmentation: torch.compile the training forward and backward "
                        "(the first steps compile; pays off on long runs with fixed shapes)")
     log_every: int = _f(20, "optimizer steps between loss readings on the progress bar (each syncs the device)", gt=0)

@@ -133,7 +133,7 @@ def run_demo(out: Path, epochs: int | None = None) -> list[dict[str, Any]]:
         started = time.perf_counter()
         logging.getLogger("visiontl").setLevel(logging.WARNING)
         try:
-            metrics = train(cfg)
+            metrics = train(cfg, force=True)  # the demo is meant to be run again
         finally:
             logging.getLogger("visiontl").setLevel(logging.INFO)
         seconds = time.perf_counter() - started

@@ -41,3 +41,17 @@ class TrainingError(VisiontlError):
     """Training that cannot go on: a non-finite loss, the device out of memory. The last checkpoint is kept."""
 
     exit_code = 1
+
+
+class WriteError(VisiontlError):
+    """An output that could not be written (disk full, permissions); the previous version is kept."""
+
+    exit_code = 1
+
+
+class Interrupted(VisiontlError):
+    """SIGINT / SIGTERM during training: a checkpoint was written first, so --resume continues."""
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.exit_code = 128 + signal_number

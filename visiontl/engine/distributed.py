@@ -148,13 +148,17 @@ def sum_over_ranks(*values: float) -> list[float]:
     return t.tolist()
 
 
-def finite_everywhere(value: torch.Tensor) -> bool:
-    """True when `value` is finite on every rank (a host sync; under DDP also a collective): a rank whose
-    loss is NaN has sent NaN into everyone's averaged gradients, so all ranks must skip or stop together."""
-    finite = torch.isfinite(value).to(torch.int32)
+def step_flags(loss: torch.Tensor, stop_requested: bool) -> tuple[bool, bool]:
+    """(loss finite on every rank, a stop asked for on any rank): one host sync, and under DDP one small
+    collective. A rank whose loss is NaN has sent NaN into everyone's averaged gradients, so all ranks skip
+    or stop together; a signal that reached one rank stops all of them at the same step."""
+    flags = torch.stack([(~torch.isfinite(loss)).to(torch.int32), torch.tensor(int(stop_requested), device=loss.device)])
     if active():
-        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-    return bool(finite)
+        if dist.get_backend() == "nccl":
+            flags = flags.cuda()
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    bad, stop = flags.tolist()
+    return not bad, bool(stop)
 
 
 def from_main(obj: Any) -> Any:

@@ -18,7 +18,10 @@ import csv
 import io
 import logging
 import math
+import os
+import signal
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +33,22 @@ from visiontl.backbones import create_backbone
 from visiontl.config import Config, save_config
 from visiontl.data.sampling import EpochSampler, GroupedBatchSampler
 from visiontl.engine import distributed as dist
+from visiontl.atomic import remove_stale_temporaries
 from visiontl.engine.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
 from visiontl.engine.environment import Stopwatch, write_run_json
 from visiontl.engine.gallery import write_gallery
+from visiontl.engine.resilience import (
+    EpochProgress,
+    PlainBatches,
+    ResumableBatches,
+    SkipBadImages,
+    StopRequest,
+    prepare_run_dir,
+)
+from visiontl.engine.resilience import translated_worker_errors as _translated_worker_errors
 from visiontl.engine.schedule import lr_factor
 from visiontl.engine.seed import rng_state, seed_everything, set_rng_state, worker_init
-from visiontl.errors import CheckpointError, ConfigError, TrainingError
+from visiontl.errors import CheckpointError, ConfigError, Interrupted, TrainingError
 from visiontl.finetune import Phase, apply_phase, group_lrs, param_groups, phase_at, plan_phases, set_train_mode
 from visiontl.tasks import get_task
 
@@ -59,11 +72,15 @@ def autocast_for(device: torch.device, amp: bool) -> tuple[contextlib.AbstractCo
 
 
 def make_loader(dataset: Any, sampler: Any, batch_size: int, workers: int, collate: Any, device: torch.device,
-                groups: list[int] | None = None) -> DataLoader:
-    """`groups` (one id per dataset index) makes every batch come from one group: data.group_aspect_ratio."""
+                groups: list[int] | None = None, resumable: bool = False) -> DataLoader:
+    """`groups` (one id per dataset index) makes every batch come from one group: data.group_aspect_ratio.
+    `resumable` batches can skip the first batches of a pass (`loader.batch_sampler.skip`): a resumed epoch."""
     batching: dict[str, Any] = {"batch_size": batch_size, "sampler": sampler}
     if groups is not None and len(set(groups)) > 1:
         batching = {"batch_sampler": GroupedBatchSampler(sampler, groups, batch_size)}
+    if resumable:
+        batches = batching.get("batch_sampler") or PlainBatches(sampler, batch_size)
+        batching = {"batch_sampler": ResumableBatches(batches)}
     return DataLoader(
         dataset,
         **batching,
@@ -129,12 +146,16 @@ def _fmt(value: Any) -> Any:
     return f"{value:.6g}" if isinstance(value, float) else value
 
 
-def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
-    """Run `cfg` end to end and return the final val metrics."""
+def train(cfg: Config, resume: bool = False, force: bool = False) -> dict[str, Any]:
+    """Run `cfg` end to end and return the final val metrics. A run directory holding another run is
+    refused unless `resume` (continue it) or `force` (start over)."""
     watch = Stopwatch()
     run_dir = Path(cfg.run.dir)
     ckpt_dir = run_dir / "checkpoints"
     last_path = ckpt_dir / "last.pt"
+    if int(os.environ.get("RANK", "0")) == 0:
+        prepare_run_dir(run_dir, resume, force)
+        remove_stale_temporaries(ckpt_dir)  # what a kill during a checkpoint write left behind
     resumed = load_checkpoint(last_path) if resume else None
     if resume and resumed is None:
         raise CheckpointError(f"--resume: {last_path} not found")
@@ -196,7 +217,8 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     # Training is sharded across ranks; validation runs on rank 0 over the whole set (distributed.py says why).
     groups = train_set.aspect_groups() if cfg.data.group_aspect_ratio and hasattr(train_set, "aspect_groups") else None
     epoch_sampler = dist.shard(train_sampler)
-    train_loader = make_loader(train_set, epoch_sampler, t.batch_size, t.workers, task.collate, device, groups)
+    train_loader = make_loader(SkipBadImages(train_set) if cfg.data.on_bad_image == "skip" else train_set,
+                               epoch_sampler, t.batch_size, t.workers, task.collate, device, groups, resumable=True)
     val_loader = make_loader(val_set, val_sampler, t.batch_size, t.workers, task.collate, device)
     steps_per_epoch = math.ceil(len(train_loader) / t.accumulate)
 
@@ -209,6 +231,7 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     bad_epochs = 0
     csv_log = CsvLog(run_dir / "log.csv")
     ddp_model, ddp_phase = model, None  # the DDP wrapper, rebuilt when a phase changes what trains
+    progress = EpochProgress()
     if resumed is not None:
         model.load_state_dict(resumed["model"])
         optimizer.load_state_dict(resumed["optimizer"])
@@ -217,97 +240,120 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
         best, bad_epochs = dict(resumed["best"]), int(resumed["bad_epochs"])
         set_rng_state(resumed["rng"])
         csv_log = CsvLog.resume(run_dir / "log.csv", start_epoch)
-        log.info("resumed from %s at epoch %d, step %d", last_path, start_epoch, step)
+        if resumed.get("progress"):
+            progress = EpochProgress.from_state(resumed["progress"], resumed["rng"])
+            log.info("resumed from %s in epoch %d after %d batches, step %d", last_path, start_epoch + 1,
+                     progress.batches, step)
+        else:
+            log.info("resumed from %s at epoch %d, step %d", last_path, start_epoch, step)
 
     metrics: dict[str, Any] = dict(resumed.get("metrics", {})) if resumed is not None else {}
     monitor, sign = t.monitor, (1.0 if t.monitor_mode == "max" else -1.0)
-    for epoch in range(start_epoch, t.epochs):
-        if t.max_steps is not None and step >= t.max_steps:
-            break
-        phase = phase_at(phases, epoch)
-        trainable = apply_phase(model, backbone, phase, cfg.finetune.bn)
-        base_lrs = group_lrs(phase, optimizer.param_groups)
-        if epoch == phase.start_epoch or epoch == start_epoch:
-            log.info(
-                "phase %d (epochs %d-%d): %d of %d backbone stages train, %d trainable parameters",
-                phase.index + 1, phase.start_epoch + 1, phase.end_epoch, phase.trainable_stages,
-                backbone.num_stages, trainable,
+    with StopRequest() as stop:  # SIGINT / SIGTERM: finish the step, write last.pt, stop
+        for epoch in range(start_epoch, t.epochs):
+            if t.max_steps is not None and step >= t.max_steps:
+                break
+            if dist.step_flags(torch.zeros(()), stop.requested)[1] and epoch > start_epoch:
+                # the signal came during validation or the checkpoint: last.pt already holds this point
+                raise Interrupted(f"stopped by {signal.Signals(stop.signal or signal.SIGTERM).name} after epoch {epoch}: "
+                                  f"{last_path} written; add --resume to continue", stop.signal or signal.SIGTERM)
+            phase = phase_at(phases, epoch)
+            trainable = apply_phase(model, backbone, phase, cfg.finetune.bn)
+            base_lrs = group_lrs(phase, optimizer.param_groups)
+            if epoch == phase.start_epoch or epoch == start_epoch:
+                log.info(
+                    "phase %d (epochs %d-%d): %d of %d backbone stages train, %d trainable parameters",
+                    phase.index + 1, phase.start_epoch + 1, phase.end_epoch, phase.trainable_stages,
+                    backbone.num_stages, trainable,
+                )
+            set_train_mode(model, backbone, phase, cfg.finetune.bn)
+            if phase.index != ddp_phase:
+                # DDP fixes the parameters it syncs when it is built: a new wrapper for each phase's trainable set.
+                ddp_model, ddp_phase = dist.wrap(model, device), phase.index
+                if t.compile:  # compiled around DDP, as torch recommends; the plain `model` still evaluates and saves
+                    ddp_model = torch.compile(ddp_model)
+            epoch_sampler.set_epoch(epoch)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            started = time.perf_counter()
+
+            def checkpoint_state(**extra: Any) -> dict[str, Any]:
+                return {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                        "scheduler": {"step": step_now[0], "steps_per_epoch": steps_per_epoch}, "step": step_now[0],
+                        "phase": phase.index, "best": best, "bad_epochs": bad_epochs, "metrics": _scalars(metrics),
+                        "rng": rng_state(), **extra}
+
+            def save_progress(done: EpochProgress, at_step: int) -> None:
+                """A mid-epoch last.pt: `epoch` counts finished epochs; `progress` says how far this one got."""
+                step_now[0] = at_step
+                if main:
+                    save_checkpoint(last_path, checkpoint_dict(cfg, task, data, model, backbone,
+                                                               **checkpoint_state(epoch=epoch, progress=done.to_state())))
+
+            step_now = [step]
+            with _translated_worker_errors(cfg, step_now):
+                progress, step = _train_epoch(
+                    cfg, task, ddp_model, optimizer, scaler, autocast, train_loader, device, phase, base_lrs, epoch,
+                    step, steps_per_epoch, progress, stop, save_progress,
+                )
+            if progress.interrupted is not None:
+                save_progress(progress, step)
+                dist.barrier()
+                name = signal.Signals(progress.interrupted).name
+                raise Interrupted(f"stopped by {name} in epoch {epoch + 1} after {progress.batches} batches (step {step}): "
+                                  f"{last_path} written; add --resume to continue", progress.interrupted)
+            loss_sum, seen, skipped = float(progress.loss_total), progress.seen, progress.skipped
+            progress = EpochProgress()
+            loss_sum, seen = dist.sum_over_ranks(loss_sum, seen)  # the logged loss is the mean over all ranks
+            train_seconds = time.perf_counter() - started
+            if main:
+                metrics = task.evaluate(model, val_loader, device, classes, autocast)
+            # Every rank takes the same best.pt / early-stopping decisions from rank 0's numbers.
+            scalars = dist.from_main(_scalars(metrics) if main else None)
+            if not main:
+                metrics = scalars
+            seconds = time.perf_counter() - started
+
+            value = metrics.get(monitor)
+            if value is None:
+                raise ConfigError(f"train.monitor: {monitor!r} is not a val metric of this task; try one of {task.log_metrics}")
+            improved = best["value"] is None or sign * (value - best["value"]) > (
+                t.early_stopping.min_delta if t.early_stopping else 0.0
             )
-        set_train_mode(model, backbone, phase, cfg.finetune.bn)
-        if phase.index != ddp_phase:
-            # DDP fixes the parameters it syncs when it is built: a new wrapper for each phase's trainable set.
-            ddp_model, ddp_phase = dist.wrap(model, device), phase.index
-            if t.compile:  # compiled around DDP, as torch recommends; the plain `model` still evaluates and saves
-                ddp_model = torch.compile(ddp_model)
-        epoch_sampler.set_epoch(epoch)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        started = time.perf_counter()
-        loss_sum, seen, step, skipped = _train_epoch(
-            cfg, task, ddp_model, optimizer, scaler, autocast, train_loader, device, phase, base_lrs, epoch,
-            step, steps_per_epoch,
-        )
-        loss_sum, seen = dist.sum_over_ranks(loss_sum, seen)  # the logged loss is the mean over all ranks
-        train_seconds = time.perf_counter() - started
-        if main:
-            metrics = task.evaluate(model, val_loader, device, classes, autocast)
-        # Every rank takes the same best.pt / early-stopping decisions from rank 0's numbers.
-        scalars = dist.from_main(_scalars(metrics) if main else None)
-        if not main:
-            metrics = scalars
-        seconds = time.perf_counter() - started
-
-        value = metrics.get(monitor)
-        if value is None:
-            raise ConfigError(f"train.monitor: {monitor!r} is not a val metric of this task; try one of {task.log_metrics}")
-        improved = best["value"] is None or sign * (value - best["value"]) > (
-            t.early_stopping.min_delta if t.early_stopping else 0.0
-        )
-        if improved:
-            best, bad_epochs = {"value": value, "epoch": epoch + 1}, 0
-        else:
-            bad_epochs += 1
-
-        row = {"epoch": epoch + 1, "phase": phase.index + 1, "trainable_params": trainable}
-        row.update({f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups})
-        row.update(train_loss=loss_sum / max(1, seen), val_loss=metrics.get("loss", ""))
-        row.update({k: metrics[k] for k in task.log_metrics})
-        row.update(seconds=seconds, train_seconds=train_seconds, img_per_s=seen / max(train_seconds, 1e-9))
-        if t.skip_nonfinite:
-            row["skipped_steps"] = skipped
-        if device.type == "cuda":
-            row["gpu_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-        if main:
-            csv_log.append({k: _fmt(v) for k, v in row.items()})
-        log.info(
-            "epoch %d/%d  train_loss %.4f  %s%s  %.0f img/s  %.1fs%s",
-            epoch + 1, t.epochs, row["train_loss"], f"val_loss {metrics['loss']:.4f}  " if "loss" in metrics else "",
-            "  ".join(f"{k} {metrics[k]:.4f}" for k in task.log_metrics), row["img_per_s"], seconds,
-            _memory_note(device),
-        )
-
-        state = {
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(),
-            "scheduler": {"step": step, "steps_per_epoch": steps_per_epoch},
-            "epoch": epoch + 1,
-            "step": step,
-            "phase": phase.index,
-            "best": best,
-            "bad_epochs": bad_epochs,
-            "metrics": _scalars(metrics),
-            "rng": rng_state(),
-        }
-        if main:
-            ckpt = checkpoint_dict(cfg, task, data, model, backbone, **state)
             if improved:
-                save_checkpoint(ckpt_dir / "best.pt", ckpt)
-            save_checkpoint(last_path, ckpt)
-        if t.early_stopping and bad_epochs >= t.early_stopping.patience:
-            log.info("early stopping: %s has not improved for %d epochs (best %.4f at epoch %d)",
-                     monitor, bad_epochs, best["value"], best["epoch"])
-            break
+                best, bad_epochs = {"value": value, "epoch": epoch + 1}, 0
+            else:
+                bad_epochs += 1
 
+            row = {"epoch": epoch + 1, "phase": phase.index + 1, "trainable_params": trainable}
+            row.update({f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups})
+            row.update(train_loss=loss_sum / max(1, seen), val_loss=metrics.get("loss", ""))
+            row.update({k: metrics[k] for k in task.log_metrics})
+            row.update(seconds=seconds, train_seconds=train_seconds, img_per_s=seen / max(train_seconds, 1e-9))
+            if t.skip_nonfinite:
+                row["skipped_steps"] = skipped
+            if device.type == "cuda":
+                row["gpu_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+            if main:
+                csv_log.append({k: _fmt(v) for k, v in row.items()})
+            log.info(
+                "epoch %d/%d  train_loss %.4f  %s%s  %.0f img/s  %.1fs%s",
+                epoch + 1, t.epochs, row["train_loss"], f"val_loss {metrics['loss']:.4f}  " if "loss" in metrics else "",
+                "  ".join(f"{k} {metrics[k]:.4f}" for k in task.log_metrics), row["img_per_s"], seconds,
+                _memory_note(device),
+            )
+
+            step_now[0] = step
+            state = checkpoint_state(epoch=epoch + 1)
+            if main:
+                ckpt = checkpoint_dict(cfg, task, data, model, backbone, **state)
+                if improved:
+                    save_checkpoint(ckpt_dir / "best.pt", ckpt)
+                save_checkpoint(last_path, ckpt)
+            if t.early_stopping and bad_epochs >= t.early_stopping.patience:
+                log.info("early stopping: %s has not improved for %d epochs (best %.4f at epoch %d)",
+                         monitor, bad_epochs, best["value"], best["epoch"])
+                break
     final = {**metrics, "best": {monitor: best["value"], "epoch": best["epoch"]}}
     dist.write_test_digest(model)
     if main:
@@ -317,6 +363,8 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     dist.barrier()  # no rank leaves (and tears the group down) before rank 0 has written the run
     dist.shutdown()
     return final
+
+
 
 
 def write_run_report(folder: Path) -> None:
@@ -361,24 +409,39 @@ def write_metrics(folder: Path, metrics: dict[str, Any]) -> None:
 def _train_epoch(
     cfg: Config, task: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: Any,
     autocast: contextlib.AbstractContextManager, loader: DataLoader, device: torch.device, phase: Phase,
-    base_lrs: dict[str, float], epoch: int, step: int, steps_per_epoch: int,
-) -> tuple[float, int, int, int]:
-    """One pass over `loader`; returns (summed loss, images seen, global step after the epoch, optimizer steps
-    skipped for a non-finite loss)."""
+    base_lrs: dict[str, float], epoch: int, step: int, steps_per_epoch: int, progress: EpochProgress,
+    stop: StopRequest, save_progress: Callable[[EpochProgress, int], None],
+) -> tuple[EpochProgress, int]:
+    """One pass over `loader`, from where `progress` says the epoch stands (a resumed half-epoch skips the
+    batches already trained on); returns the epoch's progress (finished, or interrupted by a signal) and the
+    global step after it."""
     from tqdm.auto import tqdm
 
     t = cfg.train
     phase_first_step = phase.start_epoch * steps_per_epoch
     phase_steps = phase.epochs * steps_per_epoch
     trainable = [p for p in model.parameters() if p.requires_grad]
-    loss_total = torch.zeros((), device=device)
+    loss_total = progress.loss_total.to(device)
     step_loss = torch.zeros((), device=device)  # summed over the micro-batches of the optimizer step in hand
     step_keys: list[Any] = []
-    seen, step_seen, micro, skipped = 0, 0, 0, 0
+    seen, step_seen, micro, skipped = progress.seen, 0, progress.batches, progress.skipped
     optimizer.zero_grad(set_to_none=True)
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not t.progress, leave=False, mininterval=1.0)
+    loader.batch_sampler.skip = progress.batches
     n_batches = len(loader)
-    for i, batch in enumerate(bar):
+    batches = iter(loader)
+    if progress.rng is not None:
+        # Making the iterator draws from the global RNG; the uninterrupted run drew it before these batches.
+        set_rng_state(progress.rng)
+    bar = tqdm(batches, total=n_batches, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not t.progress, leave=False,
+               mininterval=1.0)
+
+    def done(interrupted: int | None = None) -> EpochProgress:
+        return EpochProgress(micro_at_step[0], loss_total, seen, skipped, interrupted)
+
+    micro_at_step = [micro]
+    stop_now, consumed = False, 0
+    for i, batch in enumerate(_until_stopped(bar, stop)):
+        consumed = i + 1
         micro += 1
         last_micro = micro % t.accumulate == 0 or i + 1 == n_batches
         # Under DDP, gradients are all-reduced once per optimizer step: not on the micro-steps before it.
@@ -391,34 +454,54 @@ def _train_epoch(
         step_keys += list(batch[-1])  # what names the images (index or image id), for the message below
         if not last_micro:
             continue
-        # The one host sync per optimizer step: a non-finite loss must not reach the weights.
-        if not dist.finite_everywhere(step_loss):
+        # The one host sync per optimizer step (a collective under DDP): a non-finite loss must not reach the
+        # weights, and every rank must stop at the same step when a signal asks for it.
+        finite, stop_now = dist.step_flags(step_loss, stop.requested)
+        if finite:
+            loss_total += step_loss
+            seen += step_seen
+            factor = lr_factor(t, step - phase_first_step, phase_steps, epoch - phase.start_epoch)
+            for g in optimizer.param_groups:
+                g["lr"] = base_lrs[g["name"]] * factor
+            if t.clip_grad is not None:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(trainable, t.clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
             skipped += _nonfinite(cfg, loader.dataset, step_keys, step_loss, step + 1, epoch)
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            step_loss, step_seen, step_keys = torch.zeros((), device=device), 0, []
-            if t.max_steps is not None and step >= t.max_steps:
-                break
-            continue
-        loss_total += step_loss
-        seen += step_seen
-        step_loss, step_seen, step_keys = torch.zeros((), device=device), 0, []
-        factor = lr_factor(t, step - phase_first_step, phase_steps, epoch - phase.start_epoch)
-        for g in optimizer.param_groups:
-            g["lr"] = base_lrs[g["name"]] * factor
-        if t.clip_grad is not None:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(trainable, t.clip_grad)
-        scaler.step(optimizer)
-        scaler.update()
         optimizer.zero_grad(set_to_none=True)
+        step_loss, step_seen, step_keys = torch.zeros((), device=device), 0, []
         step += 1
+        micro_at_step[0] = micro
+        if stop_now:
+            break
         if step % t.log_every == 0 and t.progress:
             bar.set_postfix(loss=f"{loss_total.item() / max(1, seen):.4f}")
         if t.max_steps is not None and step >= t.max_steps:
             break
+        if t.checkpoint_every and step % t.checkpoint_every == 0 and i + 1 < n_batches:
+            save_progress(done(), step)
     bar.close()
-    return float(loss_total), seen, step, skipped
+    if stop.requested and (stop_now or consumed < n_batches):
+        return done(stop.signal), step
+    return done(), step
+
+
+def _until_stopped(batches: Any, stop: StopRequest) -> Iterator[Any]:
+    """The loader's batches; when a signal has arrived and the workers died of it too (Ctrl-C reaches the
+    whole process group), the epoch ends there instead of failing on the dead workers."""
+    iterator = iter(batches)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except RuntimeError:
+            if stop.requested:
+                return
+            raise
+        yield batch
 
 
 def _nonfinite(cfg: Config, dataset: Any, keys: list[Any], loss: torch.Tensor, step: int, epoch: int) -> int:
