@@ -151,6 +151,18 @@ def labelme_absolute_outside(tmp: Path) -> Path:
     return folder
 
 
+def labelme_mask_bomb(tmp: Path) -> Path:
+    """A labelme mask shape whose base64 PNG is the 20000x20000 header of images/."""
+    import base64
+
+    folder = labelme(tmp, "good")
+    doc = json.loads((folder / "good.json").read_text())
+    bomb = base64.b64encode((IMAGES / "bomb_20000x20000.png").read_bytes()).decode("ascii")
+    doc["shapes"] = [{"label": "cell", "points": [[4, 4], [14, 12]], "shape_type": "mask", "mask": bomb}]
+    (folder / "good.json").write_text(json.dumps(doc))
+    return folder
+
+
 def masks(tmp: Path, mask: str, image: str = "good.png") -> Path:
     """A masks dataset: images/{train,val}/a.png + masks/{train,val}/a.png (tests/corpus/masks/<mask>.png)."""
     for split in ("train", "val"):

@@ -107,7 +107,7 @@ def run(case: Case, tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.C
 
 
 def det(fmt: str, split: str, images: str | None = None, task: str = "detection") -> Callable[[Path], Path]:
-    """A detection (or instance segmentation) config training on the split `split` of the dataset in tmp."""
+    """A detection (instance, semantic segmentation) config training on the split `split` of the data in tmp."""
     def make(tmp: Path) -> Path:
         data = {"format": fmt, "train": split, "val": split, **({"images": images} if images else {})}
         return cb.config(tmp, task, data)
@@ -515,6 +515,8 @@ CASES = [
          labelme_check("size_mismatch")),
     Case("labelme_size_mismatch", "train", "exit2", "good.json: imageWidth x imageHeight 64x48 differs",
          labelme_train("size_mismatch")),
+    Case("labelme_mask_decompression_bomb", "check", "exit1", "shape 1 ('cell'): 'mask': 20000x20000 pixels, more "
+         "than visiontl reads", lambda tmp: cb.check(cb.labelme_mask_bomb(tmp), "labelme")),
     Case("labelme_foreign_absolute_image_path", "check", "ok", "0 error(s)",
          labelme_check("image_path_foreign_absolute")),
     Case("labelme_absolute_image_path_outside", "train", "ok", "", labelme_absolute_outside, verify=beside_the_json),
@@ -525,6 +527,8 @@ CASES = [
     Case("mask_not_an_image", "train", "exit2", "a.png: cannot decode mask", masks_train("not_an_image.jpg")),
     Case("mask_truncated_image", "train", "exit2", "a.png: cannot decode image", masks_train("ids", "truncated.jpg")),
     Case("mask_palette_png", "train", "ok", "", masks_train("palette_ids"), verify=lambda r: r.model_built),
+    Case("coco_size_mismatch_semantic", "train", "exit2", "good.png: image is 32x24 but", coco_train(
+        "size_mismatch", "segmentation")),
     # --- classification: image folders and CSV lists ----------------------------------------------------
     Case("imagefolder_class_without_images", "train", "exit2", "train: class 'b' has no images",
          imagefolder_train({"a": ["good.png"], "b": []})),
