@@ -28,6 +28,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 import shutil
 import warnings
 import xml.etree.ElementTree as ET
@@ -188,7 +189,7 @@ def write_voc(aset: AnnotationSet, root: Path, split: str = "train", copy_images
     reads it back.
 
     - `Annotations/<id>.xml` per image, where the id is the file name without its extension ("/" of a
-      sub-folder becomes "_"); `<filename>` is the file name itself, relative to `JPEGImages/`, where the
+      sub-folder and whitespace become "_": the lists are whitespace-separated); `<filename>` is the file name itself, relative to `JPEGImages/`, where the
       images are copied when `copy_images` (a missing source image is a lost line);
     - the box is written as `xmin = x, ymin = y, xmax = x + w, ymax = y + h`, plain pixel positions (the
       reader's convention, no +1), integers without a decimal point and other values as the shortest
@@ -297,7 +298,8 @@ def _stems(aset: AnnotationSet, ann_dir: Path) -> dict[int, str]:
     owner: dict[str, str] = {}
     for img in aset.images:
         rel = relative_file(img.file_name, f"{aset.report.source}: image {img.id}")
-        stem = rel.with_suffix("").as_posix().replace("/", "_") if rel.suffix else rel.as_posix().replace("/", "_")
+        stem = rel.with_suffix("").as_posix() if rel.suffix else rel.as_posix()
+        stem = re.sub(r"[/\s]", "_", stem)  # ImageSets lists are whitespace-separated: an id holds no space
         if stem in owner:
             raise DataError(f"{ann_dir / stem}.xml: images {owner[stem]!r} and {img.file_name!r} would both be "
                             f"VOC id {stem!r} (the file name without its extension)")
