@@ -527,7 +527,7 @@ CASES = [
     Case("mask_not_an_image", "train", "exit2", "a.png: cannot decode mask", masks_train("not_an_image.jpg")),
     Case("mask_truncated_image", "train", "exit2", "a.png: cannot decode image", masks_train("ids", "truncated.jpg")),
     Case("mask_palette_png", "train", "ok", "", masks_train("palette_ids"), verify=lambda r: r.model_built),
-    Case("coco_size_mismatch_semantic", "train", "exit2", "good.png: image is 32x24 but", coco_train(
+    Case("semantic_coco_size_mismatch", "train", "exit2", "good.png: image is 32x24 but", coco_train(
         "size_mismatch", "segmentation")),
     # --- classification: image folders and CSV lists ----------------------------------------------------
     Case("imagefolder_class_without_images", "train", "exit2", "train: class 'b' has no images",
@@ -557,10 +557,17 @@ CASES = [
 ]
 
 
-def test_the_corpus_has_every_kind_once() -> None:
+def test_the_corpus_has_every_kind_once_and_the_docs_list_it() -> None:
     ids = [c.id for c in CASES]
     assert len(ids) == len(set(ids))
     assert len({c.name for c in CASES}) >= 30
+    table = (Path(__file__).resolve().parents[1] / "docs" / "reliability.md").read_text(encoding="utf-8")
+    rows = {line.split("|")[1].strip(" `"): line.split("|")[2] for line in table.splitlines()
+            if line.startswith("| `")}
+    words = {"ok": "handled", "exit1": "exit 1", "exit2": "exit 2"}
+    for c in CASES:
+        assert f"{c.entry}: {words[c.outcome]}" in rows.get(c.name, ""), f"docs/reliability.md: no row for {c.id}"
+    assert set(rows) == {c.name for c in CASES}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
