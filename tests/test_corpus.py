@@ -89,6 +89,7 @@ def run(case: Case, tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.C
         monkeypatch.setattr(trainer, "create_backbone", create_backbone)
     logger = logging.getLogger("visiontl")
     saved = logger.handlers[:], logger.propagate, logger.level
+    logger.handlers[:] = []  # main() logs to this test's stdout, whatever earlier tests installed
     reached = False
     try:
         code = main(argv)

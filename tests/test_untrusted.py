@@ -57,6 +57,7 @@ def _cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]
     capsys.readouterr()
     logger = logging.getLogger("visiontl")
     saved = logger.handlers[:], logger.propagate, logger.level
+    logger.handlers[:] = []  # main() logs to this test's stdout, whatever earlier tests installed
     try:
         code = main(argv)
     finally:
