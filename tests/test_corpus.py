@@ -17,6 +17,7 @@ corpus with its outcomes; docs/reliability.md has the same table.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -613,3 +614,19 @@ def test_reference_files_read_cleanly(case: Case, tmp_path: Path, monkeypatch: p
                                       capsys: pytest.CaptureFixture) -> None:
     r = run(case, tmp_path, monkeypatch, capsys)
     assert r.code == 0 and case.message in r.out, r.out
+
+
+@pytest.mark.parametrize("name", ["image_non_utf8_file_name_truncated-check-exit1", "coco_width_string-convert-exit2"])
+def test_a_real_process_prints_the_line_and_no_traceback(name: str, tmp_path: Path) -> None:
+    """The same cases as a user runs them: a real process whose stdout is strict UTF-8 (a C.UTF-8 locale),
+    where printing a non-UTF-8 file name used to end in a UnicodeEncodeError traceback."""
+    import subprocess
+    import sys
+
+    case = next(c for c in CASES if c.id == name)
+    env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
+    done = subprocess.run([sys.executable, "-m", "visiontl", *case.build(tmp_path)], capture_output=True, cwd=tmp_path,
+                          env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}, timeout=300)
+    out, err = done.stdout.decode("utf-8", "replace"), done.stderr.decode("utf-8", "replace")
+    assert done.returncode == int(case.outcome[-1]) and "Traceback" not in err, (out, err)
+    assert case.message in (out if case.outcome == "exit1" else err), (out, err)
