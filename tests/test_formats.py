@@ -46,7 +46,7 @@ def _coco() -> dict:
              "segmentation": [[1, 2, 11, 2, 11, 7]]},
             {"id": 5, "image_id": 7, "category_id": 17, "bbox": [4.5, 3, 6, 8]},  # no iscrowd, area, segmentation
             {"id": 3, "image_id": 7, "category_id": 5, "bbox": [0, 0, 32, 24], "iscrowd": 1, "area": 600,
-             "segmentation": {"size": [24, 32], "counts": "abc"}},
+             "segmentation": {"size": [24, 32], "counts": "0Ph0"}},
         ],
         "categories": [
             {"id": 0, "name": "cat", "supercategory": "animal"},
@@ -71,7 +71,7 @@ def test_coco_keeps_ids_attributes_and_empty_images(tmp_path: Path) -> None:
     assert aset.instances == [
         Instance(0, 0, 0, (1.0, 2.0, 10.0, 5.0), False, [[1, 2, 11, 2, 11, 7]], 40.5),
         Instance(5, 7, 17, (4.5, 3.0, 6.0, 8.0), False, None, None),
-        Instance(3, 7, 5, (0.0, 0.0, 32.0, 24.0), True, {"size": [24, 32], "counts": "abc"}, 600.0),
+        Instance(3, 7, 5, (0.0, 0.0, 32.0, 24.0), True, {"size": [24, 32], "counts": "0Ph0"}, 600.0),
     ]
     assert aset.by_image()[9] == []
     assert aset.report.clipped == 0 and aset.report.dropped == []
@@ -175,6 +175,7 @@ def test_coco_image_folder_defaults_to_json_folder_and_size_comes_from_header(tm
     assert read_coco(json_path).image_root == tmp_path  # nothing found: a later check names a.jpg
     del data["images"][1]["width"]
     data["images"][1]["height"] = 0
+    del data["annotations"][2]["segmentation"]  # a 24x32 RLE: the image is read as 40x30 below
     _write_json(json_path, data)
     _image(tmp_path / "images" / "sub" / "b.jpg", (40, 30))
     with pytest.raises(DataError, match=r"sub/b\.jpg: image file not found$"):

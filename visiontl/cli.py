@@ -210,7 +210,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     try:
         aset = _read_source(args, collected)
     except VisiontlError as exc:  # a file the reader cannot get past: that is the problem to report
-        problems = [Problem("error", str(exc))]
+        problems = [Problem("error", line) for line in collected] + [Problem("error", str(exc))]
     else:
         problems = [Problem("error", line) for line in collected]
         problems += check_annotations(aset, decode=not args.headers_only, progress=True)
@@ -482,6 +482,10 @@ def _log_to_file(path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):
+        # A file name that is not valid UTF-8 (Linux allows any bytes) must print, not end in a traceback.
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     if not log.handlers:
         handler = logging.StreamHandler(sys.stdout)

@@ -7,6 +7,7 @@ invent their own defaults. Every model forbids unknown keys, so a typo is an err
 from __future__ import annotations
 
 import difflib
+import reprlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticUndefined
 
+from visiontl import safe_yaml
 from visiontl.errors import ConfigError
 
 Task = Literal["classification", "detection", "segmentation", "instance_segmentation"]
@@ -266,7 +268,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key.strip():
         raise ConfigError(f"override {text!r} is not of the form key.path=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = safe_yaml.load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     return key.strip().split("."), value
@@ -292,7 +294,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = safe_yaml.load(path.read_text(encoding="utf-8"))
+    except safe_yaml.YamlRefused as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"{path}: not valid YAML ({first})") from None
@@ -348,6 +352,10 @@ def _first_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+_SHORT_REPR = reprlib.Repr()  # a bounded repr: the value in an error message may be huge (or alias-shared)
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxdict, _SHORT_REPR.maxstring = 2, 6, 6, 60
+
+
 def describe_validation_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in ("function-after", "function-before")))
@@ -363,7 +371,7 @@ def describe_validation_error(exc: ValidationError) -> str:
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     if "input" in err and kind not in ("missing", "value_error") and not isinstance(err["input"], dict):
-        msg = f"{msg} (got {err['input']!r})"
+        msg = f"{msg} (got {_SHORT_REPR.repr(err['input'])})"
     return f"{key}: {msg}" if key else msg
 
 

@@ -508,6 +508,8 @@ class _Handler(BaseHTTPRequestHandler):
         except json.JSONDecodeError as exc:
             raise BadRequest(f"the request body is not valid JSON ({exc.msg} at line {exc.lineno} column "
                              f"{exc.colno})") from None
+        except RecursionError:
+            raise BadRequest("the request body is not valid JSON (nested too deeply)") from None
         if not isinstance(body, dict):
             raise BadRequest(f"the request body is JSON {type(body).__name__}, not an object")
         return body

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from visiontl import safe_torch
 from visiontl.backbones.registry import BackboneSpec, WeightsFile, get_spec, list_backbones
 from visiontl.errors import WeightsError
 
@@ -214,10 +215,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except Exception as exc:
             raise WeightsError(f"{path}: not a readable safetensors file ({_one_line(exc)})") from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(f"{path}: not a readable weights file, or it holds more than tensors ({_one_line(exc)})") from None
+    obj = safe_torch.load(path, WeightsError, "weights file")
     if isinstance(obj, dict) and "backbone_prefix" in obj and isinstance(obj.get("model"), dict):
         prefix = obj["backbone_prefix"]
         return {k[len(prefix) :]: v for k, v in obj["model"].items() if k.startswith(prefix)}

@@ -134,6 +134,18 @@ class AnnotationSet:
                 raise DataError(f"{where} ({images[inst.image_id].file_name}): box {list(inst.bbox)} is not 4 finite numbers")
 
 
+def check_text_names(aset: AnnotationSet, fmt: str) -> None:
+    """Before a writer writes: every image file name can be written as text. A file name that is not valid
+    UTF-8 (Linux allows any bytes; Python reads them as lone surrogates) reads and trains fine, but no JSON,
+    XML or YAML file can hold it, so writing stops here, naming the image."""
+    for img in aset.images:
+        try:
+            img.file_name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DataError(f"{aset.report.source}: image {img.id}: file name {img.file_name!r} is not valid UTF-8, "
+                            f"which a {fmt} file cannot hold; rename the file") from None
+
+
 def _unique(ids: list[int], what: str, key: str) -> None:
     seen: set[int] = set()
     for i in ids:

@@ -62,9 +62,7 @@ def check_annotations(aset: AnnotationSet, decode: bool = True, progress: bool =
 
 
 def _check_image(path: Path, width: int, height: int, decode: bool) -> list[Problem]:
-    from PIL import Image
-
-    from visiontl.data.images import check_image
+    from visiontl.data.images import check_image, decode_problem
 
     try:
         actual = check_image(path)
@@ -73,12 +71,9 @@ def _check_image(path: Path, width: int, height: int, decode: bool) -> list[Prob
     out = []
     if (width, height) != actual:
         out.append(Problem("error", f"{path}: the annotation says {width}x{height}, the image is {actual[0]}x{actual[1]}"))
-    if decode:
-        try:
-            with Image.open(path) as im:
-                im.load()  # decodes every byte: a truncated file fails here, not at training time
-        except (OSError, ValueError, SyntaxError) as exc:
-            out.append(Problem("error", f"{path}: cannot be decoded ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"))
+    reason = decode_problem(path) if decode else None  # a truncated file fails here, not at training time
+    if reason is not None:
+        out.append(Problem("error", f"{path}: cannot be decoded ({reason})"))
     return out
 
 
@@ -103,34 +98,24 @@ def _check_instance(inst: Instance, width: int, height: int, where: str) -> list
             elif not all(isinstance(v, (int, float)) and math.isfinite(v) for v in poly):
                 out.append(Problem("error", f"{where}: polygon {k} has a coordinate that is not a finite number"))
     elif isinstance(seg, dict):
-        size = seg.get("size")
-        if list(size or []) != [height, width]:
-            out.append(Problem("error", f"{where}: mask size {size} differs from the image's [{height}, {width}]"))
-        else:
-            out += _check_rle(seg, where)
+        from visiontl.data.masks import rle_problem
+
+        problem = rle_problem(seg, height, width)
+        if problem is not None:
+            out.append(Problem("error", f"{where}: {problem}"))
     return out
 
 
-def _check_rle(seg: dict, where: str) -> list[Problem]:
-    """An RLE whose runs do not add up to height x width is corrupt (pycocotools would read past it)."""
-    counts = seg.get("counts")
-    h, w = seg["size"]
-    if isinstance(counts, list):
-        if not all(isinstance(c, int) and c >= 0 for c in counts) or sum(counts) != h * w:
-            return [Problem("error", f"{where}: RLE counts add up to {sum(c for c in counts if isinstance(c, int))} "
-                                     f"pixels, not {h}x{w} = {h * w}")]
-        return []
-    if not isinstance(counts, (str, bytes)):
-        return [Problem("error", f"{where}: RLE counts are neither a list nor a string")]
-    from pycocotools import mask as mask_utils
+def check_images(aset: AnnotationSet) -> None:
+    """Before training: every image decodes in full and has the size its annotation says (boxes and masks
+    are in those pixels). Raises DataError on the first problem, in one line."""
+    from visiontl.data.images import verify_images
 
-    try:
-        area = int(mask_utils.area({"size": [h, w], "counts": counts if isinstance(counts, bytes) else counts.encode()}))
-    except Exception as exc:  # noqa: BLE001 (pycocotools raises bare errors on corrupt strings)
-        return [Problem("error", f"{where}: RLE counts cannot be decoded ({type(exc).__name__})")]
-    if area > h * w:
-        return [Problem("error", f"{where}: RLE covers {area} pixels of a {h}x{w} image")]
-    return []
+    sizes = verify_images([aset.image_path(img) for img in aset.images])
+    for img, size in zip(aset.images, sizes):
+        if size != (img.width, img.height):
+            raise DataError(f"{aset.image_path(img)}: image is {size[0]}x{size[1]} but {aset.report.source} says "
+                            f"{img.width}x{img.height} (image id {img.id})")
 
 
 def summarize(problems: list[Problem]) -> str:

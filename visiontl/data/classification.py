@@ -7,6 +7,7 @@ empty classes, files that are not readable images. Each problem is one line nami
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from torch.utils.data import Dataset
 
 from visiontl.config import DataConfig
 from visiontl.data import dataset_root
-from visiontl.data.images import check_image, is_image_file, read_image
+from visiontl.data.images import is_image_file, read_image, verify_images
 from visiontl.data.sampling import split_item
 from visiontl.errors import DataError
 
@@ -59,8 +60,13 @@ def load_split(data: DataConfig, split: str, classes: list[str]) -> list[Sample]
     samples = _imagefolder(path, index) if data.format == "imagefolder" else _csv(path, data.root, index)
     if not samples:
         raise DataError(f"{path}: no images found for split {split!r}")
-    for s in samples:
-        check_image(s.path)
+    if split == "train":
+        counts = class_counts(samples, len(classes))
+        empty = [name for name, n in zip(classes, counts) if not n]
+        if empty:  # a class never seen in training cannot be learned: say so now, not after the run
+            more = f" (nor {', '.join(map(repr, empty[1:]))})" if len(empty) > 1 else ""
+            raise DataError(f"{path}: class {empty[0]!r} has no images{more}")
+    verify_images([s.path for s in samples])  # decoded in full: a truncated file stops here, not mid-training
     return samples
 
 
@@ -79,8 +85,12 @@ def _imagefolder(path: Path, index: dict[str, int]) -> list[Sample]:
 def _read_csv_rows(path: Path) -> list[tuple[str, str, int]]:
     if not path.is_file():
         raise DataError(f"{path}: CSV list not found (data.format csv wants a file with columns path,label)")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
         if reader.fieldnames is None or not {"path", "label"} <= set(reader.fieldnames):
             raise DataError(f"{path}: the header must name the columns 'path' and 'label', got {reader.fieldnames}")
         rows = []
@@ -88,6 +98,8 @@ def _read_csv_rows(path: Path) -> list[tuple[str, str, int]]:
             if not row["path"] or not row["label"]:
                 raise DataError(f"{path}:{line}: empty path or label")
             rows.append((row["path"].strip(), row["label"].strip(), line))
+    except csv.Error as exc:  # a NUL byte, an unclosed quote at the end of the file
+        raise DataError(f"{path}:{reader.line_num}: not a CSV row ({exc})") from None
     return rows
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from visiontl import safe_torch
 from visiontl.atomic import atomic_write, atomic_write_bytes, atomic_write_json, atomic_write_text
 from visiontl.errors import CheckpointError
 
@@ -23,11 +24,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path}: not a readable visiontl checkpoint ({first})") from None
+    ckpt = safe_torch.load(path, CheckpointError, "visiontl checkpoint")
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"{path}: not a visiontl checkpoint (no 'model' and 'config' entries)")
     return ckpt

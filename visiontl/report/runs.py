@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from visiontl import safe_yaml
 from visiontl.errors import DataError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -122,7 +123,7 @@ def _read_json(path: Path, kind: type) -> Any:
 
 def _read_yaml_mapping(path: Path) -> dict[str, Any]:
     try:
-        value = yaml.safe_load(path.read_text(encoding="utf-8"))
+        value = safe_yaml.load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise DataError(f"{path}: not readable YAML ({_first_line(exc)})") from None
     if not isinstance(value, dict):

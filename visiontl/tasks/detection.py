@@ -26,7 +26,7 @@ from visiontl.data.detection import (
     pipeline_ops,
     preset_ops,
 )
-from visiontl.data.images import check_image
+from visiontl.data.check import check_images
 from visiontl.errors import CheckpointError, DataError
 from visiontl.evaluation.coco import evaluate_coco
 from visiontl.evaluation.detection_confusion import detection_confusion
@@ -71,16 +71,6 @@ def read_split(cfg: Config, split: str, classes: list[str] | None) -> Annotation
     if d.format == "voc":
         return read_voc(root, name, classes=classes)
     return read_annotations(d.format, root, name, d.images)
-
-
-def check_images(aset: AnnotationSet) -> None:
-    """Every image readable and of the size its annotation says (boxes are in those pixels)."""
-    for img in aset.images:
-        path = aset.image_path(img)
-        size = check_image(path)
-        if size != (img.width, img.height):
-            raise DataError(f"{path}: image is {size[0]}x{size[1]} but {aset.report.source} says "
-                            f"{img.width}x{img.height} (image id {img.id})")
 
 
 # Formats whose category ids are made up by the reader (from names), so two splits' ids need not agree.

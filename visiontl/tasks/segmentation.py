@@ -61,9 +61,13 @@ class SegmentationTask:
         if d.format == "coco":
             from visiontl.data.formats import read_annotations
 
+            from visiontl.data.check import check_images
+
             train = read_annotations("coco", root, d.train, d.images)
             val = read_annotations("coco", root, d.val, d.images)
             label_map = LabelMap.from_set(train)
+            check_images(train)  # masks are painted in the annotation's pixels: the sizes must agree
+            check_images(val)
             return SegmentationData(["background", *label_map.names], d.ignore_index, train, val, label_map)
         if not d.classes:
             raise ConfigError("data.classes: name the classes of a masks dataset, in class-id order")

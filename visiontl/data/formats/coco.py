@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from visiontl.data.annotations import (AnnotationSet, Category, ImageRecord, Instance, ReadReport, WriteReport,
-                                       sanitize_boxes)
+                                       check_text_names, sanitize_boxes)
 from visiontl.data.images import check_image
+from visiontl.data.masks import rle_problem
 from visiontl.atomic import atomic_write_json
-from visiontl.data.formats.common import is_number, read_json
+from visiontl.data.formats.common import is_number, read_json, relative_name
 from visiontl.errors import DataError
 
 
@@ -92,6 +93,7 @@ def _first_of_each_id(records: list, what: str, path: Path, problems: list[str] 
 def write_coco(aset: AnnotationSet, path: Path) -> WriteReport:
     """Write `aset` as COCO JSON, atomically. Ids, names and shapes are written as they are; instance
     attributes go into each annotation's `attributes` object (as CVAT's and Datumaro's COCO exports do)."""
+    check_text_names(aset, "COCO")
     report = WriteReport(f"COCO {path}", images=len(aset.images))
     annotations = []
     for inst in aset.instances:
@@ -175,6 +177,7 @@ def _image(path: Path, index: int, rec: Any) -> ImageRecord:
     name = rec.get("file_name")
     if not isinstance(name, str) or not name:
         raise DataError(f"{where}: 'file_name' is missing or not a string")
+    relative_name(name, where)  # never an absolute path, never ../: the image folder holds every image
     # 0 means "unknown": read from the image header once the image root is known.
     width = _int(rec, "width", where) if rec.get("width") is not None else 0
     height = _int(rec, "height", where) if rec.get("height") is not None else 0
@@ -207,6 +210,14 @@ def _instance(path: Path, index: int, rec: Any, images: dict[int, ImageRecord], 
     seg = rec.get("segmentation")
     if seg is not None and not isinstance(seg, (list, dict)):
         raise DataError(f"{where}: segmentation is neither a polygon list nor an RLE object")
+    if isinstance(seg, dict) and seg:
+        # pycocotools decodes an RLE without checking it (a short one gives pixels it never wrote)
+        problem = rle_problem(seg, images[image_id].height, images[image_id].width)
+        if problem is not None:
+            raise DataError(f"{where}: {problem}")
+    for k, poly in enumerate(seg if isinstance(seg, list) else []):
+        if not isinstance(poly, list) or not all(is_number(v) for v in poly):
+            raise DataError(f"{where}: polygon {k} is not a list of finite numbers")
     score = rec.get("score")
     if score is not None and not is_number(score):
         raise DataError(f"{where}: score {score!r} is not a finite number")

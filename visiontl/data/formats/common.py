@@ -1,11 +1,13 @@
 """What every format reader checks the same way: a JSON file read with one-line errors, finite numbers,
-numbers given as text (XML attributes), and the first line of an exception for a message."""
+numbers given as text (XML attributes), image file names that stay inside their folder, and the first line
+of an exception for a message."""
 
 from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from visiontl.errors import DataError
@@ -29,10 +31,17 @@ def read_json(path: Path, what: str = "annotation file") -> Any:
         raise DataError(f"{path}: {what} not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read ({first_line(exc)})") from None
+    return parse_json(text, path)
+
+
+def parse_json(text: str | bytes, where: str | Path) -> Any:
+    """json.loads with one-line errors, a document nested deeper than Python's stack included."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+        raise DataError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:
+        raise DataError(f"{where}: not valid JSON (nested too deeply for an annotation file)") from None
 
 
 def short(text: str, limit: int = 40) -> str:
@@ -48,3 +57,18 @@ def parse_number(text: str | None, what: str, where: str) -> float:
     if not math.isfinite(value):
         raise DataError(f"{where}: {what} {short(text) if text is not None else None!r} is not a number")
     return value
+
+
+def relative_name(name: str, where: str, what: str = "file name") -> PurePosixPath:
+    """A file name from an annotation file as a path inside its image folder ("\\" separators accepted).
+    An annotation names images relative to a folder; an absolute path (`/etc/passwd`, `C:\\x.jpg`,
+    `\\\\server\\share\\x.jpg`) or one that climbs out of the folder (`../x.jpg`) would make visiontl read, copy or
+    write files elsewhere, so it is refused with one line naming the file and record."""
+    text = name.replace("\\", "/")
+    rel = PurePosixPath(text)
+    if not name or rel.is_absolute() or _DRIVE.match(text) or ".." in rel.parts or not rel.parts:
+        raise DataError(f"{where}: {what} {name!r} is not a path inside the image folder")
+    return rel
+
+
+_DRIVE = re.compile(r"^[A-Za-z]:")  # C:\x.jpg, C:x.jpg: a Windows drive

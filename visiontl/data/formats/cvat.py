@@ -78,11 +78,13 @@ from visiontl.data.annotations import (
     Instance,
     ReadReport,
     WriteReport,
+    check_text_names,
     sanitize_boxes,
 )
 from visiontl.data.formats.rotation import check_rotated_box, envelope, from_cvat, normalize_angle, to_cvat
 from visiontl.data.images import check_image
-from visiontl.data.formats.common import parse_number, short
+from visiontl.data.masks import rle_problem
+from visiontl.data.formats.common import parse_number, relative_name, short
 from visiontl.errors import DataError
 
 __all__ = ["cvat_rle_to_mask", "mask_to_cvat_rle", "read_cvat", "write_cvat"]
@@ -148,6 +150,8 @@ def _coco_mask(seg: dict[str, Any] | list[list[float]], height: int, width: int)
         warnings.simplefilter("ignore", DeprecationWarning)
         if isinstance(seg, list):
             rle = mask_utils.merge(mask_utils.frPyObjects([[float(v) for v in p] for p in seg], height, width))
+        elif rle_problem(seg, height, width) is not None:
+            raise ValueError(rle_problem(seg, height, width))  # never handed to pycocotools
         elif isinstance(seg.get("counts"), list):
             rle = mask_utils.frPyObjects(seg, height, width)
         else:
@@ -394,6 +398,7 @@ def _frames(path: Path, root: ET.Element, tasks: dict[int | None, _Task], image_
         where = f"{path}: image {cvat_id}"
         if not name:
             raise DataError(f"{where}: no name")
+        relative_name(name, where, "name")  # relative to the image folder, never ../ or absolute
         where = f"{where} ({name})"
         task_id = int(_integer(el.get("task_id"), "task_id", where)) if el.get("task_id") is not None else None
         width = int(_integer(el.get("width"), "width", where)) if el.get("width") else 0
@@ -454,6 +459,7 @@ def _name_and_number(path: Path, frames: list[_Frame], image_root: Path) -> None
     ids = [f.cvat_id for f in frames]
     renumber = len(set(ids)) != len(ids)
     for i, (f, name) in enumerate(zip(frames, names)):
+        relative_name(name, f"{path}: {f.label()}")  # a subset that climbs out (subset="../x") included
         attributes: dict[str, Any] = {}
         if f.subset is not None:
             attributes["subset"] = f.subset
@@ -604,6 +610,7 @@ def write_cvat(aset: AnnotationSet, xml_path: Path, source: str | None = None) -
     written on every shape. Returns what was written and what CVAT cannot hold."""
     xml_path = Path(xml_path)
     aset.validate()
+    check_text_names(aset, "CVAT")
     report = WriteReport(target=str(xml_path))
     names: dict[int, str] = {}
     seen: dict[str, int] = {}

@@ -27,9 +27,9 @@ several shapes that are not all plain polygons alike, `labelme_parts`: one entry
 `flags`, `description`, `extra`, and `points` for a circle), so each shape is written back as it was.
 
 Images get ids 1..N in sorted JSON path order, instances ids 1..N in reading order. The image is
-`imagePath` relative to the JSON (Windows separators accepted; when it is not there, or is an absolute path
-from another machine, the file of the same name beside the JSON). Its size must equal `imageWidth` x
-`imageHeight` when the image can be read. With an image file missing, an embedded `imageData` gives the size
+`imagePath` relative to the JSON (Windows separators accepted; when it is not there, the file of the same
+name beside the JSON; an absolute path is never opened as written, only its name is looked for there). Its
+size must equal `imageWidth` x `imageHeight` when the image can be read. With an image file missing, an embedded `imageData` gives the size
 and is kept (`attributes["image_data"]`) so that it is written back; `attributes["embedded_image"]` is true
 whenever the file embeds its image. Image-level `flags` and other keys go to `ImageRecord.attributes`.
 `image_root` is the folder read (the file's folder) when it holds every image, else the deepest folder
@@ -64,12 +64,12 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from visiontl.atomic import atomic_write_text
 from visiontl.data.annotations import (AnnotationSet, Category, ImageRecord, Instance, ReadReport, WriteReport,
-                                       sanitize_boxes)
-from visiontl.data.images import check_image
+                                       check_text_names, sanitize_boxes)
+from visiontl.data.images import DECODE_ERRORS, check_image, open_image, orientation, upright
 from visiontl.data.formats.common import first_line, is_number, read_json
 from visiontl.errors import DataError
 
@@ -314,14 +314,14 @@ def _embedded_image(json_path: Path, image_data: str) -> tuple[int, int, str]:
     """(width, height, file extension) of a base64 image, as seen after EXIF rotation."""
     try:
         raw = base64.b64decode(image_data, validate=False)
-        with Image.open(io.BytesIO(raw)) as im:
+        with open_image(io.BytesIO(raw), f"{json_path}: imageData") as im:
             w, h = im.size
             fmt = (im.format or "png").lower()
-            orientation = im.getexif().get(0x0112, 1)
-    except (binascii.Error, ValueError, UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+            turn = orientation(im)
+    except (binascii.Error, *DECODE_ERRORS) as exc:
         raise DataError(f"{json_path}: imageData is not a base64 image ({first_line(exc)})") from None
     ext = {"jpeg": ".jpg", "tiff": ".tif"}.get(fmt, f".{fmt}")
-    return (h, w, ext) if orientation in (5, 6, 7, 8) else (w, h, ext)
+    return (h, w, ext) if turn in (5, 6, 7, 8) else (w, h, ext)
 
 
 def _is_absolute_anywhere(text: str) -> bool:
@@ -336,8 +336,8 @@ def _find_image(json_path: Path, image_path: str, folder: Path, image_root: Path
     candidates = []
     if not _is_absolute_anywhere(image_path):
         candidates.append(_abs(here / text))
-    elif Path(text).is_absolute():
-        candidates.append(_abs(Path(text)))
+    # An absolute path names a file of the machine that wrote the JSON: never opened as written (it could be
+    # any file here), only its name is looked for beside the JSON (and in image_root).
     candidates.append(_abs(here / name))
     if image_root is not None:
         root = _abs(image_root)
@@ -416,9 +416,9 @@ def _mask(raw: Any, points: list[list[float]], width: int, height: int, where: s
     if not isinstance(raw, str) or not raw:
         raise DataError(f"{where}: a mask shape needs 'mask', a base64 PNG")
     try:
-        with Image.open(io.BytesIO(base64.b64decode(raw, validate=False))) as im:
+        with open_image(io.BytesIO(base64.b64decode(raw, validate=False)), f"{where}: 'mask'") as im:
             patch = np.asarray(im) != 0
-    except (binascii.Error, ValueError, UnidentifiedImageError, OSError) as exc:
+    except (binascii.Error, *DECODE_ERRORS) as exc:
         raise DataError(f"{where}: 'mask' is not a base64 image ({first_line(exc)})") from None
     if patch.ndim == 3:
         patch = patch.any(axis=2)
@@ -535,6 +535,7 @@ def write_labelme(aset: AnnotationSet, folder: Path, embed_images: bool = False)
     """Write one labelme JSON per image under `folder` (mirroring the images' sub-folders) and a labels.txt.
     Everything is checked before the first file is written."""
     folder = Path(folder)
+    check_text_names(aset, "labelme")
     report = WriteReport(target=str(folder))
     cats = sorted(aset.categories, key=lambda c: c.id)
     names: dict[int, str] = {}
@@ -643,13 +644,15 @@ def _image_data(img: ImageRecord, image_path: Path, embed: bool) -> str | None:
             return None
         raw = image_path.read_bytes()
         try:
-            with Image.open(io.BytesIO(raw)) as im:
-                if im.getexif().get(0x0112, 1) != 1:
+            with open_image(io.BytesIO(raw), image_path) as im:
+                turn = orientation(im)
+                if turn != 1:
                     # labelme shows embedded pixels as stored: embed them turned upright, as labelme itself does
+                    im.load()
                     buf = io.BytesIO()
-                    ImageOps.exif_transpose(im).save(buf, format="PNG")
+                    upright(im, turn).save(buf, format="PNG")
                     raw = buf.getvalue()
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        except DECODE_ERRORS as exc:
             raise DataError(f"{image_path}: not a readable image, cannot embed it ({first_line(exc)})") from None
         return base64.b64encode(raw).decode("ascii")
     stored = img.attributes.get("image_data")

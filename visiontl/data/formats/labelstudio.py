@@ -53,11 +53,11 @@ from defusedxml import ElementTree as SafeET
 
 from visiontl.atomic import atomic_write_json
 from visiontl.data.annotations import (AnnotationSet, Category, ImageRecord, Instance, ReadReport, WriteReport,
-                                       sanitize_boxes)
+                                       check_text_names, sanitize_boxes)
 from visiontl.data.formats.rotation import (check_rotated_box, envelope, from_labelstudio, normalize_angle,
                                             to_labelstudio)
 from visiontl.data.images import check_image
-from visiontl.data.formats.common import first_line, is_number, read_json
+from visiontl.data.formats.common import first_line, is_number, parse_json, read_json
 from visiontl.errors import DataError
 
 __all__ = ["read_labelstudio", "write_labelstudio", "labelstudio_config", "brush_decode", "brush_encode",
@@ -122,10 +122,7 @@ def _read_config(path: Path) -> _Config:
         raise DataError(f"{path}: cannot read ({first_line(exc)})") from None
     config = _Config()
     if text.lstrip().startswith("{"):  # a parsed config, as Label Studio's API returns it
-        try:
-            parsed = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+        parsed = parse_json(text, path)
         for name, info in parsed.items() if isinstance(parsed, dict) else []:
             if not isinstance(info, dict):
                 raise DataError(f"{path}: control {name!r} is not an object")
@@ -519,7 +516,11 @@ def _url_path(url: str, where: str) -> str:
 
 def _file_name(url: str, root: Path, where: str) -> str:
     path = _url_path(url, where)
-    pieces = [p for p in PurePosixPath(path).parts if p not in ("/", ".", "..", "")]
+    if ".." in PurePosixPath(path).parts:
+        # Label Studio never writes one; it would name a file outside the image folder (its own server
+        # refuses such local-files URLs too). Absolute paths and URLs are fine: only their tail is used.
+        raise DataError(f"{where}: the image URL {url!r} climbs out of the image folder ('..')")
+    pieces = [p for p in PurePosixPath(path).parts if p not in ("/", ".", "")]
     if re.fullmatch(r"[A-Za-z]:", pieces[0] if pieces else ""):
         pieces = pieces[1:]  # a Windows drive
     if not pieces:
@@ -673,6 +674,7 @@ def write_labelstudio(aset: AnnotationSet, json_path: Path, *, from_name: str | 
     `predictions` (Label Studio's pre-annotation import format), each with its score, and the prediction's
     score is their mean."""
     aset.validate()
+    check_text_names(aset, "Label Studio")
     json_path = Path(json_path)
     report = WriteReport(target=str(json_path))
     names = {c.id: c.name for c in aset.categories}

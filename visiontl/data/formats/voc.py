@@ -28,6 +28,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 import shutil
 import warnings
 import xml.etree.ElementTree as ET
@@ -35,7 +36,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from visiontl.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from visiontl.data.annotations import (
@@ -45,10 +46,12 @@ from visiontl.data.annotations import (
     Instance,
     ReadReport,
     WriteReport,
+    check_text_names,
     sanitize_boxes,
 )
-from visiontl.data.images import check_image
-from visiontl.data.formats.common import parse_number
+from visiontl.data.images import DECODE_ERRORS, check_image, open_image
+from visiontl.data.masks import rle_problem
+from visiontl.data.formats.common import parse_number, relative_name
 from visiontl.errors import DataError
 
 _EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -78,7 +81,7 @@ def read_voc(root: Path, split: str | None = None, classes: list[str] | None = N
     for image_id, stem in enumerate(ids, start=1):
         xml_path = ann_dir / f"{stem}.xml"
         tree = _parse(xml_path)
-        file_name = _file_name(tree, stem, image_root)
+        file_name = _file_name(tree, stem, image_root, xml_path)
         width, height = _int_text(tree, "size/width", xml_path), _int_text(tree, "size/height", xml_path)
         if not width or not height:
             width, height = check_image(image_root / file_name)
@@ -140,7 +143,7 @@ def _png_indices(png: Path) -> np.ndarray:
     """HxW uint8 object indices of a SegmentationObject PNG: 8-bit indexed (P) or grey (L) as they are,
     RGB matched against the VOC colours."""
     try:
-        with Image.open(png) as im:
+        with open_image(png) as im:
             mode = im.mode
             if mode in ("P", "L"):
                 return np.asarray(im, dtype=np.uint8)
@@ -148,7 +151,7 @@ def _png_indices(png: Path) -> np.ndarray:
                 raise DataError(f"{png}: image mode {mode}; a SegmentationObject PNG holds 8-bit object indices "
                                 "(palette or grey) or the VOC colours (RGB)")
             rgb = np.asarray(im.convert("RGB"), dtype=np.int64)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
+    except DECODE_ERRORS as exc:
         text = str(exc).strip().splitlines()
         raise DataError(f"{png}: cannot decode ({text[0] if text else type(exc).__name__})") from None
     colours = np.array(_PALETTE, dtype=np.int64).reshape(256, 3)
@@ -186,7 +189,7 @@ def write_voc(aset: AnnotationSet, root: Path, split: str = "train", copy_images
     reads it back.
 
     - `Annotations/<id>.xml` per image, where the id is the file name without its extension ("/" of a
-      sub-folder becomes "_"); `<filename>` is the file name itself, relative to `JPEGImages/`, where the
+      sub-folder and whitespace become "_": the lists are whitespace-separated); `<filename>` is the file name itself, relative to `JPEGImages/`, where the
       images are copied when `copy_images` (a missing source image is a lost line);
     - the box is written as `xmin = x, ymin = y, xmax = x + w, ymax = y + h`, plain pixel positions (the
       reader's convention, no +1), integers without a decimal point and other values as the shortest
@@ -212,6 +215,7 @@ def write_voc(aset: AnnotationSet, root: Path, split: str = "train", copy_images
     root = Path(root)
     _check_split(split, root)
     aset.validate()
+    check_text_names(aset, "VOC")
     report = WriteReport(f"{root} (Pascal VOC, split {split})")
     names = _voc_names(aset, report)
     labels = _labels_txt(root / LABELS_FILE)
@@ -294,7 +298,8 @@ def _stems(aset: AnnotationSet, ann_dir: Path) -> dict[int, str]:
     owner: dict[str, str] = {}
     for img in aset.images:
         rel = relative_file(img.file_name, f"{aset.report.source}: image {img.id}")
-        stem = rel.with_suffix("").as_posix().replace("/", "_") if rel.suffix else rel.as_posix().replace("/", "_")
+        stem = rel.with_suffix("").as_posix() if rel.suffix else rel.as_posix()
+        stem = re.sub(r"[/\s]", "_", stem)  # ImageSets lists are whitespace-separated: an id holds no space
         if stem in owner:
             raise DataError(f"{ann_dir / stem}.xml: images {owner[stem]!r} and {img.file_name!r} would both be "
                             f"VOC id {stem!r} (the file name without its extension)")
@@ -388,6 +393,9 @@ def _check_masks(aset: AnnotationSet, labels: list[str]) -> None:
         if isinstance(inst.segmentation, dict) and list(inst.segmentation.get("size", [])) != [img.height, img.width]:
             raise DataError(f"{aset.report.source}: annotation {inst.id} ({img.file_name}): RLE size "
                             f"{inst.segmentation.get('size')} differs from the image size [{img.height}, {img.width}]")
+        problem = rle_problem(inst.segmentation, img.height, img.width) if isinstance(inst.segmentation, dict) else None
+        if problem is not None:
+            raise DataError(f"{aset.report.source}: annotation {inst.id} ({img.file_name}): {problem}")
 
 
 def _voc_palette() -> list[int]:
@@ -441,10 +449,7 @@ def _merge_list(path: Path, stems: list[str], drop: frozenset[str] = frozenset()
 
 def relative_file(file_name: str, where: str) -> PurePosixPath:
     """An image's file name as a path inside the image folder; DataError when it would leave it."""
-    rel = PurePosixPath(file_name.replace("\\", "/"))
-    if not file_name or rel.is_absolute() or ".." in rel.parts or not rel.parts:
-        raise DataError(f"{where}: file name {file_name!r} is not a path inside the image folder")
-    return rel
+    return relative_name(file_name, where)
 
 
 def copy_image(src: Path, dest: Path) -> bool:
@@ -556,8 +561,9 @@ def _parse(xml_path: Path) -> ET.Element:
         raise DataError(f"{xml_path}: cannot read ({exc.strerror or exc})") from None
 
 
-def _file_name(tree: ET.Element, stem: str, image_root: Path) -> str:
+def _file_name(tree: ET.Element, stem: str, image_root: Path, xml_path: Path) -> str:
     name = (tree.findtext("filename") or "").strip() or f"{stem}.jpg"
+    relative_name(name, str(xml_path), "<filename>")  # inside JPEGImages/, even when stale
     if not (image_root / name).is_file():
         # <filename> is often stale (renamed files, no extension): fall back to the annotation's own id.
         for ext in _EXTENSIONS:

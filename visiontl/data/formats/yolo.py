@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from visiontl import safe_yaml
 from visiontl.atomic import atomic_write_text
 from visiontl.data.annotations import (
     AnnotationSet,
@@ -37,6 +38,7 @@ from visiontl.data.annotations import (
     Instance,
     ReadReport,
     WriteReport,
+    check_text_names,
     sanitize_boxes,
 )
 from visiontl.data.formats.voc import (
@@ -118,6 +120,7 @@ def write_yolo(aset: AnnotationSet, root: Path, split: str = "train", task: str 
     if not split or split.strip() != split or any(c in split for c in "/\\\n"):
         raise DataError(f"{root}: split name {split!r} cannot be a folder name")
     aset.validate()
+    check_text_names(aset, "YOLO")
     report = WriteReport(f"{root} (YOLO {task}, split {split})")
     yaml_path = root / "data.yaml"
     existing = _existing_yaml(yaml_path, root)
@@ -229,7 +232,9 @@ def _existing_yaml(yaml_path: Path, root: Path) -> dict[str, Any]:
     if not yaml_path.is_file():
         return {}
     try:
-        data = yaml.safe_load(_read_text(yaml_path))
+        data = safe_yaml.load(_read_text(yaml_path))
+    except safe_yaml.YamlRefused as exc:
+        raise DataError(f"{yaml_path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise DataError(f"{yaml_path}: not valid YAML ({str(exc).strip().splitlines()[0]})") from None
     if data is None:
@@ -280,7 +285,9 @@ def _write_yaml(yaml_path: Path, root: Path, existing: dict[str, Any], split: st
 
 def _from_yaml(yaml_path: Path, split: str) -> tuple[str, dict[int, str], list[Path], Path, dict[int, int]]:
     try:
-        data = yaml.safe_load(_read_text(yaml_path))
+        data = safe_yaml.load(_read_text(yaml_path))
+    except safe_yaml.YamlRefused as exc:
+        raise DataError(f"{yaml_path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise DataError(f"{yaml_path}: not valid YAML ({str(exc).strip().splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -303,7 +310,7 @@ def _from_yaml(yaml_path: Path, split: str) -> tuple[str, dict[int, str], list[P
             folders.append(target)
             paths += _images_in(target)
         elif target.is_file():
-            paths += _list_file(target)
+            paths += _list_file(target, [base, yaml_path.parent])
         else:
             raise DataError(f"{yaml_path}: '{split}' entry {str(item)!r} ({target}) does not exist")
     if len(folders) == len(entries) == 1:
@@ -364,12 +371,20 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if is_image_file(p) and p.is_file())
 
 
-def _list_file(path: Path) -> list[Path]:
+def _list_file(path: Path, roots: list[Path]) -> list[Path]:
+    """The images a .txt list names. Each must lie under the dataset folder, the data.yaml's folder or the
+    list's own (absolute lines included, as darknet writes them): a line that climbs out of all of them
+    (`../../home/x.jpg`) is refused, naming the list and line."""
+    folders = [os.path.normpath(os.path.abspath(r)) for r in (*roots, path.parent)]
     out = []
-    for line in _read_text(path).splitlines():
+    for n, line in enumerate(_read_text(path).splitlines(), start=1):
         line = line.strip()
         if line:
             # Ultralytics lists write "./images/x.jpg", relative to the list's own folder.
+            image = os.path.normpath(os.path.abspath(path.parent / line))
+            if not any(os.path.commonpath([image, f]) == f for f in folders):
+                raise DataError(f"{path}: line {n}: {line!r} is not a path inside the dataset folder "
+                                f"({folders[0]}) or the list's")
             out.append(path.parent / line)
     return out
 
@@ -404,6 +419,8 @@ def _read_labels(path: Path, names: dict[int, str], width: int, height: int) -> 
         if not all(math.isfinite(v) for v in values):
             raise DataError(f"{where}: {line.strip()!r} has a value that is not a finite number")
         cls, coords = values[0], values[1:]
+        if coords_n == 4 and (coords[2] < 0 or coords[3] < 0):
+            raise DataError(f"{where}: box size {fields[3]} x {fields[4]} is negative")
         if not cls.is_integer() or int(cls) not in names:
             raise DataError(f"{where}: class {fields[0]} is not in names (classes {_span(names)})")
         if any(v < -_SLACK or v > 1 + _SLACK for v in coords):

@@ -1,0 +1,425 @@
+"""Files and requests visiontl did not make: nothing in them runs code, reads or writes outside the folders
+they belong to, or takes the process down; each is refused in one line naming the file.
+
+- checkpoints and weights: pickles loaded with weights_only=True (a `__reduce__` payload never runs),
+  through `evaluate`, `predict`, `serve`, `data rank`, `train --resume`, `model.weights` and `weights import`;
+- XML (VOC, CVAT, Label Studio label configs, serve's /setup): defusedxml refuses entity declarations;
+- image references in annotations that are absolute or climb out of the image folder;
+- YAML (configs, overrides, data.yaml, run directories): no Python tags, no alias bombs;
+- `visiontl serve`: 127.0.0.1 by default, bounded requests, nothing read outside --root.
+
+The HTML report escapes every string from a run directory: tests/test_report.py
+(test_untrusted_strings_are_escaped, and the Content-Security-Policy checks beside it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+import corpus_build as cb
+from conftest import tiny_config
+from visiontl.cli import main
+from visiontl.errors import CheckpointError, ConfigError, DataError, WeightsError
+
+CORPUS = cb.CORPUS
+
+
+class Payload:
+    """Unpickling this creates the file `marker`: what a malicious checkpoint would do instead."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.marker,))
+
+
+def _evil(path: Path, marker: Path, **entries: Any) -> Path:
+    """A checkpoint-shaped file carrying the payload, proven live: an unsafe torch.load runs it."""
+    torch.save({"model": {}, "config": {}, "classes": ["a", "b"], **entries, "x": Payload(marker)}, path)
+    torch.load(path, map_location="cpu", weights_only=False)
+    assert marker.exists(), "the payload is live"
+    marker.unlink()
+    return path
+
+
+def _cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    capsys.readouterr()
+    logger = logging.getLogger("visiontl")
+    saved = logger.handlers[:], logger.propagate, logger.level
+    logger.handlers[:] = []  # main() logs to this test's stdout, whatever earlier tests installed
+    try:
+        code = main(argv)
+    finally:
+        for handler in logger.handlers:
+            if handler not in saved[0]:
+                handler.close()
+        logger.handlers[:], logger.propagate, logger.level = saved
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# --- checkpoints and weights -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def evil(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    monkeypatch.chdir(tmp_path)
+    marker = tmp_path / "pwned"
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copyfile(CORPUS / "images" / "good.png", images / "good.png")
+    return SimpleNamespace(pt=_evil(tmp_path / "evil.pt", marker), marker=marker, images=images, tmp=tmp_path)
+
+
+@pytest.mark.parametrize("command", [
+    ["evaluate", "{pt}", "--out", "{tmp}/eval"],
+    ["predict", "{pt}", "{images}", "--out", "{tmp}/pred.json"],
+    ["predict", "{pt}", "{images}", "--out", "{tmp}/tasks.json", "--format", "labelstudio"],
+    ["serve", "{pt}", "--root", "{images}", "--port", "0"],
+    ["data", "rank", "{pt}", "{images}", "--top", "1", "--out", "{tmp}/next.txt"],
+], ids=["evaluate", "predict", "predict-preannotate", "serve", "data-rank"])
+def test_a_pickled_payload_in_a_checkpoint_never_runs(command: list[str], evil: SimpleNamespace,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    argv = [part.format(pt=evil.pt, tmp=evil.tmp, images=evil.images) for part in command]
+    code, out, err = _cli(argv, capsys)
+    assert code == 2 and not evil.marker.exists()
+    assert err.splitlines() == [f"visiontl: error: {evil.pt}: refused: the visiontl checkpoint holds more than "
+                                "tensors and plain values (pickled getattr, which could run code when loaded); "
+                                "visiontl loads only tensors (torch.load weights_only=True)"]
+
+
+def test_resume_from_a_poisoned_last_checkpoint(evil: SimpleNamespace, synthetic_root: Path,
+                                               capsys: pytest.CaptureFixture) -> None:
+    run = evil.tmp / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copyfile(evil.pt, run / "checkpoints" / "last.pt")
+    config = evil.tmp / "config.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(synthetic_root, run)))
+    code, out, err = _cli(["train", str(config), "--resume"], capsys)
+    assert code == 2 and not evil.marker.exists()
+    assert err.startswith(f"visiontl: error: {run / 'checkpoints' / 'last.pt'}: refused: the visiontl checkpoint")
+    assert len(err.splitlines()) == 1 and not (run / "config.yaml").exists()  # stopped before anything was written
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["last.pt"]
+
+
+def test_weights_that_would_run_code(evil: SimpleNamespace, synthetic_root: Path, torch_home: Path,
+                                     capsys: pytest.CaptureFixture) -> None:
+    weights = _evil(evil.tmp / "resnet18.pth", evil.marker)
+    run = evil.tmp / "run"
+    config = evil.tmp / "config.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(synthetic_root, run)))
+    # model.weights: a path -> read with weights_only, refused before any training
+    code, out, err = _cli(["train", str(config), f"model.weights={weights}"], capsys)
+    assert code == 2 and not evil.marker.exists() and not (run / "checkpoints").exists()
+    assert err.splitlines() == [f"visiontl: error: {weights}: refused: the weights file holds more than tensors and "
+                                "plain values (pickled getattr, which could run code when loaded); visiontl loads "
+                                "only tensors (torch.load weights_only=True)"]
+    # weights import: hashed, never unpickled; unknown bytes are refused
+    code, out, err = _cli(["weights", "import", str(weights)], capsys)
+    assert code == 2 and not evil.marker.exists() and "does not match any known ImageNet weights" in err
+    # forced in anyway, the cached file fails its checksum before it is read
+    code, out, err = _cli(["weights", "import", str(weights), "--force", "--backbone", "resnet18"], capsys)
+    assert code == 0 and not evil.marker.exists()
+    try:
+        code, out, err = _cli(["train", str(config), "model.weights=imagenet"], capsys)
+        assert code == 2 and not evil.marker.exists() and len(err.splitlines()) == 1
+        assert "does not match torchvision ResNet18_Weights.IMAGENET1K_V1" in err
+    finally:
+        for cached in (torch_home / "hub" / "checkpoints").glob("resnet18-*.pth"):
+            cached.unlink()  # the session's shared cache: leave no poisoned file behind
+    assert not evil.marker.exists()
+
+
+def test_state_dict_and_checkpoint_loaders_refuse_in_one_line(tmp_path: Path) -> None:
+    from visiontl.backbones.weights import read_state_dict
+    from visiontl.engine.checkpoint import load_checkpoint
+
+    marker = tmp_path / "pwned"
+    pt = _evil(tmp_path / "evil.pt", marker)
+    with pytest.raises(CheckpointError, match=r"refused: the visiontl checkpoint holds more than tensors"):
+        load_checkpoint(pt)
+    with pytest.raises(WeightsError, match=r"refused: the weights file holds more than tensors"):
+        read_state_dict(pt)
+    (tmp_path / "junk.pt").write_bytes(b"\x80\x02junk" * 8)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(tmp_path / "junk.pt")
+    assert "\n" not in str(err.value) and "weights_only` set to `False`" not in str(err.value)  # no unsafe advice
+    assert not marker.exists()
+
+
+# --- XML ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("attack", ["billion_laughs", "external_entity"])
+@pytest.mark.parametrize("fmt", ["voc", "cvat"])
+def test_xml_entities_are_refused_quickly(fmt: str, attack: str, tmp_path: Path) -> None:
+    from visiontl.data.formats.registry import read_dataset
+
+    src = cb.voc(tmp_path, attack) if fmt == "voc" else cb.cvat(tmp_path, attack)
+    started = time.perf_counter()
+    with pytest.raises(DataError) as err:
+        read_dataset(fmt, src)
+    assert time.perf_counter() - started < 2.0
+    assert "refused" in str(err.value) and "\n" not in str(err.value) and "root:" not in str(err.value)
+
+
+@pytest.mark.parametrize("attack", ["billion_laughs", "external_entity"])
+def test_label_configs_with_entities_are_refused(attack: str, tmp_path: Path) -> None:
+    """Label Studio label configs: read_labelstudio(label_config=), predict --label-config, serve's /setup."""
+    from visiontl.data.formats.labelstudio import read_labelstudio
+    from visiontl.serve import parse_label_config, read_label_config
+
+    head = (CORPUS / "voc" / f"{attack}.xml").read_text().split("<annotation>")[0]  # the DOCTYPE
+    entity = "&lol9;" if attack == "billion_laughs" else "&xxe;"
+    config = tmp_path / "config.xml"
+    config.write_text(f'{head}<View><Image name="image" value="$image"/><RectangleLabels name="label" '
+                      f'toName="image"><Label value="{entity}"/></RectangleLabels></View>')
+    tasks = cb.labelstudio(tmp_path, "good")
+    for call in (lambda: read_labelstudio(tasks, tmp_path / "images", label_config=config),
+                 lambda: read_label_config(config), lambda: parse_label_config(config.read_text())):
+        with pytest.raises(DataError, match="refused") as err:
+            call()
+        assert "\n" not in str(err.value)
+
+
+# --- image references that leave their folder --------------------------------------------------------------
+
+ESCAPES = ["../x.png", "a/../../x.png", "/etc/passwd", "C:\\Windows\\x.png", "C:x.png", "\\\\server\\share\\x.png",
+           "..\\x.png", "//server/share/x.png", ""]
+
+
+@pytest.mark.parametrize("name", ESCAPES)
+def test_file_names_outside_the_image_folder_are_refused(name: str) -> None:
+    from visiontl.data.formats.common import relative_name
+
+    with pytest.raises(DataError, match=r"^ann\.json: image 3: file name .* is not a path inside the image folder$"):
+        relative_name(name, "ann.json: image 3")
+
+
+@pytest.mark.parametrize("name", ["a.png", "sub/a.png", "sub\\a.png", "a..b.png", "..a.png", "./a.png"])
+def test_file_names_inside_the_image_folder_are_kept(name: str) -> None:
+    from visiontl.data.formats.common import relative_name
+
+    assert str(relative_name(name, "x")) == name.replace("\\", "/").removeprefix("./")
+
+
+@pytest.mark.parametrize("name", ["../outside.png", "/etc/passwd", "C:\\x.png"])
+def test_each_reader_refuses_escaping_references_at_read_time(name: str, tmp_path: Path) -> None:
+    from visiontl.data.formats.coco import read_coco
+    from visiontl.data.formats.cvat import read_cvat
+    from visiontl.data.formats.voc import read_voc
+
+    coco = json.loads((CORPUS / "coco" / "good.json").read_text())
+    coco["images"][0]["file_name"] = name
+    (tmp_path / "coco.json").write_text(json.dumps(coco))
+    with pytest.raises(DataError, match=r"coco\.json: image 1: file name .* is not a path inside"):
+        read_coco(tmp_path / "coco.json", tmp_path)
+    (tmp_path / "cvat.xml").write_text((CORPUS / "cvat" / "good.xml").read_text().replace('name="good.png"',
+                                                                                          f'name="{name}"'))
+    with pytest.raises(DataError, match=r"cvat\.xml: image 0: name .* is not a path inside"):
+        read_cvat(tmp_path / "cvat.xml", tmp_path)
+    root = cb.voc(tmp_path / "v", "good")
+    xml = root / "Annotations" / "a.xml"
+    xml.write_text(xml.read_text().replace("<filename>good.png", f"<filename>{name}"))
+    with pytest.raises(DataError, match=r"a\.xml: <filename> .* is not a path inside"):
+        read_voc(root, "train")
+
+
+def test_cvat_subsets_that_climb_out_are_refused(tmp_path: Path) -> None:
+    from visiontl.data.formats.cvat import read_cvat
+
+    text = (CORPUS / "cvat" / "good.xml").read_text()
+    text = text.replace('<image id="0" name="good.png"', '<image id="0" name="good.png" subset="../.."')
+    text = text.replace("</annotations>", '<image id="1" name="good.png" width="32" height="24"></image>\n'
+                                          "</annotations>")  # same name twice: CVAT's <subset>/<name> layout
+    (tmp_path / "cvat.xml").write_text(text)
+    with pytest.raises(DataError, match=r"image 0 \(good\.png\): file name '\.\./\.\./good\.png' is not a path"):
+        read_cvat(tmp_path / "cvat.xml", tmp_path)
+
+
+def test_label_studio_references_keep_to_the_image_folder(tmp_path: Path) -> None:
+    """`..` is refused; absolute paths and URLs are by design mapped onto the image folder by their tail,
+    so they never name a file elsewhere."""
+    from visiontl.data.formats.labelstudio import read_labelstudio
+
+    cb.labelstudio(tmp_path, "good")
+    for url in ("../outside.png", "/data/local-files/?d=sub/../../outside.png", "/data/upload/1/../../outside.png"):
+        doc = json.loads((CORPUS / "labelstudio" / "good.json").read_text())
+        doc[0]["data"]["image"] = url
+        (tmp_path / "tasks.json").write_text(json.dumps(doc))
+        with pytest.raises(DataError, match=r"task 1: the image URL .* climbs out of the image folder"):
+            read_labelstudio(tmp_path / "tasks.json", tmp_path / "images")
+    for url in (str(tmp_path / "outside.png"), "C:\\Users\\me\\outside.png", "s3://bucket/outside.png"):
+        doc[0]["data"]["image"] = url
+        (tmp_path / "tasks.json").write_text(json.dumps(doc))
+        aset = read_labelstudio(tmp_path / "tasks.json", tmp_path / "images")
+        assert aset.image_path(aset.images[0]) == tmp_path / "images" / "outside.png"  # not the file beside
+
+
+def test_yolo_lists_keep_to_the_dataset(tmp_path: Path) -> None:
+    from visiontl.data.formats.yolo import read_yolo
+
+    root = cb.yolo(tmp_path, "good", "list_escapes_root", list_file="list_escapes_root")
+    with pytest.raises(DataError, match=r"train\.txt: line 2: '\.\./outside/outside\.png' is not a path inside"):
+        read_yolo(root, "train")
+    (root / "train.txt").write_text(f"{tmp_path / 'outside' / 'outside.png'}\n")
+    with pytest.raises(DataError, match=r"train\.txt: line 1: '/.*outside\.png' is not a path inside"):
+        read_yolo(root, "train")
+    (root / "train.txt").write_text(f"{root / 'images' / 'train' / 'good.png'}\n")  # absolute, inside: darknet's
+    assert [i.file_name for i in read_yolo(root, "train").images] == ["good.png"]
+
+
+def test_labelme_never_opens_an_absolute_image_path(tmp_path: Path) -> None:
+    """labelme writes imagePath relative to the JSON (`../images/x.jpg` included); an absolute one names a
+    file of the machine that wrote it, so only its name is looked for, beside the JSON."""
+    from visiontl.data.formats.labelme import read_labelme
+
+    folder = cb.labelme(tmp_path, "good")
+    secret = cb._copy(CORPUS / "images" / "gray.png", tmp_path / "secret" / "secret.png")
+    doc = json.loads((folder / "good.json").read_text())
+    doc["imagePath"] = str(secret)
+    (folder / "good.json").write_text(json.dumps(doc))
+    aset = read_labelme(folder)  # the size comes from the JSON, the file is looked for beside it
+    assert aset.image_path(aset.images[0]).resolve() == (folder / "secret.png").resolve()
+    doc["imageWidth"] = doc["imageHeight"] = None
+    (folder / "good.json").write_text(json.dumps(doc))
+    with pytest.raises(DataError, match=r"good\.json: image '.*secret\.png' not found \(.*labelme/secret\.png\)"):
+        read_labelme(folder)
+
+
+# --- YAML --------------------------------------------------------------------------------------------------
+
+
+def test_yaml_python_tags_never_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture) -> None:
+    from visiontl.config import load_config
+
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "config.yaml"
+    config.write_text("task: classification\ntrain: !!python/object/apply:os.system ['touch pwned']\n")
+    with pytest.raises(ConfigError, match=r"config\.yaml: not valid YAML \(could not determine a constructor"):
+        load_config(config)
+    config.write_text("task: classification\n")
+    with pytest.raises(ConfigError, match=r"train\.epochs: Input should be a valid integer"):
+        load_config(config, ["train.epochs=!!python/object/apply:os.system ['touch pwned']"])
+    code, out, err = _cli(["train", str(config), "train.epochs=!!python/object/new:os.system [touch pwned]"], capsys)
+    assert code == 2 and len(err.splitlines()) == 1
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_yaml_alias_bombs_are_refused_quickly(tmp_path: Path) -> None:
+    from visiontl import safe_yaml
+    from visiontl.config import load_config
+    from visiontl.report.runs import _read_yaml_mapping
+
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"config\.yaml: refused: its aliases \(\*name\) expand to more than"):
+        load_config(shutil.copyfile(CORPUS / "config" / "alias_bomb.yaml", tmp_path / "config.yaml"))
+    with pytest.raises(DataError, match=r"refused: its aliases"):
+        _read_yaml_mapping(shutil.copyfile(CORPUS / "config" / "alias_bomb.yaml", tmp_path / "run.yaml"))
+    with pytest.raises(safe_yaml.YamlRefused, match="refers to the collection that holds it"):
+        safe_yaml.load("a: &a [1, *a]\n")
+    assert time.perf_counter() - started < 5.0
+    # what configs do with anchors stays fine
+    assert safe_yaml.load("base: &b {lr: 0.1}\nother: {<<: *b, epochs: 3}\n") == {
+        "base": {"lr": 0.1}, "other": {"lr": 0.1, "epochs": 3}}
+
+
+# --- visiontl serve ----------------------------------------------------------------------------------------
+
+
+def test_serve_defaults_to_this_machine_and_bounded_requests() -> None:
+    import inspect
+
+    from visiontl.cli import build_parser
+    from visiontl.serve import Backend, make_server
+
+    args = build_parser().parse_args(["serve", "model.pt"])
+    assert args.host == "127.0.0.1" and args.max_request_mb == 10.0
+    assert inspect.signature(make_server).parameters["host"].default == "127.0.0.1"
+    assert inspect.signature(Backend.__init__).parameters["host"].default == "127.0.0.1"
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> Any:
+    """A Backend without a model (path rules and request parsing only), root tmp/root."""
+    from visiontl.serve import Backend
+
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    shutil.copyfile(CORPUS / "images" / "good.png", root / "sub" / "good.png")
+    shutil.copyfile(CORPUS / "images" / "good.png", tmp_path / "secret.png")
+    (tmp_path / "outside").mkdir()
+    shutil.copyfile(CORPUS / "images" / "good.png", tmp_path / "outside" / "x.png")
+    (root / "linked").symlink_to(tmp_path / "outside", target_is_directory=True)  # a folder link out of the root
+    loaded = SimpleNamespace(config=SimpleNamespace(task="detection", model=SimpleNamespace(arch="faster_rcnn",
+                                                                                           backbone="resnet18")),
+                             checkpoint={"epoch": 1}, classes=["cell"])
+    return Backend(loaded, [root], max_request_mb=0.01)
+
+
+@pytest.mark.parametrize("ref", [
+    "../secret.png", "sub/../../secret.png", "..\\secret.png", "/data/upload/../../secret.png",
+    "/data/local-files/?d=sub/../../secret.png", "file://{tmp}/secret.png", "{tmp}/secret.png",
+    "linked/x.png", "/data/local-files/?d=linked/x.png", "http://localhost:8080/data/local-files/?d=../secret.png",
+])
+def test_serve_reads_nothing_outside_its_roots(ref: str, backend: Any, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="refused: it resolves outside the --root folders") as err:
+        backend.resolve(ref.format(tmp=tmp_path))
+    assert "\n" not in str(err.value)
+
+
+def test_serve_reads_inside_its_roots(backend: Any, tmp_path: Path) -> None:
+    root = (tmp_path / "root").resolve()
+    for ref in ("sub/good.png", f"{root}/sub/good.png", "/data/local-files/?d=sub/good.png",
+                f"file://{root}/sub/good.png"):
+        assert backend.resolve(ref) == root / "sub" / "good.png"
+    with pytest.raises(DataError, match="not a usable path|not found"):
+        backend.resolve("sub/go\x00od.png")
+
+
+def test_serve_answers_hostile_requests_with_400_or_413(backend: Any) -> None:
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from visiontl.serve import make_server
+
+    server = make_server(backend, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def post(path: str, data: bytes) -> tuple[int, dict]:
+        request = urllib.request.Request(url + path, data=data, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    try:
+        status, answer = post("/predict", b"[" * 5000 + b"]" * 5000)  # nested past Python's stack
+        assert status == 400 and "nested too deeply" in answer["error"]
+        laughs = (CORPUS / "cvat" / "billion_laughs.xml").read_text().split("<annotations>")[0] + "<View>&lol9;</View>"
+        started = time.perf_counter()
+        status, answer = post("/setup", json.dumps({"project": "1", "schema": laughs}).encode())
+        assert status == 400 and "refused" in answer["error"] and time.perf_counter() - started < 5
+        status, answer = post("/predict", b'{"tasks": [], "x": "' + b"y" * 20_000 + b'"}')  # over 0.01 MB
+        assert status == 413 and "limit" in answer["error"]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
