@@ -35,3 +35,15 @@ class CheckpointError(VisiontlError):
     """A checkpoint that cannot be read or does not fit the requested use."""
 
     exit_code = 2
+
+
+class ExportError(VisiontlError):
+    """A model or export option the exporters cannot turn into a file; the message says why."""
+
+    exit_code = 2
+
+
+class ParityError(VisiontlError):
+    """An exported model whose outputs differ from the PyTorch model's by more than the tolerance."""
+
+    exit_code = 1

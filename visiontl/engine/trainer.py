@@ -38,6 +38,7 @@ from visiontl.engine.seed import rng_state, seed_everything, set_rng_state, work
 from visiontl.errors import CheckpointError, ConfigError
 from visiontl.finetune import Phase, apply_phase, group_lrs, param_groups, phase_at, plan_phases, set_train_mode
 from visiontl.tasks import get_task
+from visiontl.tracking import Tracker
 
 log = logging.getLogger("visiontl")
 
@@ -141,6 +142,8 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     data = task.prepare_data(cfg)  # every file checked before anything is written or built
     classes = data.classes
     main = dist.is_main()  # only rank 0 writes the run directory
+    # A missing tracking package or an unusable store stops here, before training (tracking.py).
+    tracker = Tracker.open(cfg, run_dir, main, int(resumed["epoch"]) if resumed is not None else None)
     run_dir.mkdir(parents=True, exist_ok=True)
     if main:
         save_config(cfg, run_dir / "config.yaml")
@@ -162,7 +165,7 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     if closed_form:
         if dist.active():
             raise ConfigError(f"model.head: {cfg.model.head!r} is fitted in one process; run it without torchrun")
-        return _fit_closed_form(cfg, task, data, model, backbone, train_set, val_set, run_dir, device, watch)
+        return _fit_closed_form(cfg, task, data, model, backbone, train_set, val_set, run_dir, device, watch, tracker)
 
     model = dist.sync_batchnorm(model, cfg.train.sync_bn, device)
     model.to(device)
@@ -258,6 +261,8 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
         row.update(seconds=seconds, img_per_s=seen / max(train_seconds, 1e-9))
         if main:
             csv_log.append({k: _fmt(v) for k, v in row.items()})
+            tracker.log_epoch(epoch + 1, row)
+            tracker.log_images(epoch + 1, task, model, val_set, device, autocast, classes)
         log.info(
             "epoch %d/%d  train_loss %.4f  %s%s  %.0f img/s  %.1fs%s",
             epoch + 1, t.epochs, row["train_loss"], f"val_loss {metrics['loss']:.4f}  " if "loss" in metrics else "",
@@ -293,6 +298,7 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
         write_evaluation(run_dir, final, task, model, val_set, device, autocast, classes)
         write_run_json(run_dir, "train", cfg.task, device, watch, len(train_sampler), len(val_sampler))
         write_run_report(run_dir)
+        tracker.finish(run_dir)
     dist.barrier()  # no rank leaves (and tears the group down) before rank 0 has written the run
     dist.shutdown()
     return final
@@ -384,7 +390,7 @@ def _train_epoch(
     return float(loss_total), seen, step
 
 
-def _fit_closed_form(cfg, task, data, model, backbone, train_set, val_set, run_dir, device, watch) -> dict[str, Any]:
+def _fit_closed_form(cfg, task, data, model, backbone, train_set, val_set, run_dir, device, watch, tracker) -> dict[str, Any]:
     model.to(device)
     started = time.perf_counter()
     fit = task.fit_closed_form(cfg, model, train_set, run_dir, device)
@@ -398,6 +404,7 @@ def _fit_closed_form(cfg, task, data, model, backbone, train_set, val_set, run_d
     row.update({k: metrics[k] for k in task.log_metrics})
     row.update(seconds=seconds, img_per_s=len(train_set) / max(seconds, 1e-9))
     CsvLog(run_dir / "log.csv").append({k: _fmt(v) for k, v in row.items()})
+    tracker.log_epoch(1, row)
     log.info("%s: train accuracy %.4f, %s", cfg.model.head, fit["train_accuracy"],
              "  ".join(f"{k} {metrics[k]:.4f}" for k in task.log_metrics))
     state = {"optimizer": {}, "epoch": 1, "step": 0, "phase": 0, "best": {"value": metrics[cfg.train.monitor], "epoch": 1},
@@ -409,6 +416,7 @@ def _fit_closed_form(cfg, task, data, model, backbone, train_set, val_set, run_d
     write_evaluation(run_dir, final, task, model, val_set, device, autocast, data.classes)
     write_run_json(run_dir, "train", cfg.task, device, watch, len(train_set), len(val_set))
     write_run_report(run_dir)
+    tracker.finish(run_dir)
     return final
 
 
