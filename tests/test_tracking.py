@@ -37,7 +37,7 @@ def tracked_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) 
     base = tmp_path_factory.mktemp("tracked")
     run, store = base / "run", base / "mlstore"
     train(build_config(tiny_config(synthetic_root, run, run={"dir": str(run), "tensorboard": True, "mlflow": str(store)},
-                                   train={"epochs": 2})))
+                                   train={"epochs": 2, "overfit_batches": 1})))  # one batch an epoch: fast
     return run, store
 
 
