@@ -8,7 +8,9 @@ largest difference between them, by task (the figure compared with the tolerance
   |score difference|, |box coordinate difference| / the image's longer side and, for Mask R-CNN, |mask
   probability difference|; a detection only one side kept counts as its score minus the lowest score the
   other side would have kept (its score threshold, or the last score of a full list of
-  model.detections_per_image), since a detection at the cut-off may fall on either side of it.
+  model.detections_per_image), since a detection at the cut-off may fall on either side of it; detections
+  whose score ties (within TIE_SCORE) with another of the same class are left out and counted, since which
+  of them NMS and the top-k cut keep is decided by float noise.
 
 The PyTorch side is fed as `visiontl predict` feeds a checkpoint (normalised by the pipeline); the exported
 side gets the same resized pixels in [0, 1] and normalises inside its graph, so the check covers that too.
@@ -32,6 +34,8 @@ from visiontl.export.runtime import ExportedRuntime
 DEFAULT_TOLERANCE = {"classification": 1e-4, "segmentation": 1e-3, "detection": 1e-3, "instance_segmentation": 1e-3}
 CHECK_IMAGES = 4
 MATCH_IOU = 0.5
+# Scores this close are a tie: float noise between two runtimes (measured up to ~2e-7) can order them either way.
+TIE_SCORE = 1e-5
 SYNTHETIC_SIZES = ((120, 160), (97, 131), (160, 120), (64, 64))  # (height, width), odd ones included
 
 
@@ -61,6 +65,7 @@ class Parity:
             masks = f", masks {f['mask']:.3g}" if "mask" in f else ""
             detail = (f"largest difference {self.difference:.3g}: boxes {f['box_px']:.3g} px, scores {f['score']:.3g}"
                       f"{masks}; {f['matched']} of {f['detections']} detections matched"
+                      + (f", {f['tied']} left out for tied scores" if f.get("tied") else "")
                       + (f", {f['unmatched']} kept by one side only (largest margin over its cut-off "
                          f"{f['unmatched_margin']:.3g})" if f["unmatched"] else ""))
         return f"{detail}; tolerance {self.tolerance:g}, on {self.source}"
@@ -143,7 +148,7 @@ def measure(loaded: Any, runtime: ExportedRuntime, spec: InputSpec, images: list
     elif task == "segmentation":
         figures, per_image = _segmentation(loaded, runtime, images)
     elif task in DETECTION_TASKS:
-        figures, per_image = _detection(loaded, runtime, images)
+        figures, per_image = _detection(loaded, runtime, images, tolerance)
     else:
         raise ValueError(f"task {task!r} has no parity check")
     worst = max(per_image, key=per_image.get)
@@ -211,10 +216,11 @@ def _segmentation(loaded: Any, runtime: ExportedRuntime,
 
 
 @torch.no_grad()
-def _detection(loaded: Any, runtime: ExportedRuntime,
-               images: list[tuple[str, np.ndarray]]) -> tuple[dict[str, Any], dict[str, float]]:
+def _detection(loaded: Any, runtime: ExportedRuntime, images: list[tuple[str, np.ndarray]],
+               tolerance: float) -> tuple[dict[str, Any], dict[str, float]]:
     m = loaded.config.model
-    totals = {"box_px": 0.0, "score": 0.0, "matched": 0, "detections": 0, "unmatched": 0, "unmatched_margin": 0.0}
+    totals = {"box_px": 0.0, "score": 0.0, "matched": 0, "detections": 0, "unmatched": 0, "unmatched_margin": 0.0,
+              "tied": 0}
     if loaded.config.task == "instance_segmentation":
         totals["mask"] = 0.0
     per_image = {}
@@ -223,9 +229,10 @@ def _detection(loaded: Any, runtime: ExportedRuntime,
         ref = {k: v.float().numpy() if v.is_floating_point() else v.numpy()
                for k, v in loaded.model([torch.from_numpy(x[0])])[0].items()}
         out = runtime(x)
-        figures = compare_detections(ref, out, max(array.shape[:2]), m.score_threshold, m.detections_per_image)
+        figures = compare_detections(ref, out, max(array.shape[:2]), m.score_threshold, m.detections_per_image,
+                                     tolerance)
         for key, value in figures.items():
-            if key in ("matched", "detections", "unmatched"):
+            if key in ("matched", "detections", "unmatched", "tied"):
                 totals[key] += value
             elif key != "difference":
                 totals[key] = max(totals[key], value)
@@ -234,23 +241,59 @@ def _detection(loaded: Any, runtime: ExportedRuntime,
 
 
 def compare_detections(ref: dict[str, np.ndarray], out: dict[str, np.ndarray], longer_side: int, threshold: float,
-                       limit: int) -> dict[str, Any]:
-    """The figures of one image's detections, PyTorch's (`ref`) against the file's (`out`)."""
+                       limit: int, tolerance: float) -> dict[str, Any]:
+    """The figures of one image's detections, PyTorch's (`ref`) against the file's (`out`).
+
+    Detections whose score ties (within TIE_SCORE) with another of the same class on their side are left out, with
+    those paired with them and those the other side kept in their place (same class, IoU >= MATCH_IOU,
+    score within the tolerance): which of equally scored detections NMS and the top-k cut keep is decided by
+    float noise. Untrained detectors score whole regions alike; trained ones rarely tie."""
     pairs, lonely_out, lonely_ref = match_detections(out, ref)
-    box_px = max((float(np.abs(out["boxes"][i] - ref["boxes"][j]).max()) for i, j in pairs), default=0.0)
-    score = max((abs(float(out["scores"][i] - ref["scores"][j])) for i, j in pairs), default=0.0)
+    tied_out, tied_ref = _tied(out), _tied(ref)
+    compared = [(i, j) for i, j in pairs if not (tied_out[i] or tied_ref[j])]
+    lonely_out = [i for i in lonely_out if not (tied_out[i] or _stands_in(out, i, ref, tied_ref, tolerance))]
+    lonely_ref = [j for j in lonely_ref if not (tied_ref[j] or _stands_in(ref, j, out, tied_out, tolerance))]
+    box_px = max((float(np.abs(out["boxes"][i] - ref["boxes"][j]).max()) for i, j in compared), default=0.0)
+    score = max((abs(float(out["scores"][i] - ref["scores"][j])) for i, j in compared), default=0.0)
     margins = [float(out["scores"][i]) - _cut_off(ref["scores"], threshold, limit) for i in lonely_out]
     margins += [float(ref["scores"][j]) - _cut_off(out["scores"], threshold, limit) for j in lonely_ref]
     margin = max([0.0, *margins])
-    figures = {"box_px": box_px, "score": score, "matched": len(pairs),
-               "detections": max(len(ref["scores"]), len(out["scores"])),
-               "unmatched": len(lonely_out) + len(lonely_ref), "unmatched_margin": margin}
+    detections = max(len(ref["scores"]), len(out["scores"]))
+    figures = {"box_px": box_px, "score": score, "matched": len(compared), "detections": detections,
+               "unmatched": len(lonely_out) + len(lonely_ref), "unmatched_margin": margin,
+               "tied": max(len(out["scores"]) - len(compared) - len(lonely_out),
+                           len(ref["scores"]) - len(compared) - len(lonely_ref))}
     parts = [score, box_px / max(1, longer_side), margin]
     if "masks" in out:
-        figures["mask"] = max((float(np.abs(out["masks"][i] - ref["masks"][j]).max()) for i, j in pairs), default=0.0)
+        figures["mask"] = max((float(np.abs(out["masks"][i] - ref["masks"][j]).max()) for i, j in compared),
+                              default=0.0)
         parts.append(figures["mask"])
     figures["difference"] = max(parts)
     return figures
+
+
+def _tied(dets: dict[str, np.ndarray]) -> np.ndarray:
+    """Per detection: does another of the same class score within TIE_SCORE of it?"""
+    tied = np.zeros(len(dets["scores"]), dtype=bool)
+    for label in np.unique(dets["labels"]):
+        members = np.flatnonzero(dets["labels"] == label)
+        order = members[np.argsort(dets["scores"][members], kind="stable")]
+        close = np.diff(dets["scores"][order].astype(np.float64)) <= TIE_SCORE
+        tied[order[1:][close]] = True
+        tied[order[:-1][close]] = True
+    return tied
+
+
+def _stands_in(a: dict[str, np.ndarray], i: int, b: dict[str, np.ndarray], tied_b: np.ndarray, tolerance: float) -> bool:
+    """Is a's detection i what a kept in place of one of b's tied detections (same class, overlapping, scoring
+    alike)?"""
+    from torchvision.ops import box_iou
+
+    near = tied_b & (b["labels"] == a["labels"][i]) & (np.abs(b["scores"] - a["scores"][i]) <= tolerance)
+    if not near.any():
+        return False
+    iou = box_iou(torch.from_numpy(a["boxes"][i : i + 1]).float(), torch.from_numpy(b["boxes"][near]).float())
+    return bool((iou >= MATCH_IOU).any())
 
 
 def _cut_off(scores: np.ndarray, threshold: float, limit: int) -> float:
