@@ -84,10 +84,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _preannotate(args: argparse.Namespace) -> int:
-    from visiontl.engine.inference import image_files, load_trained
+    from visiontl.engine.inference import image_files, load_for_prediction
     from visiontl.preannotate import predict_set, write_predictions
 
-    loaded = load_trained(args.checkpoint)
+    loaded = load_for_prediction(args.checkpoint)
     aset = predict_set(loaded, image_files([Path(p) for p in args.images]), args.score_threshold, args.masks)
     version = args.model_version or f"visiontl {loaded.config.model.arch} {loaded.config.model.backbone} " \
                                     f"epoch {loaded.checkpoint.get('epoch', '?')}"
@@ -97,6 +97,24 @@ def _preannotate(args: argparse.Namespace) -> int:
     for line in report.lines():
         print(line)
     print(f"written to {args.out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from visiontl.export import export_checkpoint
+
+    result = export_checkpoint(args.checkpoint, args.format, Path(args.out), opset=args.opset,
+                               dynamic_batch=args.dynamic_batch,
+                               image_size=tuple(args.image_size) if args.image_size else None,
+                               check_folder=Path(args.check_images) if args.check_images else None,
+                               tolerance=args.tolerance)
+    meta = result.metadata
+    shape = ", ".join(str(d) for d in meta["input"]["shape"])
+    print(f"exported {meta['task']} model ({meta['arch']} on {meta['backbone']}) to {result.path}: "
+          f"{meta['exporter']}, {result.size_bytes / 2**20:.1f} MiB; input image [{shape}] float32 RGB in [0, 1]")
+    print(f"parity: {result.parity.summary()}")
+    if result.sidecar is not None:
+        print(f"metadata also in {result.sidecar}")
     return 0
 
 
@@ -328,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="predict images (files or folders)")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="a checkpoint, or a file `visiontl export` wrote (.onnx, TorchScript)")
     p.add_argument("images", nargs="+")
     p.add_argument("--out", required=True, help="output: classification .csv or .json file; detection COCO results "
                    ".json file; segmentation a folder of label PNGs")
@@ -346,6 +364,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--draw", default=None, metavar="DIR", help="detection: also write copies of the images with boxes drawn")
     p.add_argument("--overlay", action="store_true", help="segmentation: also write colour overlays into OUT/overlay")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="a checkpoint as an ONNX or TorchScript file, checked against the PyTorch "
+                       "model before it is written (docs/deploy.md)")
+    p.add_argument("checkpoint")
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    p.add_argument("--out", required=True, metavar="FILE", help="the file: .onnx for ONNX; .torchscript or .pt for "
+                   "TorchScript (its metadata also goes to FILE.json)")
+    p.add_argument("--opset", type=int, default=None, metavar="N", help="ONNX opset, 11 to 20 (default 17)")
+    p.add_argument("--dynamic-batch", action="store_true", help="classification, segmentation: any batch size "
+                   "(default: batches of 1; detectors always take one image)")
+    p.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"), help="fix the input size "
+                   "(default: classification data.image_size; segmentation and detection any size)")
+    p.add_argument("--check-images", default=None, metavar="DIR", help="parity-check on every image in DIR "
+                   "(default: the first 4 val images of the checkpoint's config, else 4 synthetic images)")
+    p.add_argument("--tolerance", type=float, default=None, help="largest difference the parity check accepts "
+                   "(default: classification 1e-4, segmentation and detection 1e-3; docs/deploy.md)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("score", help="COCO-score a results file against a ground-truth file (pycocotools' numbers)")
     p.add_argument("gt", help="COCO ground truth JSON")

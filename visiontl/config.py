@@ -201,6 +201,18 @@ class TrainConfig(_Strict):
 
 class RunConfig(_Strict):
     dir: Path = _f(Path("runs/default"), "run directory: config.yaml, log.csv, metrics.json, checkpoints/")
+    tensorboard: bool = _f(False, "TensorBoard event files in <run.dir>/tensorboard: every log.csv column per epoch "
+                           "and a few val images drawn with the predictions (needs the track extra)")
+    mlflow: str | None = _f(None, "MLflow tracking store: a local folder (an SQLite store mlflow.db and artifacts/ in "
+                            "it), a sqlite:/// URI or an http(s):// server; logs the config as params, the log.csv "
+                            "columns per epoch, the report and best checkpoint at the end (needs the track extra)")
+
+    @field_validator("mlflow")
+    @classmethod
+    def _known_store(cls, uri: str | None) -> str | None:
+        from visiontl.tracking import check_mlflow_uri
+
+        return None if uri is None else check_mlflow_uri(uri)
 
 
 class Config(_Strict):

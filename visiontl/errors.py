@@ -55,3 +55,15 @@ class Interrupted(VisiontlError):
     def __init__(self, message: str, signal_number: int):
         super().__init__(message)
         self.exit_code = 128 + signal_number
+
+
+class ExportError(VisiontlError):
+    """A model or export option the exporters cannot turn into a file; the message says why."""
+
+    exit_code = 2
+
+
+class ParityError(VisiontlError):
+    """An exported model whose outputs differ from the PyTorch model's by more than the tolerance."""
+
+    exit_code = 1

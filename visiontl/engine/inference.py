@@ -42,6 +42,17 @@ def load_trained(path: str | Path, overrides: list[str] | None = None) -> Loaded
     return LoadedModel(model, backbone, task, cfg, list(ckpt["classes"]), ckpt)
 
 
+def load_for_prediction(path: str | Path) -> LoadedModel:
+    """A checkpoint, or a file `visiontl export` wrote (ONNX, TorchScript), ready for the prediction code."""
+    from visiontl.export.runtime import is_exported_file
+
+    if is_exported_file(path):
+        from visiontl.export.predict import load_exported
+
+        return load_exported(path)
+    return load_trained(path)
+
+
 def evaluate_checkpoint(path: str | Path, overrides: list[str], out_dir: Path) -> dict[str, Any]:
     """Score a checkpoint on its config's val split (overrides may point elsewhere, e.g. data.val=test) and
     write the evaluation files of a run directory into `out_dir` (docs/run-directory.md)."""
@@ -92,10 +103,10 @@ def image_files(inputs: list[Path]) -> list[Path]:
 
 def predict(path: str | Path, inputs: list[Path], out_file: Path, topk: int = 1, score_threshold: float | None = None,
             draw_dir: Path | None = None, overlay: bool = False) -> list[dict[str, Any]]:
-    """Predict image files with a checkpoint. Classification: top-k classes to CSV or JSON (by suffix);
-    detection: COCO results JSON in the dataset's category ids (optionally boxes drawn into draw_dir);
-    segmentation: one label PNG per image into the folder `out_file` (optionally colour overlays)."""
-    loaded = load_trained(path)
+    """Predict image files with a checkpoint or an exported file. Classification: top-k classes to CSV or JSON
+    (by suffix); detection: COCO results JSON in the dataset's category ids (optionally boxes drawn into
+    draw_dir); segmentation: one label PNG per image into the folder `out_file` (optionally colour overlays)."""
+    loaded = load_for_prediction(path)
     files = image_files(inputs)
     if loaded.config.task == "segmentation":
         from visiontl.tasks.segmentation import predict_masks

@@ -51,6 +51,7 @@ from visiontl.engine.seed import rng_state, seed_everything, set_rng_state, work
 from visiontl.errors import CheckpointError, ConfigError, Interrupted, TrainingError
 from visiontl.finetune import Phase, apply_phase, group_lrs, param_groups, phase_at, plan_phases, set_train_mode
 from visiontl.tasks import get_task
+from visiontl.tracking import Tracker
 
 log = logging.getLogger("visiontl")
 
@@ -166,6 +167,8 @@ def train(cfg: Config, resume: bool = False, force: bool = False) -> dict[str, A
     data = task.prepare_data(cfg)  # every file checked before anything is written or built
     classes = data.classes
     main = dist.is_main()  # only rank 0 writes the run directory
+    # A missing tracking package or an unusable store stops here, before training (tracking.py).
+    tracker = Tracker.open(cfg, run_dir, main, int(resumed["epoch"]) if resumed is not None else None)
     run_dir.mkdir(parents=True, exist_ok=True)
     if main:
         save_config(cfg, run_dir / "config.yaml")
@@ -187,7 +190,7 @@ def train(cfg: Config, resume: bool = False, force: bool = False) -> dict[str, A
     if closed_form:
         if dist.active():
             raise ConfigError(f"model.head: {cfg.model.head!r} is fitted in one process; run it without torchrun")
-        return _fit_closed_form(cfg, task, data, model, backbone, train_set, val_set, run_dir, device, watch)
+        return _fit_closed_form(cfg, task, data, model, backbone, train_set, val_set, run_dir, device, watch, tracker)
 
     model = dist.sync_batchnorm(model, cfg.train.sync_bn, device)
     model.to(device)
@@ -336,6 +339,8 @@ def train(cfg: Config, resume: bool = False, force: bool = False) -> dict[str, A
                 row["gpu_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
             if main:
                 csv_log.append({k: _fmt(v) for k, v in row.items()})
+                tracker.log_epoch(epoch + 1, row)
+                tracker.log_images(epoch + 1, task, model, val_set, device, autocast, classes)
             log.info(
                 "epoch %d/%d  train_loss %.4f  %s%s  %.0f img/s  %.1fs%s",
                 epoch + 1, t.epochs, row["train_loss"], f"val_loss {metrics['loss']:.4f}  " if "loss" in metrics else "",
@@ -360,6 +365,7 @@ def train(cfg: Config, resume: bool = False, force: bool = False) -> dict[str, A
         write_evaluation(run_dir, final, task, model, val_set, device, autocast, classes)
         write_run_json(run_dir, "train", cfg.task, device, watch, len(train_sampler), len(val_sampler))
         write_run_report(run_dir)
+        tracker.finish(run_dir)
     dist.barrier()  # no rank leaves (and tears the group down) before rank 0 has written the run
     dist.shutdown()
     return final
@@ -522,7 +528,8 @@ def _file_of(dataset: Any, key: Any) -> str:
     return dataset.file_of(key) if hasattr(dataset, "file_of") else str(key)
 
 
-def _fit_closed_form(cfg, task, data, model, backbone, train_set, val_set, run_dir, device, watch) -> dict[str, Any]:
+def _fit_closed_form(cfg, task, data, model, backbone, train_set, val_set, run_dir, device, watch,
+                     tracker) -> dict[str, Any]:
     model.to(device)
     started = time.perf_counter()
     fit = task.fit_closed_form(cfg, model, train_set, run_dir, device)
@@ -536,6 +543,7 @@ def _fit_closed_form(cfg, task, data, model, backbone, train_set, val_set, run_d
     row.update({k: metrics[k] for k in task.log_metrics})
     row.update(seconds=seconds, img_per_s=len(train_set) / max(seconds, 1e-9))
     CsvLog(run_dir / "log.csv").append({k: _fmt(v) for k, v in row.items()})
+    tracker.log_epoch(1, row)
     log.info("%s: train accuracy %.4f, %s", cfg.model.head, fit["train_accuracy"],
              "  ".join(f"{k} {metrics[k]:.4f}" for k in task.log_metrics))
     state = {"optimizer": {}, "epoch": 1, "step": 0, "phase": 0, "best": {"value": metrics[cfg.train.monitor], "epoch": 1},
@@ -547,6 +555,7 @@ def _fit_closed_form(cfg, task, data, model, backbone, train_set, val_set, run_d
     write_evaluation(run_dir, final, task, model, val_set, device, autocast, data.classes)
     write_run_json(run_dir, "train", cfg.task, device, watch, len(train_set), len(val_set))
     write_run_report(run_dir)
+    tracker.finish(run_dir)
     return final
 
 

@@ -1,0 +1,266 @@
+"""`visiontl export` on tiny one-step checkpoints: a classifier, a U-Net and a Faster R-CNN to ONNX and
+TorchScript; the built-in parity check below its tolerance; the metadata read back from the file; predict
+on the exported file equal to predict on the checkpoint; failed checks and unsupported options in one line,
+with nothing written."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import tiny_config
+from test_detection import det_config
+from test_segmentation import seg_config
+from visiontl.cli import main
+from visiontl.config import build_config
+from visiontl.data.synthetic import make_detection_coco, make_segmentation_folders
+from visiontl.engine.trainer import train
+
+onnx = pytest.importorskip("onnx", reason="the export extra (pip install 'visiontl[export]') is not installed")
+pytest.importorskip("onnxruntime", reason="the export extra (pip install 'visiontl[export]') is not installed")
+
+ONE_STEP = {"epochs": 1, "max_steps": 1}
+
+
+@pytest.fixture(scope="module")
+def classifier(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("clf") / "run"
+    train(build_config(tiny_config(synthetic_root, run, train=ONE_STEP)))
+    return run / "checkpoints" / "last.pt"
+
+
+@pytest.fixture(scope="module")
+def unet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("unet")
+    root = make_segmentation_folders(base / "data")
+    train(build_config(seg_config(root, base / "run", train={**ONE_STEP, "batch_size": 2})))
+    return base / "run" / "checkpoints" / "last.pt"
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("det")
+    make_detection_coco(base, images=4, split="train", seed=0)
+    make_detection_coco(base, images=3, split="val", seed=1)
+    train(build_config(det_config(base, base / "run", train={**ONE_STEP, "batch_size": 2})))
+    return base / "run" / "checkpoints" / "last.pt"
+
+
+def export(capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str, str]:
+    code = main(["export", *map(str, args)])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def onnx_metadata(path: Path) -> dict:
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    whole = json.loads(props["visiontl"])
+    assert props["task"] == whole["task"] and json.loads(props["classes"]) == whole["classes"]  # each key readable alone
+    return whole
+
+
+def read_csv(path: Path) -> list[list[str]]:
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+def test_classifier_to_onnx_parity_metadata_and_predict(classifier: Path, synthetic_root: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "clf.onnx"
+    code, stdout, err = export(capsys, classifier, "--format", "onnx", "--out", out)
+    assert code == 0, err
+    assert "parity: largest probability difference" in stdout and "on 4 val images" in stdout
+    meta = onnx_metadata(out)
+    assert meta["task"] == "classification" and meta["classes"] == ["class_0", "class_1", "class_2"]
+    assert meta["input"]["shape"] == [1, 3, 32, 32] and meta["input_size"] == [32, 32]
+    assert meta["normalization"] == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "inside_graph": True}
+    assert list(meta["outputs"]) == ["logits", "probabilities"] and meta["opset"] == 17
+    assert meta["visiontl_version"] and meta["config"]["model"]["backbone"] == "resnet18"
+    assert meta["parity"]["difference"] < meta["parity"]["tolerance"] == 1e-4
+
+    # what a user does: onnxruntime alone, pixels / 255, no mean or std
+    import onnxruntime as ort
+
+    image = np.asarray(Image.open(next((synthetic_root / "val" / "class_1").iterdir())).convert("RGB"))
+    probs = ort.InferenceSession(str(out)).run(["probabilities"], {"image": (image / 255.0).astype(np.float32)
+                                                                    .transpose(2, 0, 1)[None]})[0]
+    assert probs.shape == (1, 3) and probs.sum() == pytest.approx(1.0, abs=1e-5)
+
+    for model, csv_out in ((classifier, tmp_path / "ckpt.csv"), (out, tmp_path / "onnx.csv")):
+        assert main(["predict", str(model), str(synthetic_root / "val"), "--out", str(csv_out), "--topk", "2"]) == 0
+    ours, theirs = read_csv(tmp_path / "onnx.csv"), read_csv(tmp_path / "ckpt.csv")
+    assert len(ours) == 13 and [r[:2] + r[3:4] for r in ours] == [r[:2] + r[3:4] for r in theirs]  # files, classes
+    assert np.allclose([[float(r[2]), float(r[4])] for r in ours[1:]], [[float(r[2]), float(r[4])] for r in theirs[1:]],
+                       atol=2e-6)
+
+
+def test_classifier_to_torchscript_with_dynamic_batch(classifier: Path, synthetic_root: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    from visiontl.export import open_exported
+
+    out = tmp_path / "clf.torchscript"
+    code, stdout, err = export(capsys, classifier, "--format", "torchscript", "--out", out, "--dynamic-batch",
+                               "--check-images", synthetic_root / "val" / "class_2")
+    assert code == 0, err
+    assert f"on 4 images in {synthetic_root / 'val' / 'class_2'}" in stdout
+    sidecar = json.loads(Path(f"{out}.json").read_text())
+    runtime = open_exported(out)
+    assert runtime.metadata == sidecar  # embedded (extra/visiontl.json) and beside the file, the same
+    assert sidecar["input"]["shape"] == ["batch", 3, 32, 32] and sidecar["format"] == "torchscript"
+    assert sidecar["parity"]["difference"] < 1e-4
+    result = runtime(np.random.default_rng(0).random((3, 3, 32, 32), dtype=np.float32))
+    assert result["probabilities"].shape == (3, 3)
+    module = torch.jit.load(str(out))  # a user needs torch alone
+    assert module(torch.rand(5, 3, 32, 32))[1].shape == (5, 3)
+
+    assert main(["predict", str(out), str(synthetic_root / "val"), "--out", str(tmp_path / "p.json")]) == 0
+    assert main(["predict", str(classifier), str(synthetic_root / "val"), "--out", str(tmp_path / "c.json")]) == 0
+    ours, theirs = (json.loads((tmp_path / n).read_text()) for n in ("p.json", "c.json"))
+    assert [r["top"][0]["class"] for r in ours] == [r["top"][0]["class"] for r in theirs]
+    assert [r["top"][0]["score"] for r in ours] == pytest.approx([r["top"][0]["score"] for r in theirs], abs=2e-6)
+
+
+def test_unet_to_onnx_and_predict_equal_masks(unet: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "unet.onnx"
+    code, stdout, err = export(capsys, unet, "--format", "onnx", "--out", out, "--dynamic-batch")
+    assert code == 0, err
+    assert "of pixels given the same label" in stdout and "on 3 val images" in stdout
+    meta = onnx_metadata(out)
+    assert meta["input"]["shape"] == ["batch", 3, "height", "width"] and meta["input_size"] is None
+    assert meta["classes"] == ["background", "red", "green"] and list(meta["outputs"]) == ["logits", "labels"]
+    assert meta["parity"]["difference"] < 1e-3 and meta["parity"]["label_agreement"] == 1.0
+
+    images = unet.parents[2] / "data" / "images" / "val"
+    for model, folder in ((unet, tmp_path / "ckpt"), (out, tmp_path / "onnx")):
+        assert main(["predict", str(model), str(images), "--out", str(folder)]) == 0
+    for png in sorted((tmp_path / "ckpt").glob("*.png")):
+        ours, theirs = np.asarray(Image.open(tmp_path / "onnx" / png.name)), np.asarray(Image.open(png))
+        assert ours.shape == theirs.shape == (53, 67)
+        assert (ours == theirs).mean() >= 0.999  # a pixel on a near-tie may flip; none did when measured
+
+
+def test_unet_at_a_fixed_size_to_torchscript(unet: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "unet64.pt"
+    code, stdout, err = export(capsys, unet, "--format", "torchscript", "--out", out, "--image-size", "64", "96")
+    assert code == 0, err
+    assert json.loads(Path(f"{out}.json").read_text())["input"]["shape"] == [1, 3, 64, 96]
+    images = unet.parents[2] / "data" / "images" / "val"
+    assert main(["predict", str(out), str(images), "--out", str(tmp_path / "masks")]) == 0  # .pt: told apart from a checkpoint
+    with Image.open(next((tmp_path / "masks").glob("*.png"))) as mask:
+        assert mask.size == (67, 53)  # resized to the file's size and the labels back to the image's
+
+
+def test_detector_to_onnx_and_torchscript_and_predict(detector: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    val = detector.parents[2] / "val"
+    assert main(["predict", str(detector), str(val), "--out", str(tmp_path / "ckpt.json"), "--score-threshold", "0"]) == 0
+    theirs = json.loads((tmp_path / "ckpt.json").read_text())
+    assert theirs
+    for fmt, name in (("onnx", "det.onnx"), ("torchscript", "det.torchscript")):
+        out = tmp_path / name
+        code, stdout, err = export(capsys, detector, "--format", fmt, "--out", out)
+        assert code == 0, err
+        meta = onnx_metadata(out) if fmt == "onnx" else json.loads(Path(f"{out}.json").read_text())
+        assert meta["label_map"] == {"category_ids": [0, 5, 17], "names": ["shape_0", "shape_5", "shape_17"]}
+        assert meta["score_threshold"] == 0.0 and meta["input"]["shape"] == [1, 3, "height", "width"]
+        assert list(meta["outputs"]) == ["boxes", "scores", "labels"] and "shorter side 72" in meta["resize"]
+        parity = meta["parity"]
+        assert parity["difference"] < 1e-3 and parity["unmatched"] == 0 and parity["matched"] > 0
+        assert parity["matched"] + parity["tied"] == parity["detections"]  # tied: equal scores, see parity.py
+
+        assert main(["predict", str(out), str(val), "--out", str(tmp_path / f"{fmt}.json"), "--score-threshold", "0"]) == 0
+        ours = json.loads((tmp_path / f"{fmt}.json").read_text())
+        assert len(ours) == len(theirs)
+        key = lambda r: (r["file_name"], r["category_id"], round(r["score"], 4), [round(v, 2) for v in r["bbox"]])  # noqa: E731
+        assert sorted(map(key, ours)) == sorted(map(key, theirs))
+
+
+def test_failed_parity_is_one_line_and_writes_nothing(classifier: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "clf.onnx"
+    code, _, err = export(capsys, classifier, "--format", "onnx", "--out", out, "--tolerance", "0")
+    assert code == 1
+    assert err.count("\n") == 1 and err.startswith(f"visiontl: error: {out}: parity check failed (difference ")
+    assert "> tolerance 0, on " in err and "nothing written" in err
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_unreachable_val_images_fall_back_to_synthetic(classifier: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    moved = torch.load(classifier, map_location="cpu", weights_only=True)
+    moved["config"]["data"]["root"] = str(tmp_path / "elsewhere")  # the dataset stayed on another machine
+    torch.save(moved, tmp_path / "moved.pt")
+    code, stdout, err = export(capsys, tmp_path / "moved.pt", "--format", "torchscript", "--out", tmp_path / "m.ts")
+    assert code == 0, err
+    assert "on 4 synthetic images (the checkpoint's val images are not reachable)" in stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--format", "onnx", "--out", "x.pt"], "--out: an ONNX file's name ends in .onnx"),
+    (["--format", "torchscript", "--out", "x.onnx"], "--out: x.onnx ends in .onnx"),
+    (["--format", "onnx", "--out", "x.onnx", "--opset", "9"], "--opset: 9 is outside 11..20"),
+    (["--format", "torchscript", "--out", "x.pt", "--opset", "17"], "--opset is an ONNX setting"),
+    (["--format", "onnx", "--out", "x.onnx", "--tolerance", "-1"], "--tolerance: must be at least 0"),
+])
+def test_bad_options_are_one_line(classifier: Path, tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str],
+                                  message: str) -> None:
+    code, _, err = export(capsys, classifier, *args)
+    assert code == 2 and err.count("\n") == 1 and message in err
+
+
+def test_detectors_refuse_a_dynamic_batch(detector: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code, _, err = export(capsys, detector, "--format", "onnx", "--out", tmp_path / "d.onnx", "--dynamic-batch")
+    assert code == 2 and err.count("\n") == 1
+    assert "--dynamic-batch: detectors export for one image per call" in err and not (tmp_path / "d.onnx").exists()
+
+
+def test_an_exporter_failure_is_one_line(classifier: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    def unsupported(*args, **kwargs):
+        raise RuntimeError("Exporting the operator 'aten::frobnicate' to ONNX opset version 17 is not supported.\n"
+                           "Please feel free to request support")
+
+    monkeypatch.setattr(torch.onnx, "export", unsupported)
+    code, _, err = export(capsys, classifier, "--format", "onnx", "--out", tmp_path / "c.onnx")
+    assert code == 2 and err.count("\n") == 1
+    assert "classifier on resnet18 cannot be exported to onnx by torch.onnx.export" in err
+    assert "'aten::frobnicate'" in err and not (tmp_path / "c.onnx").exists()
+
+
+def test_predict_names_a_foreign_onnx_file(tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture) -> None:
+    foreign = tmp_path / "other.onnx"
+    torch.onnx.export(torch.nn.Conv2d(3, 2, 1), (torch.rand(1, 3, 8, 8),), str(foreign), dynamo=False,
+                      input_names=["image"])
+    assert main(["predict", str(foreign), str(synthetic_root / "val"), "--out", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{foreign}: no visiontl metadata in metadata_props" in err
+
+
+def test_detection_matching_counts_a_lonely_detection_by_its_margin() -> None:
+    from visiontl.export.parity import compare_detections
+
+    def dets(boxes, scores, labels):
+        return {"boxes": np.array(boxes, dtype=np.float32).reshape(-1, 4), "scores": np.array(scores, dtype=np.float32),
+                "labels": np.array(labels, dtype=np.int64)}
+
+    ref = dets([[0, 0, 10, 10], [20, 20, 40, 40]], [0.9, 0.5], [1, 2])
+    same_but_shifted = dets([[20, 20, 40, 40.5], [0, 0, 10, 10]], [0.5, 0.9], [2, 1])  # order does not matter
+    figures = compare_detections(ref, same_but_shifted, 100, 0.3, 100, 1e-3)
+    assert figures["matched"] == 2 and figures["box_px"] == 0.5 and figures["difference"] == pytest.approx(0.005)
+    one_missing = dets([[0, 0, 10, 10]], [0.9], [1])
+    assert compare_detections(ref, one_missing, 100, 0.3, 100, 1e-3)["difference"] == pytest.approx(0.2)  # 0.5 - threshold
+    wrong_class = dets([[0, 0, 10, 10], [20, 20, 40, 40]], [0.9, 0.5], [1, 1])
+    assert compare_detections(ref, wrong_class, 100, 0.3, 100, 1e-3)["unmatched"] == 2
+    full = dets([[0, 0, 10, 10]], [0.9], [1])  # a full list of 1: its cut-off is its last score
+    assert compare_detections(ref, full, 100, 0.3, 1, 1e-3)["difference"] == 0.0
+    # two equally scored overlapping boxes: each side kept another one (NMS's choice among ties is arbitrary)
+    tied_ref = dets([[0, 0, 10, 10], [4, 0, 14, 10], [50, 50, 60, 60]], [0.5, 0.5, 0.8], [1, 1, 2])
+    tied_out = dets([[2, 0, 12, 10], [50, 50, 60, 60]], [0.5, 0.8], [1, 2])
+    figures = compare_detections(tied_ref, tied_out, 100, 0.3, 100, 1e-3)
+    assert figures["difference"] == 0.0 and figures["matched"] == 1 and figures["tied"] == 2
