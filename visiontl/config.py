@@ -119,8 +119,8 @@ class DataConfig(_Strict):
     group_aspect_ratio: bool = _f(True, "detection, instance_segmentation: batch landscape images with landscape and "
                                   "portrait with portrait, so padding to the batch's largest image wastes little")
     on_bad_image: Literal["error", "skip"] = _f(
-        "error", "an image that passes the header check but fails to decode mid-epoch: error stops training naming "
-        "it; skip trains on the next image instead and names it in a warning (validation always stops)")
+        "error", "an image that passed the checks before training but fails to decode mid-epoch (a file replaced, a "
+        "network share failing): error stops training naming it; skip trains on the next image instead and names it in a warning (validation always stops)")
     cache: bool = _f(False, "decode every image once, before training, and keep it in memory (small datasets whose "
                      "decoding is the bottleneck, e.g. PNGs; shared with forked workers)")
     cache_max_gb: float = _f(8.0, "data.cache: decoded bytes at most; images beyond it are decoded as usual", gt=0.0)
