@@ -120,7 +120,8 @@ class DataConfig(_Strict):
                                   "portrait with portrait, so padding to the batch's largest image wastes little")
     on_bad_image: Literal["error", "skip"] = _f(
         "error", "an image that passed the checks before training but fails to decode mid-epoch (a file replaced, a "
-        "network share failing): error stops training naming it; skip trains on the next image instead and names it in a warning (validation always stops)")
+        "network share failing): error stops training naming it; skip trains on the next image instead and names "
+        "it in a warning (validation always stops)")
     cache: bool = _f(False, "decode every image once, before training, and keep it in memory (small datasets whose "
                      "decoding is the bottleneck, e.g. PNGs; shared with forked workers)")
     cache_max_gb: float = _f(8.0, "data.cache: decoded bytes at most; images beyond it are decoded as usual", gt=0.0)
