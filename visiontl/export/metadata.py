@@ -21,7 +21,7 @@ OUTPUT_NOTES = {
     "segmentation": {"logits": "[N, K, H, W] per-pixel class scores at the input's size",
                      "labels": "[N, H, W] int64 class ids (argmax of the logits); id k is classes[k]"},
     "detection": {"boxes": "[D, 4] x1, y1, x2, y2 in input pixels",
-                  "scores": "[D] descending; only scores >= score_threshold are kept",
+                  "scores": "[D] descending; only scores above score_threshold are kept",
                   "labels": "[D] int64 in 1..K; label k is classes[k - 1]"},
 }
 OUTPUT_NOTES["instance_segmentation"] = {**OUTPUT_NOTES["detection"],
