@@ -179,6 +179,11 @@ def test_detector_to_onnx_and_torchscript_and_predict(detector: Path, tmp_path: 
         assert len(ours) == len(theirs)
         key = lambda r: (r["file_name"], r["category_id"], round(r["score"], 4), [round(v, 2) for v in r["bbox"]])  # noqa: E731
         assert sorted(map(key, ours)) == sorted(map(key, theirs))
+    # pre-annotation through the same code: a COCO file of the exported model's predictions
+    assert main(["predict", str(tmp_path / "det.onnx"), str(val), "--format", "coco", "--out", str(tmp_path / "pre"),
+                 "--score-threshold", "0"]) == 0
+    coco = json.loads(next((tmp_path / "pre").rglob("*.json")).read_text())
+    assert len(coco["annotations"]) == len(theirs) and {c["id"] for c in coco["categories"]} == {0, 5, 17}
 
 
 def test_failed_parity_is_one_line_and_writes_nothing(classifier: Path, tmp_path: Path,

@@ -36,6 +36,7 @@ CHECK_IMAGES = 4
 MATCH_IOU = 0.5
 # Scores this close are a tie: float noise between two runtimes (measured up to ~2e-7) can order them either way.
 TIE_SCORE = 1e-5
+BATCH = 16  # images per call when a classifier file takes any batch size
 SYNTHETIC_SIZES = ((120, 160), (97, 131), (160, 120), (64, 64))  # (height, width), odd ones included
 
 
@@ -187,8 +188,9 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 @torch.no_grad()
 def _classification(loaded: Any, runtime: ExportedRuntime, spec: InputSpec,
                     images: list[tuple[str, np.ndarray]]) -> tuple[dict[str, Any], dict[str, float]]:
-    # A file with a free batch is checked on one batch of every image, as it will be used; else one by one.
-    groups = [images] if spec.batch is None else [[item] for item in images]
+    # A file with a free batch is checked on batches of several images, as it will be used; else one by one.
+    size = BATCH if spec.batch is None else 1
+    groups = [images[start : start + size] for start in range(0, len(images), size)]
     prob_diff, logit_diff, same, per_image = 0.0, 0.0, 0, {}
     for group in groups:
         ref = loaded.model(torch.stack([_normalized(a, loaded) for _, a in group])).float().numpy()
