@@ -313,3 +313,28 @@ def test_image_that_fails_mid_epoch_can_be_skipped(synthetic_root: Path, tmp_pat
         train(build_config(tiny_config(synthetic_root, run, data={"on_bad_image": "skip"}, train={"epochs": 2})))
     assert caplog.text.count(f"skipped (data.on_bad_image: skip): {victim}: cannot decode image") == 2  # each epoch
     assert (run / "run.json").is_file()
+
+
+def test_disk_full_inside_torch_save(tmp_path: Path, monkeypatch) -> None:
+    """ENOSPC in the middle of torch.save surfaces as a RuntimeError raised while handling the OSError
+    (seen on a full disk): still one line, and the previous file intact."""
+    import errno
+
+    from visiontl.engine.checkpoint import save_checkpoint
+    from visiontl.errors import WriteError
+
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"model": {"w": torch.ones(3)}})
+
+    def failing_save(obj, f):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 105912512 vs 105912400")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(WriteError, match=r"last.pt: cannot write \(No space left on device\); the previous version is intact"):
+        save_checkpoint(path, {"model": {"w": torch.zeros(3)}})
+    monkeypatch.undo()
+    assert torch.equal(torch.load(path, weights_only=True)["model"]["w"], torch.ones(3))
+    assert not list(tmp_path.glob(".*.tmp"))

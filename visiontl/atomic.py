@@ -44,9 +44,11 @@ def atomic_write(path: Path, write: Any) -> None:
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
+        # torch.save reports a full disk as a RuntimeError raised while handling the OSError
+        cause = exc if isinstance(exc, OSError) else exc.__context__
+        if isinstance(cause, OSError):
             kept = "the previous version is intact" if path.exists() else "nothing was written"
-            raise WriteError(f"{path}: cannot write ({exc.strerror or exc}); {kept}") from None
+            raise WriteError(f"{path}: cannot write ({cause.strerror or cause}); {kept}") from None
         raise
 
 
