@@ -25,7 +25,7 @@ def preload_images(files: Iterable[str | Path], max_bytes: float, threads: int =
     from tqdm.auto import tqdm
 
     todo = list(dict.fromkeys(str(f) for f in files if str(f) not in images.CACHE))
-    held = sum(a.nbytes for a in images.CACHE.values())
+    held = cached_bytes()
     full = False
     # Decoders release the GIL, so threads overlap them; results are taken in order, so which images fit
     # the budget does not depend on timing.

@@ -110,38 +110,12 @@ class ResumableBatches(Sampler[list]):
         self.batches = batches
         self.skip = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.batches.set_epoch(epoch)
-
     def __len__(self) -> int:
         return len(self.batches) - self.skip
 
     def __iter__(self) -> Iterator[list]:
         skip, self.skip = self.skip, 0
         return itertools.islice(iter(self.batches), skip, None)
-
-
-class PlainBatches(Sampler[list]):
-    """torch's BatchSampler with set_epoch passed through to the sampler."""
-
-    def __init__(self, sampler: Any, batch_size: int):
-        self.sampler, self.batch_size = sampler, batch_size
-
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return -(-len(self.sampler) // self.batch_size)
-
-    def __iter__(self) -> Iterator[list]:
-        batch = []
-        for item in self.sampler:
-            batch.append(item)
-            if len(batch) == self.batch_size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
 
 
 class SkipBadImages(Dataset):

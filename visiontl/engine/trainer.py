@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader
 
 from visiontl import __version__
 from visiontl.backbones import create_backbone
@@ -39,13 +39,12 @@ from visiontl.engine.environment import Stopwatch, write_run_json
 from visiontl.engine.gallery import write_gallery
 from visiontl.engine.resilience import (
     EpochProgress,
-    PlainBatches,
     ResumableBatches,
     SkipBadImages,
     StopRequest,
     prepare_run_dir,
+    translated_worker_errors,
 )
-from visiontl.engine.resilience import translated_worker_errors as _translated_worker_errors
 from visiontl.engine.schedule import lr_factor
 from visiontl.engine.seed import rng_state, seed_everything, set_rng_state, worker_init
 from visiontl.errors import CheckpointError, ConfigError, Interrupted, TrainingError
@@ -80,7 +79,8 @@ def make_loader(dataset: Any, sampler: Any, batch_size: int, workers: int, colla
     if groups is not None and len(set(groups)) > 1:
         batching = {"batch_sampler": GroupedBatchSampler(sampler, groups, batch_size)}
     if resumable:
-        batches = batching.get("batch_sampler") or PlainBatches(sampler, batch_size)
+        # (the epoch is set on `sampler` itself, which every batch sampler here draws from)
+        batches = batching.get("batch_sampler") or BatchSampler(sampler, batch_size, drop_last=False)
         batching = {"batch_sampler": ResumableBatches(batches)}
     return DataLoader(
         dataset,
@@ -294,7 +294,7 @@ def train(cfg: Config, resume: bool = False, force: bool = False) -> dict[str, A
                                                                **checkpoint_state(epoch=epoch, progress=done.to_state())))
 
             step_now = [step]
-            with _translated_worker_errors(cfg, step_now):
+            with translated_worker_errors(cfg, step_now):
                 progress, step = _train_epoch(
                     cfg, task, ddp_model, optimizer, scaler, autocast, train_loader, device, phase, base_lrs, epoch,
                     step, steps_per_epoch, progress, stop, save_progress,
