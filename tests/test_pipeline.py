@@ -104,14 +104,35 @@ def test_compile_is_refused_for_detectors() -> None:
 
 @pytest.mark.slow
 def test_compiled_training_matches_eager(synthetic_root: Path, tmp_path: Path) -> None:
+    """torch.compile trains the same model as eager PyTorch, to float rounding.
+
+    Compiled and eager code sum in different orders (inductor's own kernels vs oneDNN's), so the two runs
+    differ by rounding, and how they round depends on the CPU's vector width. Through a network with ReLUs
+    and max pooling that rounding is not small: a pre-activation within ~1e-6 of zero can take the other side
+    of the kink, which sends a full-size gradient down another path (measured on an AVX-512 CPU with
+    resnet18: one ReLU of 4,096 flipped in the first step, and the gradients then differed by up to 33% of
+    their largest value, while eager float32 with oneDNN turned off, and compiled float32, both matched a
+    float64 run to 2e-5). Which runs agree is then a property of the CPU, not of compile. So the comparison
+    uses a backbone that is smooth everywhere (timm's test_convnext: GELU and LayerNorm, no pooling kinks,
+    no stochastic depth), where rounding stays rounding: after two SGD steps every tensor differed by at
+    most 3.0e-6 of its largest value, measured with ATen's AVX-512, AVX2 and scalar kernels. The tolerance,
+    1e-4 of each tensor's largest value, is 30x that; a real difference (a dropped update, other random
+    numbers, a wrong kernel) is orders of magnitude larger.
+    """
     pytest.importorskip("torch._inductor")
+    pytest.importorskip("timm")
     finals = []
     for compiled in (False, True):
         # SGD: Adam's normalised steps would turn float noise near zero gradients into full-size updates
         settings = {"epochs": 1, "max_steps": 2, "optimizer": "sgd", "compile": compiled}
-        cfg = build_config(tiny_config(synthetic_root, tmp_path / f"c{compiled}", train=settings))
-        train(cfg)
+        raw = tiny_config(synthetic_root, tmp_path / f"c{compiled}", train=settings,
+                          model={"backbone": "timm:test_convnext"})
+        train(build_config(raw))
         finals.append(torch.load(tmp_path / f"c{compiled}" / "checkpoints" / "last.pt", weights_only=True)["model"])
     assert finals[0].keys() == finals[1].keys()  # saved from the plain model: no _orig_mod. prefix
-    for name in finals[0]:
-        torch.testing.assert_close(finals[0][name], finals[1][name], rtol=1e-3, atol=1e-4)
+    for name, eager in finals[0].items():
+        if eager.is_floating_point():
+            scale = eager.abs().max().item()
+            torch.testing.assert_close(finals[1][name], eager, rtol=0, atol=1e-4 * scale, msg=name)
+        else:
+            assert torch.equal(finals[1][name], eager), name
