@@ -185,3 +185,124 @@ def test_a_batch_refuses_to_replace_or_remove_an_input(tmp_path: Path) -> None:
         with written_together([source]):
             remove_output(source)
     assert source.read_text() == "input"
+
+
+# ---- data convert: never over an input, and what the target cannot hold (issue 15, item 7) ------------------
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (hidden temporaries included) with its bytes; links as their target."""
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_symlink():
+            out[str(p.relative_to(folder))] = os.readlink(p).encode()
+        elif p.is_file():
+            out[str(p.relative_to(folder))] = p.read_bytes()
+        else:
+            out[str(p.relative_to(folder)) + "/"] = b""
+    return out
+
+
+def _coco_with_extras(root: Path) -> Path:
+    from visiontl.data.synthetic import make_detection_coco
+
+    src = make_detection_coco(root, images=3, split="train", seed=0)
+    data = json.loads(src.read_text())
+    data["info"] = {"description": "my set", "year": 2024}
+    data["licenses"] = [{"id": 1, "name": "CC-BY"}]
+    data["images"][0]["license"] = 1
+    data["images"][1]["coco_url"] = "http://example.org/1.png"
+    for ann in data["annotations"]:
+        ann["keypoints"], ann["num_keypoints"] = [1, 2, 2], 1
+    data["annotations"][0]["reviewed_by"] = "ann\x1b[2J"  # a tool's own field; a name with an escape below
+    data["categories"][0].update(keypoints=["nose"], skeleton=[])
+    src.write_text(json.dumps(data))
+    return src
+
+
+def test_convert_coco_to_coco_over_its_source_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    src = _coco_with_extras(tmp_path)
+    before = _tree(tmp_path)
+    done = run("data", "convert", str(src), "--from", "coco", "--to", "coco", "--out", str(tmp_path))
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [f"visiontl: error: {src}: refusing to replace an input file; write to "
+                                                "another folder; nothing was written"]
+    assert _tree(tmp_path) == before
+
+
+def test_convert_refuses_an_output_that_links_to_the_source(tmp_path: Path) -> None:
+    src = _coco_with_extras(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "train.json").symlink_to(src)  # the rename would go to the file the link names: the source
+    before = _tree(tmp_path)
+    done = run("data", "convert", str(src), "--from", "coco", "--to", "coco", "--out", str(out))
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [f"visiontl: error: {out / 'train.json'}: refusing to replace an input "
+                                                f"file (it is {src}); write to another folder; nothing was written"]
+    assert _tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("fmt", ["voc", "yolo", "cvat", "labelstudio", "labelme"])
+def test_convert_a_format_into_its_own_folder_is_refused_and_changes_nothing(tmp_path: Path, fmt: str) -> None:
+    from visiontl.data.formats.registry import read_dataset, write_dataset
+
+    src = _coco_with_extras(tmp_path)
+    folder = tmp_path / fmt
+    write_dataset(read_dataset("coco", src), fmt, folder, copy_images=fmt in ("voc", "yolo"))
+    source = {"cvat": folder / "annotations.xml", "labelstudio": folder / "tasks.json"}.get(fmt, folder)
+    before = _tree(tmp_path)
+    done = run("data", "convert", str(source), "--from", fmt, "--to", fmt, "--out", str(folder), "--images",
+               str(tmp_path))
+    assert done.returncode == 1, done.stdout + done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"visiontl: error: {folder}/") and line.endswith(
+        ": refusing to replace an input file; write to another folder; nothing was written")
+    assert _tree(tmp_path) == before  # no file replaced, no temporary, no new folder
+
+
+def test_copied_images_never_replace_a_source_image(tmp_path: Path) -> None:
+    src = _coco_with_extras(tmp_path)
+    out = tmp_path / "voc"
+    (out / "JPEGImages" / "train").mkdir(parents=True)
+    # the copy of img_001 would be renamed onto what this link names: the source's img_000
+    (out / "JPEGImages" / "train" / "img_001.png").symlink_to(tmp_path / "train" / "img_000.png")
+    before = _tree(tmp_path)
+    done = run("data", "convert", str(src), "--from", "coco", "--to", "voc", "--out", str(out))  # images are copied by default
+    assert done.returncode == 1
+    assert "img_001.png: refusing to replace an input file (it is " in done.stderr
+    assert _tree(tmp_path) == before
+
+
+def test_coco_to_coco_carries_every_field(tmp_path: Path) -> None:
+    src = _coco_with_extras(tmp_path)
+    done = run("data", "convert", str(src), "--from", "coco", "--to", "coco", "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    assert "cannot hold" not in done.stdout
+    assert json.loads((tmp_path / "out" / "train.json").read_text()) == json.loads(src.read_text())
+    assert list(json.loads((tmp_path / "out" / "train.json").read_text()))[:2] == ["info", "licenses"]
+
+
+@pytest.mark.parametrize("fmt", ["voc", "yolo", "cvat", "labelstudio", "labelme"])
+def test_fields_a_format_cannot_hold_are_reported_with_their_counts(tmp_path: Path, fmt: str) -> None:
+    from visiontl.data.formats.registry import read_dataset, write_dataset
+
+    aset = read_dataset("coco", _coco_with_extras(tmp_path))
+    lost = write_dataset(aset, fmt, tmp_path / fmt).lost
+    title = {"voc": "VOC", "yolo": "YOLO", "cvat": "CVAT", "labelstudio": "Label Studio"}.get(fmt, fmt)
+    n = len(aset.instances)
+    assert lost[:4] == [
+        f"top-level fields info, licenses not written ({title} has no place for them)",
+        f"2 image(s) with fields {title} has no place for, not written: license (1), coco_url (1)",
+        f"{n} annotation(s) with fields {title} has no place for, not written: keypoints ({n}), num_keypoints ({n}), "
+        "reviewed_by (1)",
+        f"1 category(s) with fields {title} has no place for, not written: keypoints (1), skeleton (1)",
+    ]
+
+
+def test_convert_prints_what_was_dropped(tmp_path: Path) -> None:
+    src = _coco_with_extras(tmp_path)
+    done = run("data", "convert", str(src), "--from", "coco", "--to", "yolo", "--out", str(tmp_path / "yolo"))
+    assert done.returncode == 0, done.stderr
+    assert "thing(s) the format cannot hold: top-level fields info, licenses not written (YOLO has no place" in done.stdout
+    assert "keypoints (" in done.stdout and "\x1b" not in done.stdout

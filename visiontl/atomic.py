@@ -56,7 +56,7 @@ class _Batch:
             if key is not None:
                 self.protected.setdefault(key, Path(path))
         self.staged: dict[Path, str] = {}
-        self.removals: list[Path] = []
+        self.removals: dict[Path, Path] = {}  # the real file's name -> the name to unlink (a link itself)
         self.new_folders: list[Path] = []
 
     def refuse_inputs(self, target: Path, shown: Path) -> None:
@@ -67,10 +67,15 @@ class _Batch:
                              "nothing was written")
 
     def stage(self, target: Path, tmp: str) -> None:
-        earlier = self.staged.pop(target, None)
-        if earlier is not None:  # written twice in one batch: the later version wins
-            Path(earlier).unlink(missing_ok=True)
+        """The latest of several writes and removals of one file in a batch is the one that counts."""
+        self.unstage(target)
         self.staged[target] = tmp
+
+    def unstage(self, target: Path) -> None:
+        earlier = self.staged.pop(target, None)
+        if earlier is not None:
+            Path(earlier).unlink(missing_ok=True)
+        self.removals.pop(target, None)
 
     def commit(self) -> None:
         for target, tmp in list(self.staged.items()):
@@ -79,7 +84,7 @@ class _Batch:
             except OSError as exc:
                 raise WriteError(f"{printable(target)}: cannot write ({exc.strerror or exc})") from None
             del self.staged[target]
-        for path in self.removals:
+        for path in self.removals.values():
             path.unlink(missing_ok=True)
 
     def abort(self) -> None:
@@ -124,7 +129,9 @@ def remove_output(path: Path) -> None:
         path.unlink(missing_ok=True)
         return
     batch.refuse_inputs(path, path)
-    batch.removals.append(path)
+    real = Path(os.path.realpath(path))  # the name staged writes are kept under
+    batch.unstage(real)
+    batch.removals[real] = path
 
 
 def atomic_write(path: Path, write: Any) -> None:
