@@ -306,3 +306,16 @@ def test_convert_prints_what_was_dropped(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "thing(s) the format cannot hold: top-level fields info, licenses not written (YOLO has no place" in done.stdout
     assert "keypoints (" in done.stdout and "\x1b" not in done.stdout
+
+
+def test_split_into_the_source_folder_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    src = _coco_with_extras(tmp_path)
+    before = _tree(tmp_path)
+    done = run("data", "split", str(src), "--format", "coco", "--val", "0.34", "--out", str(tmp_path))
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (f"visiontl: error: {src}: refusing to replace an input file; write "
+                                                    "to another folder; nothing was written")
+    assert _tree(tmp_path) == before  # no split.json, no val.json
+    done = run("data", "split", str(src), "--format", "coco", "--val", "0.34", "--out", str(tmp_path / "split"))
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "split" / "val.json").read_text())["info"] == {"description": "my set", "year": 2024}

@@ -6,8 +6,9 @@ A rename replaces whatever has the target's name, so the target is looked at fir
 - missing, or a regular file: the atomic write (an existing file keeps its permission bits);
 - a symbolic link: the link stays; the file it points to is replaced atomically, the temporary beside that
   file (as an editor that keeps links does). A dangling link is refused, as `cp` refuses to write through one;
-- a FIFO or a character device (`/dev/null`, `/dev/tty`), and `/dev/stdout`, `/dev/stderr`, `/dev/fd/N` (links
-  into /proc that stand for an open file): written through with a plain write, as a shell redirection does;
+- a FIFO or a character device (`/dev/null`, `/dev/tty`): written through with a plain write, as a shell
+  redirection does; `/dev/stdout`, `/dev/stderr`, `/dev/fd/N` (links into /proc that stand for this process's
+  open files): written through a copy of that descriptor, as bash does;
 - a folder, a block device, a socket: refused in one line.
 
 `written_together(protect=...)` makes a group of writes one batch: each goes to its temporary, and only when
