@@ -259,7 +259,6 @@ def cmd_data_split(args: argparse.Namespace) -> int:
         fractions["test"] = args.test
     parts = split_images(aset, fractions, args.seed)
     names = {img.id: img.file_name for img in aset.images}
-    atomic_write_json(Path(args.out) / "split.json", {name: [names[i] for i in ids] for name, ids in parts.items()})
     to = args.to or args.format
     for name, ids in parts.items():
         report = write_dataset(subset(aset, ids), to, Path(args.out), name)
@@ -268,6 +267,8 @@ def cmd_data_split(args: argparse.Namespace) -> int:
               + ", ".join(f"{c.name} {presence[c.id]}" for c in aset.categories))
         for line in report.lines()[1:]:
             print(f"  {line}")
+    # last: a split refused for replacing an input leaves no split.json naming files that were not written
+    atomic_write_json(Path(args.out) / "split.json", {name: [names[i] for i in ids] for name, ids in parts.items()})
     print(f"split.json and the {to} files of each split written to {args.out}")
     return 0
 

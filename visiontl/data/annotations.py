@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from visiontl.errors import DataError
+from visiontl.text import printable
 
 Box = tuple[float, float, float, float]  # x, y, w, h in pixels
 
@@ -25,6 +26,7 @@ class Category:
     id: int
     name: str
     supercategory: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # a COCO record's other fields (keypoints, skeleton, ...)
 
 
 @dataclass
@@ -34,6 +36,7 @@ class ImageRecord:
     width: int
     height: int
     attributes: dict[str, Any] = field(default_factory=dict)  # subset, the tool's own task/image id, ...
+    extra: dict[str, Any] = field(default_factory=dict)  # a COCO record's other fields (license, coco_url, ...)
 
 
 @dataclass
@@ -47,6 +50,7 @@ class Instance:
     area: float | None = None  # COCO area; None: computed (the mask area where there is a mask, else the box area)
     score: float | None = None  # predictions only
     attributes: dict[str, Any] = field(default_factory=dict)  # difficult, truncated, occluded, ...
+    extra: dict[str, Any] = field(default_factory=dict)  # a COCO record's other fields (keypoints, ...)
 
     @property
     def xyxy(self) -> tuple[float, float, float, float]:
@@ -61,6 +65,7 @@ class ReadReport:
     source: str
     clipped: int = 0  # boxes crossing the image border, clipped to it (touching it changes nothing)
     dropped: list[str] = field(default_factory=list)  # every record left out, one line each naming file and record
+    inputs: list[Path] = field(default_factory=list)  # the annotation-side files read: a conversion never replaces one
 
     def lines(self) -> list[str]:
         out = []
@@ -100,6 +105,7 @@ class AnnotationSet:
     instances: list[Instance]
     image_root: Path
     report: ReadReport = field(default_factory=lambda: ReadReport("memory"))
+    extra: dict[str, Any] = field(default_factory=dict)  # a COCO file's other top-level fields (info, licenses, ...)
 
     def image_path(self, image: ImageRecord) -> Path:
         return self.image_root / image.file_name
@@ -132,6 +138,37 @@ class AnnotationSet:
                 raise DataError(f"{where} ({images[inst.image_id].file_name}): unknown category id {inst.category_id}")
             if len(inst.bbox) != 4 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in inst.bbox):
                 raise DataError(f"{where} ({images[inst.image_id].file_name}): box {list(inst.bbox)} is not 4 finite numbers")
+
+
+def unkept_fields(aset: AnnotationSet, fmt: str) -> list[str]:
+    """Lost lines for the fields a COCO file held beyond the model's (the `extra` of the set and of its
+    records), for a target format with no place for them: one line per kind of record, naming each field
+    and how many records held it. The COCO writer writes them back."""
+    out = []
+    if aset.extra:
+        out.append(f"top-level fields {_field_list({k: 1 for k in aset.extra}, with_counts=False)} not written "
+                   f"({fmt} has no place for them)")
+    kinds: tuple[tuple[str, list[Any]], ...] = (("image", aset.images), ("annotation", aset.instances),
+                                                 ("category", aset.categories))
+    for what, records in kinds:
+        counts: dict[str, int] = defaultdict(int)
+        holding = 0
+        for record in records:
+            holding += bool(record.extra)
+            for key in record.extra:
+                counts[key] += 1
+        if holding:
+            out.append(f"{holding} {what}(s) with fields {fmt} has no place for, not written: {_field_list(counts)}")
+    return out
+
+
+def _field_list(counts: dict[str, int], with_counts: bool = True, shown: int = 8) -> str:
+    """`name (records), ...` for the first `shown` fields; names come from a file, so they are escaped and cut."""
+    names = list(counts)
+    parts = [printable(k, 40) + (f" ({counts[k]})" if with_counts else "") for k in names[:shown]]
+    if len(names) > shown:
+        parts.append(f"and {len(names) - shown} more")
+    return ", ".join(parts)
 
 
 def check_text_names(aset: AnnotationSet, fmt: str) -> None:

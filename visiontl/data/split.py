@@ -59,7 +59,7 @@ def subset(aset: AnnotationSet, image_ids: list[int]) -> AnnotationSet:
     keep = set(image_ids)
     return AnnotationSet(list(aset.categories), [im for im in aset.images if im.id in keep],
                          [a for a in aset.instances if a.image_id in keep], aset.image_root,
-                         ReadReport(aset.report.source))
+                         ReadReport(aset.report.source, inputs=list(aset.report.inputs)), extra=dict(aset.extra))
 
 
 def class_presence(aset: AnnotationSet, image_ids: list[int]) -> dict[int, int]:

@@ -7,6 +7,9 @@ the file writes it (0 and gaps allowed), `segmentation` is kept as written (poly
 missing `iscrowd` means 0 and a missing `area` means "the box's". An empty segmentation list carries no
 shape, so it reads as None (and None writes as []). Categories are kept even when nothing uses them
 (Roboflow's supercategory-only entry included); leaving those out of the model's labels is `LabelMap`'s job.
+Every other field (top-level `info`, `licenses`; an image's `license`, `coco_url`; an annotation's `keypoints`,
+`num_keypoints`; a category's `keypoints`, `skeleton`; a tool's own fields) is kept as written in the `extra`
+of the set or record: the COCO writer writes it back, other writers report it as not written.
 """
 
 from __future__ import annotations
@@ -70,7 +73,8 @@ def read_coco(json_path: Path, image_root: Path | None = None, sanitize: bool = 
     by_id = {img.id: img for img in images}
     cat_ids = {c.id for c in categories}
     instances = _first_of_each_id(each(_instance, annotations, by_id, cat_ids), "annotation", json_path, problems)
-    aset = AnnotationSet(categories, images, instances, Path(image_root), ReadReport(source=str(json_path)))
+    aset = AnnotationSet(categories, images, instances, Path(image_root), ReadReport(source=str(json_path)),
+                         extra=_extra(data, _SET_FIELDS))
     aset.validate()
     return sanitize_boxes(aset) if sanitize else aset
 
@@ -111,7 +115,7 @@ def write_coco(aset: AnnotationSet, path: Path) -> WriteReport:
             ann["score"] = inst.score
         if inst.attributes:
             ann["attributes"] = inst.attributes
-        annotations.append(ann)
+        annotations.append(_with_extra(ann, inst.extra))
         if isinstance(inst.segmentation, list):
             report.polygons += 1
         elif isinstance(inst.segmentation, dict):
@@ -123,16 +127,33 @@ def write_coco(aset: AnnotationSet, path: Path) -> WriteReport:
         record: dict[str, Any] = {"id": i.id, "file_name": i.file_name, "width": i.width, "height": i.height}
         if i.attributes:
             record["attributes"] = i.attributes
-        images.append(record)
-    atomic_write_json(
-        Path(path),
-        {
-            "images": images,
-            "annotations": annotations,
-            "categories": [{"id": c.id, "name": c.name, "supercategory": c.supercategory} for c in aset.categories],
-        },
-    )
+        images.append(_with_extra(record, i.extra))
+    categories = [_with_extra({"id": c.id, "name": c.name, "supercategory": c.supercategory}, c.extra)
+                  for c in aset.categories]
+    # info and licenses first, where COCO's own files have them
+    document = {**aset.extra, "images": images, "annotations": annotations, "categories": categories}
+    atomic_write_json(Path(path), document)
     return report
+
+
+# The fields the model holds; any other is kept in `extra` and written back as it was.
+_SET_FIELDS = frozenset({"images", "annotations", "categories"})
+_IMAGE_FIELDS = frozenset({"id", "file_name", "width", "height", "attributes"})
+_INSTANCE_FIELDS = frozenset({"id", "image_id", "category_id", "bbox", "area", "iscrowd", "segmentation", "score",
+                              "attributes"})
+_CATEGORY_FIELDS = frozenset({"id", "name", "supercategory"})
+
+
+def _extra(record: dict[str, Any], known: frozenset[str]) -> dict[str, Any]:
+    """A record's fields beyond `known`; an `attributes` that is not an object is one of them (the model's
+    attributes are a mapping), so it is carried or reported like the others."""
+    return {k: v for k, v in record.items()
+            if k not in known or (k == "attributes" and not isinstance(v, dict))}
+
+
+def _with_extra(record: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    record.update((k, v) for k, v in extra.items() if k not in record)
+    return record
 
 
 def _load_json(path: Path) -> dict[str, Any]:
@@ -165,7 +186,7 @@ def _category(path: Path, index: int, rec: Any) -> Category:
     name = rec.get("name")
     if not isinstance(name, str) or not name:
         raise DataError(f"{where}: 'name' is missing or not a string")
-    return Category(cid, name, str(rec.get("supercategory") or ""))
+    return Category(cid, name, str(rec.get("supercategory") or ""), _extra(rec, _CATEGORY_FIELDS))
 
 
 def _image(path: Path, index: int, rec: Any) -> ImageRecord:
@@ -182,7 +203,8 @@ def _image(path: Path, index: int, rec: Any) -> ImageRecord:
     width = _int(rec, "width", where) if rec.get("width") is not None else 0
     height = _int(rec, "height", where) if rec.get("height") is not None else 0
     attributes = rec.get("attributes")
-    return ImageRecord(iid, name.replace("\\", "/"), width, height, dict(attributes) if isinstance(attributes, dict) else {})
+    return ImageRecord(iid, name.replace("\\", "/"), width, height, dict(attributes) if isinstance(attributes, dict) else {},
+                       _extra(rec, _IMAGE_FIELDS))
 
 
 def _instance(path: Path, index: int, rec: Any, images: dict[int, ImageRecord], cat_ids: set[int]) -> Instance:
@@ -231,6 +253,7 @@ def _instance(path: Path, index: int, rec: Any, images: dict[int, ImageRecord], 
         area=float(area) if area is not None else None,
         score=float(score) if score is not None else None,
         attributes=dict(rec["attributes"]) if isinstance(rec.get("attributes"), dict) else {},
+        extra=_extra(rec, _INSTANCE_FIELDS),
     )
 
 

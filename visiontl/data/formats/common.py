@@ -1,12 +1,16 @@
 """What every format reader checks the same way: a JSON file read with one-line errors, finite numbers,
 numbers given as text (XML attributes), image file names that stay inside their folder, and the first line
-of an exception for a message."""
+of an exception for a message. Also the record of the files a reader read (`recording_inputs`), so that a
+conversion never writes over one of them."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import math
 import re
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -23,8 +27,31 @@ def is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+_INPUTS: contextvars.ContextVar[list[Path] | None] = contextvars.ContextVar("visiontl_read_inputs", default=None)
+
+
+@contextlib.contextmanager
+def recording_inputs() -> Iterator[list[Path]]:
+    """Collect every annotation-side file (annotations, lists, class files, masks) the readers in the block
+    read, in the list it yields: the files a conversion's output must never replace."""
+    inputs: list[Path] = []
+    token = _INPUTS.set(inputs)
+    try:
+        yield inputs
+    finally:
+        _INPUTS.reset(token)
+
+
+def note_input(path: Path) -> None:
+    """A reader is about to read `path` (called by every reader for each file other than an image)."""
+    inputs = _INPUTS.get()
+    if inputs is not None:
+        inputs.append(Path(path))
+
+
 def read_json(path: Path, what: str = "annotation file") -> Any:
     """Parse a JSON file (a UTF-8 byte order mark, as Windows tools write, is allowed)."""
+    note_input(path)
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except FileNotFoundError:

@@ -84,7 +84,7 @@ from visiontl.data.annotations import (
 from visiontl.data.formats.rotation import check_rotated_box, envelope, from_cvat, normalize_angle, to_cvat
 from visiontl.data.images import check_image
 from visiontl.data.masks import rle_problem
-from visiontl.data.formats.common import parse_number, relative_name, short
+from visiontl.data.formats.common import note_input, parse_number, relative_name, short
 from visiontl.errors import DataError
 
 __all__ = ["cvat_rle_to_mask", "mask_to_cvat_rle", "read_cvat", "write_cvat"]
@@ -528,6 +528,7 @@ def _task(path: Path, el: ET.Element, where: str) -> _Task:
 
 
 def _parse(path: Path) -> ET.Element:
+    note_input(path)
     try:
         return SafeET.parse(path).getroot()
     except FileNotFoundError:

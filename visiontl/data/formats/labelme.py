@@ -70,7 +70,7 @@ from visiontl.atomic import atomic_write_text
 from visiontl.data.annotations import (AnnotationSet, Category, ImageRecord, Instance, ReadReport, WriteReport,
                                        check_text_names, sanitize_boxes)
 from visiontl.data.images import DECODE_ERRORS, check_image, open_image, orientation, upright
-from visiontl.data.formats.common import first_line, is_number, read_json
+from visiontl.data.formats.common import first_line, is_number, note_input, read_json
 from visiontl.errors import DataError
 
 LABELME_VERSION = "5.2.1"  # the first labelme with mask shapes; what the writer puts in `version`
@@ -202,6 +202,7 @@ def _labels_txt(folder: Path) -> list[str] | None:
     path = _labels_txt_path(folder)
     if path is None:
         return None
+    note_input(path)
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:

@@ -57,7 +57,7 @@ from visiontl.data.annotations import (AnnotationSet, Category, ImageRecord, Ins
 from visiontl.data.formats.rotation import (check_rotated_box, envelope, from_labelstudio, normalize_angle,
                                             to_labelstudio)
 from visiontl.data.images import check_image
-from visiontl.data.formats.common import first_line, is_number, parse_json, read_json
+from visiontl.data.formats.common import first_line, is_number, note_input, parse_json, read_json
 from visiontl.errors import DataError
 
 __all__ = ["read_labelstudio", "write_labelstudio", "labelstudio_config", "brush_decode", "brush_encode",
@@ -114,6 +114,7 @@ class _Config:
 
 
 def _read_config(path: Path) -> _Config:
+    note_input(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

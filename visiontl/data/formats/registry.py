@@ -18,10 +18,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from visiontl.data.annotations import AnnotationSet, WriteReport
+from visiontl.atomic import written_together
+from visiontl.data.annotations import AnnotationSet, WriteReport, unkept_fields
+from visiontl.data.formats.common import recording_inputs
 from visiontl.errors import DataError
 
 FORMAT_NAMES = ("coco", "voc", "yolo", "cvat", "labelstudio", "labelme")
+_TITLES = {"coco": "COCO", "voc": "VOC", "yolo": "YOLO", "cvat": "CVAT", "labelstudio": "Label Studio", "labelme": "labelme"}
 
 
 def _check_name(fmt: str) -> None:
@@ -32,11 +35,18 @@ def _check_name(fmt: str) -> None:
 def read_dataset(fmt: str, src: Path, images: Path | None = None, split: str | None = None,
                  problems: list[str] | None = None) -> AnnotationSet:
     """Read `src` in format `fmt`. With a `problems` list, formats that can collect bad records (COCO) do so
-    instead of stopping at the first."""
+    instead of stopping at the first. The set's `report.inputs` lists every file read other than images."""
     _check_name(fmt)
     src = Path(src)
     if not src.exists():
         raise DataError(f"{src}: no such file or folder")
+    with recording_inputs() as inputs:
+        aset = _read(fmt, src, images, split, problems)
+    aset.report.inputs = inputs
+    return aset
+
+
+def _read(fmt: str, src: Path, images: Path | None, split: str | None, problems: list[str] | None) -> AnnotationSet:
     if fmt == "coco":
         from visiontl.data.formats.coco import read_coco
 
@@ -64,9 +74,24 @@ def read_dataset(fmt: str, src: Path, images: Path | None = None, split: str | N
 
 def write_dataset(aset: AnnotationSet, fmt: str, out: Path, split: str = "train", copy_images: bool = False,
                   **options: Any) -> WriteReport:
-    """Write `aset` in format `fmt` into the folder `out`; the report says what the format could not hold."""
+    """Write `aset` in format `fmt` into the folder `out`; the report says what the format could not hold.
+
+    The files are written as one batch (`visiontl.atomic.written_together`): none is in place until the
+    writer has finished, and none may be a file the set was read from (`report.inputs`, and its images when
+    `copy_images`): the conversion is refused in one line before any file is touched."""
     _check_name(fmt)
     out = Path(out)
+    inputs = list(aset.report.inputs)
+    if copy_images:
+        inputs += [aset.image_path(img) for img in aset.images]
+    with written_together(protect=inputs):
+        report = _write(aset, fmt, out, split, copy_images, options)
+    if fmt != "coco":
+        report.lost[:0] = unkept_fields(aset, _TITLES[fmt])
+    return report
+
+
+def _write(aset: AnnotationSet, fmt: str, out: Path, split: str, copy_images: bool, options: dict[str, Any]) -> WriteReport:
     if fmt == "coco":
         from visiontl.data.formats.coco import write_coco
 

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from visiontl.atomic import atomic_write, atomic_write_bytes, atomic_write_text
+from visiontl.atomic import atomic_write, atomic_write_bytes, atomic_write_text, remove_output
 from visiontl.data.annotations import (
     AnnotationSet,
     Category,
@@ -51,7 +51,7 @@ from visiontl.data.annotations import (
 )
 from visiontl.data.images import DECODE_ERRORS, check_image, open_image
 from visiontl.data.masks import rle_problem
-from visiontl.data.formats.common import parse_number, relative_name
+from visiontl.data.formats.common import note_input, parse_number, relative_name
 from visiontl.errors import DataError
 
 _EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -142,6 +142,7 @@ def _object_masks(png: Path, xml_path: Path, width: int, height: int, count: int
 def _png_indices(png: Path) -> np.ndarray:
     """HxW uint8 object indices of a SegmentationObject PNG: 8-bit indexed (P) or grey (L) as they are,
     RGB matched against the VOC colours."""
+    note_input(png)
     try:
         with open_image(png) as im:
             mode = im.mode
@@ -169,6 +170,7 @@ def _png_indices(png: Path) -> np.ndarray:
 def _labels_txt(path: Path) -> list[str]:
     if not path.is_file():
         return []
+    note_input(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -260,11 +262,14 @@ def write_voc(aset: AnnotationSet, root: Path, split: str = "train", copy_images
             report.lost.append(f"{img.file_name}: image file {aset.image_path(img)} not found; not copied")
         report.images += 1
     _merge_list(_split_file(root, split), [stems[img.id] for img in aset.images])
+    # each list written once: inside the writer's batch a list read back still holds what it held before
+    segmentation_list = root / "ImageSets" / "Segmentation" / f"{split}.txt"
     if stale:
         for path in sorted((root / "ImageSets" / "Segmentation").glob("*.txt")):
-            _merge_list(path, [], drop=frozenset(stale))
+            if path != segmentation_list or not segmented:
+                _merge_list(path, [], drop=frozenset(stale))
     if segmented:
-        _merge_list(root / "ImageSets" / "Segmentation" / f"{split}.txt", segmented)
+        _merge_list(segmentation_list, segmented, drop=frozenset(stale))
     atomic_write_text(root / LABELS_FILE, "".join(f"{name}\n" for name in labels))
     return report
 
@@ -430,7 +435,7 @@ def _remove_pngs(root: Path, stem: str) -> list[str]:
     found = [p for p in (root / "SegmentationObject" / f"{stem}.png", root / "SegmentationClass" / f"{stem}.png")
              if p.is_file()]
     for path in found:
-        path.unlink()
+        remove_output(path)
     return [stem] if found else []
 
 
@@ -529,6 +534,7 @@ def _split_ids(root: Path, split: str) -> list[str]:
         raise DataError(f"{path}: split list not found (lists there: {', '.join(found) or 'none'})")
     ids: list[str] = []
     seen: set[str] = set()
+    note_input(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -549,6 +555,7 @@ def _parse(xml_path: Path) -> ET.Element:
     import defusedxml.ElementTree as SafeET
     from defusedxml import DefusedXmlException
 
+    note_input(xml_path)
     try:
         return SafeET.parse(xml_path).getroot()  # entity expansion and external references are refused
     except DefusedXmlException as exc:

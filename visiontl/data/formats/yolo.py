@@ -50,6 +50,7 @@ from visiontl.data.formats.voc import (
     polygon_parts,
     relative_file,
 )
+from visiontl.data.formats.common import note_input
 from visiontl.data.images import check_image, is_image_file
 from visiontl.errors import DataError
 
@@ -438,6 +439,7 @@ def _read_labels(path: Path, names: dict[int, str], width: int, height: int) -> 
 
 
 def _read_text(path: Path) -> str:
+    note_input(path)
     try:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
