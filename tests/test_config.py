@@ -213,7 +213,7 @@ def test_data_pipeline_arguments_must_be_finite() -> None:
         ("model.mlp_hidden=1000000000", "model.mlp_hidden: Input should be less than or equal to 65536"),
         ("data.palette=[[0, 0, 256]]", "data.palette.0.2: Input should be less than or equal to 255"),
         ("data.ignore_index=9223372036854775808", "data.ignore_index: Input should be less than 2147483648"),
-        ("train.seed=9223372036854775808", "train.seed: Input should be less than or equal to 4294967295"),
+        ("train.seed=9223372036854775808", "train.seed: Input should be less than or equal to 9223372036854775807"),
         ("train.seed=-1", "train.seed: Input should be greater than or equal to 0"),
         ("train.batch_size=10000000", "train.batch_size: Input should be less than or equal to 65536"),
         ("train.workers=100000", "train.workers: Input should be less than or equal to 1024"),
@@ -233,9 +233,9 @@ def test_sizes_counts_and_seeds_are_bounded(override: str, expected: str) -> Non
 
 
 def test_the_bounds_themselves_are_accepted() -> None:
-    cfg = load_config(None, ["data.image_size=16384", "train.seed=4294967295", "train.workers=1024",
+    cfg = load_config(None, ["data.image_size=16384", "train.seed=9223372036854775807", "train.workers=1024",
                              "data.ignore_index=-100", "train.max_steps=1000000000", "finetune.lr_mult=0"])
-    assert (cfg.data.image_size, cfg.train.seed, cfg.train.workers) == (16384, 2**32 - 1, 1024)
+    assert (cfg.data.image_size, cfg.train.seed, cfg.train.workers) == (16384, 2**63 - 1, 1024)
 
 
 @pytest.mark.parametrize(

@@ -564,8 +564,8 @@ CASES = [
          config_train("nan_lr_mult")),
     Case("config_huge_image_size", "train", "exit2", "config.yaml: data.image_size: Input should be less than or "
          "equal to 16384", config_train("huge_image_size")),
-    Case("config_seed_beyond_numpy", "train", "exit2", "config.yaml: train.seed: Input should be less than or equal "
-         "to 4294967295", config_train("huge_seed")),
+    Case("config_seed_beyond_int64", "train", "exit2", "config.yaml: train.seed: Input should be less than or equal "
+         "to 9223372036854775807", config_train("huge_seed")),
     Case("config_deeply_nested", "train", "exit2", "config.yaml: refused: nested more than 100 levels deep (line 3)",
          config_train("deeply_nested")),
     Case("config_5000_digit_integer", "train", "exit2", "config.yaml: refused: line 3: an integer of 5,000 characters",

@@ -52,7 +52,8 @@ MAX_EPOCHS = 1_000_000
 MAX_STEPS = 1_000_000_000  # optimizer steps: years at a step a second; far inside int64 and exact in float
 MAX_STAGES = 100  # backbone stages (a backbone has 4 to 8)
 MAX_DETECTIONS = 100_000  # detections kept per image (COCO scores 100)
-MAX_SEED = 2**32 - 1  # numpy seeds are 32-bit (torch takes 64): a larger seed would collide with a smaller one
+MAX_SEED = 2**63 - 1  # a signed 64-bit integer: torch's generators take 64 bits (2**64 is a traceback); numpy
+# gets the seed modulo 2**32
 INT32 = 2**31
 
 
@@ -94,7 +95,8 @@ class ModelConfig(_Strict):
     anchor_sizes: list[list[Side]] | None = _f(None, "faster_rcnn: anchor sizes in pixels per feature map (default: 4x "
                                               "each map's stride; with neck none, 32..512 on the one map)")
     aspect_ratios: list[Positive] = _f([0.5, 1.0, 2.0], "faster_rcnn: anchor aspect ratios (height / width)")
-    min_size: int = _f(800, "faster_rcnn: images are resized so their shorter side is min_size ...", gt=0, le=MAX_IMAGE_SIDE)
+    min_size: int = _f(800, "faster_rcnn: images are resized so their shorter side is min_size ...", gt=0,
+                       le=MAX_IMAGE_SIDE)
     max_size: int = _f(1333, "... and their longer side at most max_size (stored in checkpoints)", gt=0,
                        le=MAX_IMAGE_SIDE)
     ssd_size: int = _f(320, "ssd / ssdlite: the square input size", ge=64, le=MAX_IMAGE_SIDE)
@@ -185,7 +187,8 @@ class PhaseConfig(_Strict):
     unfreeze: Annotated[int, Field(ge=0, le=MAX_STAGES)] | Literal["all"] = _f(
         0, "how many of the deepest backbone stages train (0 = head only, all)")
     lr: float | None = _f(None, "base LR of the phase (default: train.lr)", gt=0.0)
-    lr_mult: NonNegative | list[NonNegative] | None = _f(None, "per-stage LR multipliers of the phase (default: finetune.lr_mult)")
+    lr_mult: NonNegative | list[NonNegative] | None = _f(
+        None, "per-stage LR multipliers of the phase (default: finetune.lr_mult)")
 
 
 class FinetuneConfig(_Strict):
@@ -445,11 +448,14 @@ _SHORT_REPR = reprlib.Repr()  # a bounded repr: the value in an error message ma
 _SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxdict, _SHORT_REPR.maxstring = 2, 6, 6, 60
 
 
+_UNION_LABELS = ("function-after", "function-before", "constrained-int", "constrained-float", "int", "float", "str",
+                 "bool")
+
+
 def _is_union_label(part: Any) -> bool:
-    """pydantic names the member of a union it tried (`float`, `list[float]`, `constrained-int`) in an error's
+    """pydantic names the member of a union it tried (`float`, `list[float]`) and validator wrappers in an error's
     location; the user's key is the location without them."""
-    return isinstance(part, str) and (part in ("function-after", "function-before", "constrained-int", "constrained-float",
-                                               "int", "float", "str", "bool") or "[" in part)
+    return isinstance(part, str) and (part in _UNION_LABELS or "[" in part)
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -483,13 +489,14 @@ def config_reference() -> str:
              "Generated from `visiontl/config.py` by `python tools/config_reference.py`; the schema is the only home",
              "of every default. Override any key on the command line as `section.key=value` (values parse as YAML).",
              "",
-             f"A config file is at most {MAX_CONFIG_BYTES // 2**20} MiB, a key is written once per mapping (a second `train:` is refused, not",
-             "merged), every float is finite (`inf`, `.nan` and `1e400` are refused) and every number stays within",
-             "the bounds in brackets; beyond them a value can only be a mistake and would fail later, deep in torch.",
-             f"Image sides (data.image_size, model.min_size, max_size, ssd_size, anchor sizes) stop at {MAX_IMAGE_SIDE:,}",
-             "pixels: training one image of that side through the lightest backbone (mobilenet_v3_small, ~240 bytes",
-             "of activations per input pixel in bf16) already needs ~64 GB; twice the side (~260 GB) is more than any GPU holds.",
-             f"Seeds stop at 2**32 - 1, the largest numpy takes; counts of steps at {MAX_STEPS:,}.",
+             f"A config file is at most {MAX_CONFIG_BYTES // 2**20} MiB and writes each key once per mapping (a",
+             "second `train:` is refused, not merged). Every float is finite (`inf`, `.nan` and `1e400` are refused)",
+             "and every number stays within the bounds in brackets: beyond them a value can only be a mistake that",
+             "would fail later, deep in torch. Image sides (data.image_size, model.min_size, max_size, ssd_size,",
+             f"anchor sizes) stop at {MAX_IMAGE_SIDE:,} pixels: training one image of that side through the lightest",
+             "backbone (mobilenet_v3_small, ~240 bytes of activations per input pixel in bf16) already needs ~64 GB,",
+             "and twice the side (~260 GB) more than any GPU holds. Seeds are 0 to 2**63 - 1 (a signed 64-bit",
+             f"integer; torch's generators take 64 bits); step counts stop at {MAX_STEPS:,}.",
              ""]
 
     def section(model: type[BaseModel], prefix: str) -> None:
@@ -557,7 +564,7 @@ def _bounds(annotation: Any, metadata: list[Any]) -> str:
     for bound in found:
         if type(bound) in signs:
             sign, attr = signs[type(bound)]
-            text = sign + (f"{getattr(bound, attr):_}" if isinstance(getattr(bound, attr), int) else str(getattr(bound, attr)))
-            parts.append(text.replace("_", ","))
+            value = getattr(bound, attr)
+            parts.append(sign + (f"{value:,}" if isinstance(value, int) else str(value)))
     parts = list(dict.fromkeys(parts))  # the same bound on every item of a tuple once
     return f" ({', '.join(parts)})" if parts else ""
