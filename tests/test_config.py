@@ -294,3 +294,12 @@ def test_a_config_with_a_large_class_list_still_loads(tmp_path: Path) -> None:
     path = write(tmp_path, {"data": {"classes": names}})
     assert path.stat().st_size > 500_000
     assert load_config(path).data.classes == names
+
+
+def test_an_unknown_key_is_shown_escaped_and_cut() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["train.\x1b[2Jepochs=3"])
+    assert str(info.value).startswith("config: unknown key 'train.\\x1b[2Jepochs' (did you mean 'train.epochs'?)")
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["a" * 100_000 + "=1"])
+    assert str(info.value).startswith("config: unknown key '" + "a" * 120 + "…'") and len(str(info.value)) < 400

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 import reprlib
 import types
 from pathlib import Path
@@ -455,7 +456,7 @@ _UNION_LABELS = ("function-after", "function-before", "constrained-int", "constr
 def _is_union_label(part: Any) -> bool:
     """pydantic names the member of a union it tried (`float`, `list[float]`) and validator wrappers in an error's
     location; the user's key is the location without them."""
-    return isinstance(part, str) and (part in _UNION_LABELS or "[" in part)
+    return isinstance(part, str) and (part in _UNION_LABELS or re.fullmatch(r"[a-z-]+\[.*\]", part) is not None)
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -464,14 +465,14 @@ def describe_validation_error(exc: ValidationError) -> str:
     # than "not a valid list" from a member the value was never meant to be
     err = next((e for e in errors if not e["type"].endswith("_type")), errors[0])
     loc = tuple(p for p in err["loc"] if not _is_union_label(p))
-    key = ".".join(str(p) for p in loc)
+    key = printable(".".join(str(p) for p in loc), 120)  # a key from the file: escaped and cut, one line
     kind = err["type"]
     if kind == "extra_forbidden":
         owner = _model_at(loc[:-1])
         valid = sorted(owner.model_fields) if owner else []
-        hint = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        hint = difflib.get_close_matches(str(loc[-1])[:100], valid, n=1)
         suggestion = f" (did you mean {'.'.join([*map(str, loc[:-1]), hint[0]])!r}?)" if hint else ""
-        return f"unknown key {key!r}{suggestion}; valid keys here: {', '.join(valid)}"
+        return f"unknown key '{key}'{suggestion}; valid keys here: {', '.join(valid)}"
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
