@@ -354,6 +354,22 @@ def test_yaml_bounds_what_aliases_add_not_what_the_text_writes(monkeypatch: pyte
     assert len(safe_yaml.load(scalars)["b"]) == 5_000
 
 
+def test_yaml_larger_than_any_file_visiontl_reads_is_refused_unparsed(tmp_path: Path) -> None:
+    """What the text writes out is bounded by its length: every reader (data.yaml, a run's config.yaml) refuses
+    more than safe_yaml.MAX_CHARS before parsing (500,000 plain keys took a minute to be refused, wrongly)."""
+    from visiontl import safe_yaml
+    from visiontl.report.runs import _read_yaml_mapping
+
+    path = tmp_path / "config.yaml"
+    path.write_text("".join(f"k{i}: {i}\n" for i in range(500_000)))
+    started = time.perf_counter()
+    with pytest.raises(DataError, match=r"config\.yaml: not readable YAML \(refused: 7,777,780 characters of YAML, "
+                                        r"more than any file visiontl reads needs \(4,194,304\)\)"):
+        _read_yaml_mapping(path)
+    assert time.perf_counter() - started < 2.0
+    assert safe_yaml.load("a: " + "x" * (safe_yaml.MAX_CHARS - 3)) == {"a": "x" * (safe_yaml.MAX_CHARS - 3)}
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

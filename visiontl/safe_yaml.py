@@ -7,8 +7,8 @@ document can still hurt whatever reads it:
   millions of values once anything walks it (a "billion laughs"). PyYAML shares the aliased objects, so loading
   is quick; the blow-up comes later, in whatever prints, validates or copies the result. `load` counts the
   values that aliases add, before building anything, and refuses more than `MAX_ALIASED_VALUES`. Values
-  written out in the text are not counted against it: their number is bounded by the text's length, which is
-  the caller's to bound (a config is at most `visiontl.config.MAX_CONFIG_BYTES`);
+  written out in the text are not counted against it: their number is bounded by the text's length, at most
+  `MAX_CHARS` (callers may bound it lower: a config is at most `visiontl.config.MAX_CONFIG_BYTES`);
 - duplicate keys: YAML keeps only the last (`train:` twice silently drops the first section): refused, naming
   the key and both lines;
 - nesting: PyYAML composes recursively (a RecursionError) and libyaml stops at 1000 levels; both, and any
@@ -30,6 +30,9 @@ import yaml
 from visiontl.text import printable
 
 MAX_ALIASED_VALUES = 1_000_000  # configs use a handful (`<<: *base`); a bomb needs millions
+# The largest YAML visiontl reads is a data.yaml naming ImageNet-21k's 21,841 classes, ~0.5 MB. PyYAML builds
+# about 1 MB a second, so this bounds any reader's parse to seconds, not minutes.
+MAX_CHARS = 4 * 2**20
 MAX_DEPTH = 100  # a config is 4 levels deep, a data.yaml 3; libyaml alone stops at 1000
 
 _INT_TAG = "tag:yaml.org,2002:int"
@@ -56,6 +59,9 @@ class _Loader(_Base):  # type: ignore[misc, valid-type]
 
 def load(text: str | bytes) -> Any:
     """yaml.safe_load, refusing what the module docstring lists. Raises yaml.YAMLError (YamlRefused for those)."""
+    if len(text) > MAX_CHARS:
+        raise YamlRefused(f"refused: {len(text):,} characters of YAML, more than any file visiontl reads needs "
+                          f"({MAX_CHARS:,})")
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 (_Loader is a SafeLoader)
     except yaml.MarkedYAMLError as exc:
