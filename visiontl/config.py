@@ -14,8 +14,6 @@ import types
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-import annotated_types
-
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticUndefined
@@ -196,7 +194,7 @@ class FinetuneConfig(_Strict):
     strategy: Literal["feature_extraction", "partial", "full", "staged"] = _f(
         "full", "what trains: head only | all but the first freeze_stages stages | everything | phases of stages")
     freeze_stages: int = _f(0, "partial: how many of the first backbone stages stay frozen", ge=0,
-                           le=MAX_STAGES)
+                            le=MAX_STAGES)
     stages: list[PhaseConfig] = _f([], "staged: the phases, in order ({epochs, unfreeze, lr, lr_mult} each)")
     lr_mult: NonNegative | list[NonNegative] = _f(
         1.0, "discriminative LR: a float m gives stage i of n (0-based) lr * m**(n - i); a list gives one "
@@ -218,7 +216,7 @@ class FinetuneConfig(_Strict):
 
 class EarlyStoppingConfig(_Strict):
     patience: int = _f(5, "epochs without improvement of train.monitor before stopping", gt=0,
-                  le=MAX_EPOCHS)
+                       le=MAX_EPOCHS)
     min_delta: float = _f(0.0, "smallest change that counts as an improvement", ge=0.0)
 
 
@@ -233,7 +231,7 @@ class TrainConfig(_Strict):
     schedule: Literal["constant", "cosine", "step"] = _f("cosine", "LR schedule within each phase")
     warmup_steps: int = _f(0, "linear warm-up steps at the start of each phase", ge=0, le=MAX_STEPS)
     step_epochs: int = _f(10, "schedule step: multiply the LR by step_gamma every step_epochs epochs", gt=0,
-                           le=MAX_EPOCHS)
+                          le=MAX_EPOCHS)
     step_gamma: float = _f(0.1, "schedule step: the factor", gt=0.0)
     device: Literal["auto", "cpu", "cuda"] = _f("auto", "auto: CUDA when available, else CPU")
     amp: bool = _f(True, "mixed precision on CUDA: bf16 where supported, else fp16 with a gradient scaler")
@@ -249,7 +247,7 @@ class TrainConfig(_Strict):
     deterministic: bool = _f(False, "deterministic algorithms (slower on GPU; exact resume on CPU)")
     workers: int = _f(2, "DataLoader worker processes (decode and augment)", ge=0, le=MAX_WORKERS)
     overfit_batches: int = _f(0, "sanity mode: train and validate on the same N fixed, unaugmented batches",
-                             ge=0, le=MAX_EPOCHS)
+                              ge=0, le=MAX_EPOCHS)
     monitor: str | None = _f(None, "val metric that picks best.pt and drives early stopping (default per task: "
                              "classification accuracy)")
     monitor_mode: Literal["max", "min"] = _f("max", "whether a larger monitor value is better")
@@ -260,7 +258,7 @@ class TrainConfig(_Strict):
     compile: bool = _f(False, "classification, segmentation: torch.compile the training forward and backward "
                        "(the first steps compile; pays off on long runs with fixed shapes)")
     log_every: int = _f(20, "optimizer steps between loss readings on the progress bar (each syncs the device)",
-                       gt=0, le=MAX_STEPS)
+                        gt=0, le=MAX_STEPS)
     progress: bool = _f(True, "progress bars")
 
 
@@ -559,13 +557,12 @@ def _bounds(annotation: Any, metadata: list[Any]) -> str:
             found.extend(m for info in args[1:] for m in getattr(info, "metadata", [info]))
             args = args[:1]
         stack.extend(args)
-    signs = {annotated_types.Gt: ("> ", "gt"), annotated_types.Ge: ("≥ ", "ge"), annotated_types.Lt: ("< ", "lt"),
-             annotated_types.Le: ("≤ ", "le")}
+    signs = {"Gt": "> ", "Ge": "≥ ", "Lt": "< ", "Le": "≤ "}  # pydantic's constraints (annotated_types)
     parts = []
     for bound in found:
-        if type(bound) in signs:
-            sign, attr = signs[type(bound)]
-            value = getattr(bound, attr)
-            parts.append(sign + (f"{value:,}" if isinstance(value, int) else str(value)))
+        name = type(bound).__name__
+        if name in signs:
+            value = getattr(bound, name.lower())
+            parts.append(signs[name] + (f"{value:,}" if isinstance(value, int) else str(value)))
     parts = list(dict.fromkeys(parts))  # the same bound on every item of a tuple once
     return f" ({', '.join(parts)})" if parts else ""
