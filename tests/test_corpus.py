@@ -556,6 +556,20 @@ CASES = [
          config_train("top_level_list")),
     Case("config_non_utf8", "train", "exit2", "config.yaml: not valid YAML", config_train("latin1")),
     Case("config_yaml_alias_bomb", "train", "exit2", "config.yaml: refused: its aliases", config_train("alias_bomb")),
+    Case("config_duplicate_section", "train", "exit2", "config.yaml: refused: key 'train' appears twice in one mapping "
+         "(lines 2 and 6)", config_train("duplicate_section")),
+    Case("config_infinite_float", "train", "exit2", "config.yaml: train.lr: Input should be a finite number",
+         config_train("nonfinite_lr")),
+    Case("config_nan_float", "train", "exit2", "config.yaml: finetune.lr_mult: Input should be a finite number",
+         config_train("nan_lr_mult")),
+    Case("config_huge_image_size", "train", "exit2", "config.yaml: data.image_size: Input should be less than or "
+         "equal to 16384", config_train("huge_image_size")),
+    Case("config_seed_beyond_int64", "train", "exit2", "config.yaml: train.seed: Input should be less than or equal "
+         "to 9223372036854775807", config_train("huge_seed")),
+    Case("config_deeply_nested", "train", "exit2", "config.yaml: refused: nested more than 100 levels deep (line 3)",
+         config_train("deeply_nested")),
+    Case("config_5000_digit_integer", "train", "exit2", "config.yaml: refused: line 3: an integer of 5,000 characters",
+         config_train("huge_integer")),
 ]
 
 

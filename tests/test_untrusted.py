@@ -5,7 +5,8 @@ they belong to, or takes the process down; each is refused in one line naming th
   through `evaluate`, `predict`, `serve`, `data rank`, `train --resume`, `model.weights` and `weights import`;
 - XML (VOC, CVAT, Label Studio label configs, serve's /setup): defusedxml refuses entity declarations;
 - image references in annotations that are absolute or climb out of the image folder;
-- YAML (configs, overrides, data.yaml, run directories): no Python tags, no alias bombs;
+- YAML (configs, overrides, data.yaml, run directories): no Python tags, no alias bombs, no key written twice,
+  no nesting deeper than 100 levels, no integer longer than Python converts;
 - `visiontl serve`: 127.0.0.1 by default, bounded requests, nothing read outside --root.
 
 The HTML report escapes every string from a run directory: tests/test_report.py
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import time
 from pathlib import Path
@@ -334,6 +336,85 @@ def test_yaml_alias_bombs_are_refused_quickly(tmp_path: Path) -> None:
     # what configs do with anchors stays fine
     assert safe_yaml.load("base: &b {lr: 0.1}\nother: {<<: *b, epochs: 3}\n") == {
         "base": {"lr": 0.1}, "other": {"lr": 0.1, "epochs": 3}}
+
+
+def test_yaml_bounds_what_aliases_add_not_what_the_text_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """500,000 plain keys were refused as an "alias bomb": the bound counted every value, written or aliased.
+    Scaled down here (the bound at 1,000 values) so the test parses small documents."""
+    from visiontl import safe_yaml
+
+    monkeypatch.setattr(safe_yaml, "MAX_ALIASED_VALUES", 1_000)
+    plain = "".join(f"k{i}: [{i}, {i}]\n" for i in range(2_000))  # 10,000 values, all written out
+    assert len(safe_yaml.load(plain)) == 2_000
+    row = "a: &a [" + ", ".join(["1"] * 99) + "]\n"  # an aliased list of 100 values
+    assert len(safe_yaml.load(row + "b: [" + ", ".join(["*a"] * 9) + "]\n")["b"]) == 9  # 900 values added
+    with pytest.raises(safe_yaml.YamlRefused, match=r"its aliases \(\*name\) expand to more than 1,000 values"):
+        safe_yaml.load(row + "b: [" + ", ".join(["*a"] * 11) + "]\n")  # 1,100 added
+    scalars = "a: &a x\nb: [" + ", ".join(["*a"] * 5_000) + "]\n"  # an aliased scalar adds what the text writes
+    assert len(safe_yaml.load(scalars)["b"]) == 5_000
+
+
+def test_yaml_larger_than_any_file_visiontl_reads_is_refused_unparsed(tmp_path: Path) -> None:
+    """What the text writes out is bounded by its length: every reader (data.yaml, a run's config.yaml) refuses
+    more than safe_yaml.MAX_CHARS before parsing (500,000 plain keys took a minute to be refused, wrongly)."""
+    from visiontl import safe_yaml
+    from visiontl.report.runs import _read_yaml_mapping
+
+    path = tmp_path / "config.yaml"
+    path.write_text("".join(f"k{i}: {i}\n" for i in range(500_000)))
+    started = time.perf_counter()
+    with pytest.raises(DataError, match=r"config\.yaml: not readable YAML \(refused: 7,777,780 characters of YAML, "
+                                        r"more than any file visiontl reads needs \(4,194,304\)\)"):
+        _read_yaml_mapping(path)
+    assert time.perf_counter() - started < 2.0
+    assert safe_yaml.load("a: " + "x" * (safe_yaml.MAX_CHARS - 3)) == {"a": "x" * (safe_yaml.MAX_CHARS - 3)}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("names: [a, b]\nnc: 2\nnames: [c]\n", "refused: key 'names' appears twice in one mapping (lines 1 and 3)"),
+        ("a: {1: x, 0x1: y}\n", "refused: key '1' appears twice in one mapping (lines 1 and 1)"),
+        ("a: " + "[" * 101 + "]" * 101 + "\n", "refused: nested more than 100 levels deep (line 1)"),
+        ("a: " + "[" * 100_000 + "]" * 100_000 + "\n", "refused: nested more than 100 levels deep (line 1)"),
+        ("a: &a " + "[" * 60 + "]" * 60 + "\nb: " + "[" * 60 + "*a" + "]" * 60 + "\n",  # deep through an alias
+         "refused: nested more than 100 levels deep (line 2)"),
+        ("n: " + "9" * 5_000 + "\n", "refused: line 1: an integer of 5,000 characters (at most 4,300)"),
+        ("day: 2001-13-01\n", "refused: a value YAML cannot build (month must be in 1..12)"),
+    ],
+    ids=["duplicate_key", "duplicate_int_key", "nested_101", "nested_100000", "nested_via_alias", "int_5000_digits",
+         "bad_date"],
+)
+def test_yaml_refusals_are_one_line_for_every_reader(tmp_path: Path, text: str, message: str) -> None:
+    """configs, data.yaml and run directories all read YAML through safe_yaml: the same refusals, no traceback."""
+    from visiontl import safe_yaml
+    from visiontl.report.runs import _read_yaml_mapping
+
+    with pytest.raises(safe_yaml.YamlRefused) as info:
+        safe_yaml.load(text)
+    assert str(info.value) == message or str(info.value).startswith(message)
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(DataError, match=re.escape(message)):
+        _read_yaml_mapping(path)
+
+
+def test_yaml_refusals_without_libyaml(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pure-Python loader (PyYAML built without libyaml) recurses once per level: a RecursionError there is
+    the same one line."""
+    import yaml
+
+    from visiontl import safe_yaml
+
+    class PurePython(yaml.SafeLoader):
+        get_single_data = safe_yaml._Loader.get_single_data
+
+    monkeypatch.setattr(safe_yaml, "_Loader", PurePython)
+    with pytest.raises(safe_yaml.YamlRefused, match=r"^refused: nested more than 100 levels deep$"):
+        safe_yaml.load("a: " + "[" * 100_000 + "]" * 100_000)
+    with pytest.raises(safe_yaml.YamlRefused, match=r"key 'a' appears twice in one mapping \(lines 1 and 2\)"):
+        safe_yaml.load("a: 1\na: 2\n")
+    assert safe_yaml.load("base: &b {lr: 0.1}\nother: {<<: *b, lr: 3}\n") == {"base": {"lr": 0.1}, "other": {"lr": 3}}
 
 
 # --- visiontl serve ----------------------------------------------------------------------------------------

@@ -7,9 +7,12 @@ invent their own defaults. Every model forbids unknown keys, so a typo is an err
 from __future__ import annotations
 
 import difflib
+import math
+import re
 import reprlib
+import types
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -17,6 +20,7 @@ from pydantic_core import PydanticUndefined
 
 from visiontl import safe_yaml
 from visiontl.errors import ConfigError
+from visiontl.text import printable
 
 Task = Literal["classification", "detection", "segmentation", "instance_segmentation"]
 IMPLEMENTED_TASKS = ("classification", "detection", "segmentation", "instance_segmentation")
@@ -33,13 +37,41 @@ TASK_FORMATS = {"classification": ("imagefolder", "csv"),
                 "segmentation": ("masks", "coco"), "instance_segmentation": ("coco", "cvat", "labelstudio", "labelme")}
 
 
+# Bounds on sizes and counts. A value above them can only be a mistake (a digit too many, a pasted number), and
+# without them it is accepted here and fails later, deep in torch or numpy, as a traceback or an allocation the
+# machine cannot make. docs/config.md lists them with each key.
+MAX_IMAGE_SIDE = 16_384  # pixels: training one image of this side through the lightest backbone
+# (mobilenet_v3_small keeps ~480 bytes of activations per input pixel in fp32, ~240 in bf16) already needs
+# ~64 GB; twice the side needs ~260 GB, more than any single GPU holds (H200: 141 GB)
+MAX_CHANNELS = 8_192  # convolution channels: a 3x3 conv of 8192 in and out holds 604M parameters (2.4 GB fp32)
+MAX_HIDDEN = 65_536  # units of the mlp head's hidden layer
+MAX_BATCH = 65_536  # images per batch (and micro-batches per step): 65,536 224-px images are 39 GB of input
+MAX_WORKERS = 1_024  # DataLoader processes: more than the hardware threads of the largest machines
+MAX_EPOCHS = 1_000_000
+MAX_STEPS = 1_000_000_000  # optimizer steps: years at a step a second; far inside int64 and exact in float
+MAX_STAGES = 100  # backbone stages (a backbone has 4 to 8)
+MAX_DETECTIONS = 100_000  # detections kept per image (COCO scores 100)
+MAX_SEED = 2**63 - 1  # a signed 64-bit integer: torch's generators take 64 bits (2**64 is a traceback); numpy
+# gets the seed modulo 2**32
+INT32 = 2**31
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: every float of the schema (in lists and tuples too) refuses inf and NaN, which no
+    # setting means (`train.lr=1e400` parses as inf, `.nan` as NaN)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 def _f(default: Any = ..., doc: str = "", **constraints: Any) -> Any:
     """A field with its one-line documentation (docs/config.md is generated from these)."""
     return Field(default, description=doc, **constraints)
+
+
+Side = Annotated[int, Field(gt=0, le=MAX_IMAGE_SIDE)]
+Channels = Annotated[int, Field(gt=0, le=MAX_CHANNELS)]
+Positive = Annotated[float, Field(gt=0.0)]
+NonNegative = Annotated[float, Field(ge=0.0)]
+Byte = Annotated[int, Field(ge=0, le=255)]
 
 
 class ModelConfig(_Strict):
@@ -52,29 +84,32 @@ class ModelConfig(_Strict):
                       ".safetensors or visiontl checkpoint")
     head: Literal["linear", "mlp", "logistic_regression", "linear_svm"] = _f(
         "linear", "classification head; the scikit-learn heads fit on frozen features (feature_extraction)")
-    mlp_hidden: int = _f(512, "hidden width of the mlp head", gt=0)
+    mlp_hidden: int = _f(512, "hidden width of the mlp head", gt=0, le=MAX_HIDDEN)
     dropout: float = _f(0.0, "dropout before the last linear layer", ge=0.0, lt=1.0)
     sklearn_c: float = _f(1.0, "inverse regularisation strength C of the scikit-learn heads", gt=0.0)
     neck: Literal["fpn", "none"] = _f("fpn", "faster_rcnn / mask_rcnn: a feature pyramid over the deepest feature_levels stages, "
                                       "or none (the deepest map alone)")
     feature_levels: int = _f(3, "detection: how many of the deepest backbone stages feed the neck / SSD head", ge=1, le=5)
-    fpn_channels: int = _f(256, "channels of the feature pyramid", gt=0)
-    anchor_sizes: list[list[int]] | None = _f(None, "faster_rcnn: anchor sizes in pixels per feature map (default: 4x "
+    fpn_channels: int = _f(256, "channels of the feature pyramid", gt=0, le=MAX_CHANNELS)
+    anchor_sizes: list[list[Side]] | None = _f(None, "faster_rcnn: anchor sizes in pixels per feature map (default: 4x "
                                               "each map's stride; with neck none, 32..512 on the one map)")
-    aspect_ratios: list[float] = _f([0.5, 1.0, 2.0], "faster_rcnn: anchor aspect ratios (height / width)")
-    min_size: int = _f(800, "faster_rcnn: images are resized so their shorter side is min_size ...", gt=0)
-    max_size: int = _f(1333, "... and their longer side at most max_size (stored in checkpoints)", gt=0)
-    ssd_size: int = _f(320, "ssd / ssdlite: the square input size", ge=64)
-    ssd_scale_range: tuple[float, float] = _f((0.2, 0.95), "ssd / ssdlite: smallest and largest default box, as "
+    aspect_ratios: list[Positive] = _f([0.5, 1.0, 2.0], "faster_rcnn: anchor aspect ratios (height / width)")
+    min_size: int = _f(800, "faster_rcnn: images are resized so their shorter side is min_size ...", gt=0,
+                       le=MAX_IMAGE_SIDE)
+    max_size: int = _f(1333, "... and their longer side at most max_size (stored in checkpoints)", gt=0,
+                       le=MAX_IMAGE_SIDE)
+    ssd_size: int = _f(320, "ssd / ssdlite: the square input size", ge=64, le=MAX_IMAGE_SIDE)
+    ssd_scale_range: tuple[Positive, Positive] = _f((0.2, 0.95), "ssd / ssdlite: smallest and largest default box, as "
                                               "fractions of ssd_size")
     score_threshold: float = _f(0.05, "detection: keep detections scoring at least this", ge=0.0, le=1.0)
     nms_threshold: float = _f(0.5, "detection: IoU of non-maximum suppression", gt=0.0, le=1.0)
-    detections_per_image: int = _f(100, "detection: at most this many detections per image", gt=0)
-    decoder_channels: list[int] = _f([256, 128, 64, 32, 16], "unet: channels of the five decoder blocks, deep to "
+    detections_per_image: int = _f(100, "detection: at most this many detections per image", gt=0,
+                                   le=MAX_DETECTIONS)
+    decoder_channels: list[Channels] = _f([256, 128, 64, 32, 16], "unet: channels of the five decoder blocks, deep to "
                                      "shallow")
     loss: Literal["ce", "dice", "focal", "ce+dice", "ce+focal"] = _f(
         "ce", "segmentation loss: cross-entropy, Dice, focal, or a sum of two")
-    class_weights: list[float] | None = _f(None, "segmentation: per-class weights of the cross-entropy / Dice / "
+    class_weights: list[NonNegative] | None = _f(None, "segmentation: per-class weights of the cross-entropy / Dice / "
                                            "focal terms")
 
     @field_validator("backbone")
@@ -103,11 +138,13 @@ class DataConfig(_Strict):
     train_masks: str | None = _f(None, "masks: the label-image folder of the train split when data.train is an "
                                  "image folder (pairs by file name); unused when data.train is a list file")
     val_masks: str | None = _f(None, "masks: the label-image folder of the val split, as data.train_masks")
-    ignore_index: int = _f(255, "segmentation: label id that is neither trained on nor scored (CamVid: 11)")
-    palette: list[tuple[int, int, int]] | None = _f(None, "masks: RGB colour of each class id, for colour-coded "
+    ignore_index: int = _f(255, "segmentation: label id that is neither trained on nor scored (CamVid: 11)",
+                           ge=-INT32, lt=INT32)
+    palette: list[tuple[Byte, Byte, Byte]] | None = _f(None, "masks: RGB colour of each class id, for colour-coded "
                                                     "label images (other colours become ignore_index)")
     drop_empty: bool = _f(False, "detection: drop training images without objects (kept as negatives by default)")
-    image_size: int = _f(224, "classification: square input size; segmentation: square training crop", ge=16)
+    image_size: int = _f(224, "classification: square input size; segmentation: square training crop", ge=16,
+                         le=MAX_IMAGE_SIDE)
     augment: Literal["none", "light", "standard", "strong"] = _f(
         "standard", "train augmentation preset: none, light (flips), standard (classification: random resized crop "
         "+ flips + colour jitter; detection: flips + scale + colour), strong (detection: + crops, blur, noise)")
@@ -126,22 +163,40 @@ class DataConfig(_Strict):
                      "decoding is the bottleneck, e.g. PNGs; shared with forked workers)")
     cache_max_gb: float = _f(8.0, "data.cache: decoded bytes at most; images beyond it are decoded as usual", gt=0.0)
 
+    @field_validator("pipeline")
+    @classmethod
+    def _finite_arguments(cls, pipeline: list[dict[str, dict[str, Any]]] | None) -> Any:
+        # the arguments are free-form (albumentations checks them), but inf and NaN are no setting there either
+        stack: list[Any] = [pipeline]
+        while stack:
+            value = stack.pop()
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{value} is not a finite number")
+            if isinstance(value, dict):
+                stack.extend(value.values())
+            elif isinstance(value, (list, tuple)):
+                stack.extend(value)
+        return pipeline
+
 
 class PhaseConfig(_Strict):
     """One phase of a staged schedule: which backbone stages train, for how long, at which LR."""
 
-    epochs: int = _f(..., "length of the phase in epochs", gt=0)
-    unfreeze: int | Literal["all"] = _f(0, "how many of the deepest backbone stages train (0 = head only, all)")
+    epochs: int = _f(..., "length of the phase in epochs", gt=0, le=MAX_EPOCHS)
+    unfreeze: Annotated[int, Field(ge=0, le=MAX_STAGES)] | Literal["all"] = _f(
+        0, "how many of the deepest backbone stages train (0 = head only, all)")
     lr: float | None = _f(None, "base LR of the phase (default: train.lr)", gt=0.0)
-    lr_mult: float | list[float] | None = _f(None, "per-stage LR multipliers of the phase (default: finetune.lr_mult)")
+    lr_mult: NonNegative | list[NonNegative] | None = _f(
+        None, "per-stage LR multipliers of the phase (default: finetune.lr_mult)")
 
 
 class FinetuneConfig(_Strict):
     strategy: Literal["feature_extraction", "partial", "full", "staged"] = _f(
         "full", "what trains: head only | all but the first freeze_stages stages | everything | phases of stages")
-    freeze_stages: int = _f(0, "partial: how many of the first backbone stages stay frozen", ge=0)
+    freeze_stages: int = _f(0, "partial: how many of the first backbone stages stay frozen", ge=0,
+                            le=MAX_STAGES)
     stages: list[PhaseConfig] = _f([], "staged: the phases, in order ({epochs, unfreeze, lr, lr_mult} each)")
-    lr_mult: float | list[float] = _f(
+    lr_mult: NonNegative | list[NonNegative] = _f(
         1.0, "discriminative LR: a float m gives stage i of n (0-based) lr * m**(n - i); a list gives one "
         "multiplier per stage, shallow to deep; the head always gets lr")
     bn: Literal["train", "freeze"] = _f(
@@ -160,43 +215,50 @@ class FinetuneConfig(_Strict):
 
 
 class EarlyStoppingConfig(_Strict):
-    patience: int = _f(5, "epochs without improvement of train.monitor before stopping", gt=0)
+    patience: int = _f(5, "epochs without improvement of train.monitor before stopping", gt=0,
+                       le=MAX_EPOCHS)
     min_delta: float = _f(0.0, "smallest change that counts as an improvement", ge=0.0)
 
 
 class TrainConfig(_Strict):
-    epochs: int = _f(10, "epochs (staged: the sum of the phases unless set)", gt=0)
-    max_steps: int | None = _f(None, "stop after this many optimizer steps", gt=0)
-    batch_size: int = _f(32, "images per batch (per optimizer step: batch_size * accumulate)", gt=0)
+    epochs: int = _f(10, "epochs (staged: the sum of the phases unless set)", gt=0, le=MAX_EPOCHS)
+    max_steps: int | None = _f(None, "stop after this many optimizer steps", gt=0, le=MAX_STEPS)
+    batch_size: int = _f(32, "images per batch (per optimizer step: batch_size * accumulate)", gt=0, le=MAX_BATCH)
     lr: float = _f(1e-3, "base learning rate of the head (backbone stages: times finetune.lr_mult)", gt=0.0)
     weight_decay: float = _f(1e-4, "weight decay of trainable parameters (frozen ones get none)", ge=0.0)
     optimizer: Literal["sgd", "adam", "adamw"] = _f("adamw", "optimizer")
     momentum: float = _f(0.9, "SGD momentum", ge=0.0, lt=1.0)
     schedule: Literal["constant", "cosine", "step"] = _f("cosine", "LR schedule within each phase")
-    warmup_steps: int = _f(0, "linear warm-up steps at the start of each phase", ge=0)
-    step_epochs: int = _f(10, "schedule step: multiply the LR by step_gamma every step_epochs epochs", gt=0)
+    warmup_steps: int = _f(0, "linear warm-up steps at the start of each phase", ge=0, le=MAX_STEPS)
+    step_epochs: int = _f(10, "schedule step: multiply the LR by step_gamma every step_epochs epochs", gt=0,
+                          le=MAX_EPOCHS)
     step_gamma: float = _f(0.1, "schedule step: the factor", gt=0.0)
     device: Literal["auto", "cpu", "cuda"] = _f("auto", "auto: CUDA when available, else CPU")
     amp: bool = _f(True, "mixed precision on CUDA: bf16 where supported, else fp16 with a gradient scaler")
-    accumulate: int = _f(1, "micro-batches per optimizer step (gradient accumulation)", gt=0)
+    accumulate: int = _f(1, "micro-batches per optimizer step (gradient accumulation)", gt=0,
+                         le=MAX_BATCH)
     sync_bn: bool = _f(False, "distributed runs (torchrun): batch-norm statistics over all ranks (SyncBatchNorm; "
                        "CUDA only); ignored in one process")
     clip_grad: float | None = _f(None, "clip the global gradient norm to this value", gt=0.0)
     skip_nonfinite: bool = _f(False, "skip an optimizer step whose loss is NaN or infinite (counted in log.csv) "
                               "instead of stopping with the step and its images named")
-    seed: int = _f(0, "seeds torch, numpy, python and every sample's augmentation")
+    seed: int = _f(0, "seeds torch, numpy, python and every sample's augmentation", ge=0,
+                   le=MAX_SEED)
     deterministic: bool = _f(False, "deterministic algorithms (slower on GPU; exact resume on CPU)")
-    workers: int = _f(2, "DataLoader worker processes (decode and augment)", ge=0)
-    overfit_batches: int = _f(0, "sanity mode: train and validate on the same N fixed, unaugmented batches", ge=0)
+    workers: int = _f(2, "DataLoader worker processes (decode and augment)", ge=0, le=MAX_WORKERS)
+    overfit_batches: int = _f(0, "sanity mode: train and validate on the same N fixed, unaugmented batches",
+                              ge=0, le=MAX_EPOCHS)
     monitor: str | None = _f(None, "val metric that picks best.pt and drives early stopping (default per task: "
                              "classification accuracy)")
     monitor_mode: Literal["max", "min"] = _f("max", "whether a larger monitor value is better")
     early_stopping: EarlyStoppingConfig | None = _f(None, "stop when train.monitor stops improving ({patience, min_delta})")
     checkpoint_every: int | None = _f(None, "also write last.pt every N optimizer steps inside an epoch, so a killed "
-                                      "run resumes from there (exactly, with train.deterministic on CPU)", gt=0)
+                                      "run resumes from there (exactly, with train.deterministic on CPU)", gt=0,
+                                      le=MAX_STEPS)
     compile: bool = _f(False, "classification, segmentation: torch.compile the training forward and backward "
                        "(the first steps compile; pays off on long runs with fixed shapes)")
-    log_every: int = _f(20, "optimizer steps between loss readings on the progress bar (each syncs the device)", gt=0)
+    log_every: int = _f(20, "optimizer steps between loss readings on the progress bar (each syncs the device)",
+                        gt=0, le=MAX_STEPS)
     progress: bool = _f(True, "progress bars")
 
 
@@ -275,13 +337,21 @@ class Config(_Strict):
 # Loading
 
 
+# A config is a few KB; the largest legitimate one lists the class names of a big dataset (ImageNet-21k's 21,841
+# names are ~0.4 MB as a YAML list). A larger file is refused before it is parsed: PyYAML builds ~1 MB of YAML
+# a second, so an unbounded file would hold the command for minutes before any check could name the problem.
+MAX_CONFIG_BYTES = 2**20
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`train.epochs=3` -> (["train", "epochs"], 3). Values are parsed as YAML, so types come out right."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"override {text!r} is not of the form key.path=value")
+        raise ConfigError(f"override '{printable(text, 200)}' is not of the form key.path=value")
     try:
         value = safe_yaml.load(raw) if raw.strip() else None
+    except safe_yaml.YamlRefused as exc:  # valid YAML, refused (duplicate keys, nesting, a 5000-digit integer)
+        raise ConfigError(f"override '{printable(text, 80)}': {exc}") from None
     except yaml.YAMLError:
         value = raw
     return key.strip().split("."), value
@@ -307,7 +377,15 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} not found")
     try:
-        raw = safe_yaml.load(path.read_text(encoding="utf-8"))
+        with path.open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: refused: larger than {MAX_CONFIG_BYTES:,} bytes, which no config needs "
+                          "(a config is a few KB; a list of 20,000 class names ~0.4 MB)")
+    try:
+        raw = safe_yaml.load(data.decode("utf-8"))
     except safe_yaml.YamlRefused as exc:
         raise ConfigError(f"{path}: {exc}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
@@ -369,17 +447,30 @@ _SHORT_REPR = reprlib.Repr()  # a bounded repr: the value in an error message ma
 _SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxdict, _SHORT_REPR.maxstring = 2, 6, 6, 60
 
 
+_UNION_LABELS = ("function-after", "function-before", "constrained-int", "constrained-float", "int", "float", "str",
+                 "bool")
+
+
+def _is_union_label(part: Any) -> bool:
+    """pydantic names the member of a union it tried (`float`, `list[float]`) and validator wrappers in an error's
+    location; the user's key is the location without them."""
+    return isinstance(part, str) and (part in _UNION_LABELS or re.fullmatch(r"[a-z-]+\[.*\]", part) is not None)
+
+
 def describe_validation_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in ("function-after", "function-before")))
-    key = ".".join(str(p) for p in loc)
+    errors = exc.errors()
+    # of the errors a union collects (one per member), the value's own problem (not finite, too large) says more
+    # than "not a valid list" from a member the value was never meant to be
+    err = next((e for e in errors if not e["type"].endswith("_type")), errors[0])
+    loc = tuple(p for p in err["loc"] if not _is_union_label(p))
+    key = printable(".".join(str(p) for p in loc), 120)  # a key from the file: escaped and cut, one line
     kind = err["type"]
     if kind == "extra_forbidden":
         owner = _model_at(loc[:-1])
         valid = sorted(owner.model_fields) if owner else []
-        hint = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        hint = difflib.get_close_matches(str(loc[-1])[:100], valid, n=1)
         suggestion = f" (did you mean {'.'.join([*map(str, loc[:-1]), hint[0]])!r}?)" if hint else ""
-        return f"unknown key {key!r}{suggestion}; valid keys here: {', '.join(valid)}"
+        return f"unknown key '{key}'{suggestion}; valid keys here: {', '.join(valid)}"
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
@@ -396,6 +487,15 @@ def config_reference() -> str:
     lines = ["# Config reference", "",
              "Generated from `visiontl/config.py` by `python tools/config_reference.py`; the schema is the only home",
              "of every default. Override any key on the command line as `section.key=value` (values parse as YAML).",
+             "",
+             f"A config file is at most {MAX_CONFIG_BYTES // 2**20} MiB and writes each key once per mapping (a",
+             "second `train:` is refused, not merged). Every float is finite (`inf`, `.nan` and `1e400` are refused)",
+             "and every number stays within the bounds in brackets: beyond them a value can only be a mistake that",
+             "would fail later, deep in torch. Image sides (data.image_size, model.min_size, max_size, ssd_size,",
+             f"anchor sizes) stop at {MAX_IMAGE_SIDE:,} pixels: training one image of that side through the lightest",
+             "backbone (mobilenet_v3_small, ~240 bytes of activations per input pixel in bf16) already needs ~64 GB,",
+             "and twice the side (~260 GB) more than any GPU holds. Seeds are 0 to 2**63 - 1 (a signed 64-bit",
+             f"integer; torch's generators take 64 bits); step counts stop at {MAX_STEPS:,}.",
              ""]
 
     def section(model: type[BaseModel], prefix: str) -> None:
@@ -409,7 +509,8 @@ def config_reference() -> str:
             default = field.get_default(call_default_factory=True)
             default = "required" if default is PydanticUndefined else f"`{_yaml_value(default)}`"
             doc = (field.description or "").replace("|", "\\|")
-            rows.append(f"| `{prefix}{name}` | {_type_name(field.annotation)} | {default} | {doc} |")
+            kind = _type_name(field.annotation) + _bounds(field.annotation, field.metadata)
+            rows.append(f"| `{prefix}{name}` | {kind.replace('|', chr(92) + '|')} | {default} | {doc} |")
         if rows:
             lines.extend(["| key | type | default | meaning |", "|---|---|---|---|", *rows, ""])
         for name, sub, doc in nested:
@@ -431,6 +532,37 @@ def _yaml_value(value: Any) -> str:
 
 
 def _type_name(annotation: Any) -> str:
-    text = str(annotation).replace("typing.", "").replace("pathlib.", "").replace("visiontl.config.", "")
-    text = text.replace("<class '", "").replace("'>", "")
-    return text.replace("|", "\\|")
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _type_name(args[0])
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if annotation is type(None):
+        return "None"
+    if origin is Literal:
+        return f"Literal[{', '.join(map(repr, args))}]"
+    if origin is not None:
+        return f"{getattr(origin, '__name__', origin)}[{', '.join(_type_name(a) for a in args)}]"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _bounds(annotation: Any, metadata: list[Any]) -> str:
+    """The field's bounds (its own, or its items'), as ` (> 0, ≤ 16384)`."""
+    found: list[Any] = list(metadata)
+    stack = [annotation]
+    while stack:
+        node = stack.pop()
+        args = get_args(node)
+        if get_origin(node) is Annotated:
+            found.extend(m for info in args[1:] for m in getattr(info, "metadata", [info]))
+            args = args[:1]
+        stack.extend(args)
+    signs = {"Gt": "> ", "Ge": "≥ ", "Lt": "< ", "Le": "≤ "}  # pydantic's constraints (annotated_types)
+    parts = []
+    for bound in found:
+        name = type(bound).__name__
+        if name in signs:
+            value = getattr(bound, name.lower())
+            parts.append(signs[name] + (f"{value:,}" if isinstance(value, int) else str(value)))
+    parts = list(dict.fromkeys(parts))  # the same bound on every item of a tuple once
+    return f" ({', '.join(parts)})" if parts else ""
