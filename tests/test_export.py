@@ -316,11 +316,15 @@ def tiny_onnx(path: Path, stored: str | dict, free_classes: bool = False) -> Pat
 
     from visiontl.export.formats import onnx_with_metadata
 
+    import warnings
+
     buf = io.BytesIO()
     free = {"image": {2: "height", 3: "width"}, "logits": {1: "classes"}, "probabilities": {1: "classes"}}
-    torch.onnx.export(WidthClassifier() if free_classes else TinyClassifier(), (torch.rand(1, 3, 32, 32),), buf,
-                      dynamo=False, input_names=["image"], output_names=["logits", "probabilities"],
-                      dynamic_axes=free if free_classes else None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notices
+        torch.onnx.export(WidthClassifier() if free_classes else TinyClassifier(), (torch.rand(1, 3, 32, 32),), buf,
+                          dynamo=False, input_names=["image"], output_names=["logits", "probabilities"],
+                          dynamic_axes=free if free_classes else None)
     model = onnx.load_from_string(onnx_with_metadata(buf.getvalue(), tiny_metadata()))
     if not isinstance(stored, dict) or stored != tiny_metadata():
         entry = next(p for p in model.metadata_props if p.key == "visiontl")
@@ -388,7 +392,13 @@ def tampered(**changes: object) -> dict:
                                      "digits) for integer string conversion"),
     (tampered(classes=["cat", "dog", "bird"]), "the metadata names 3 classes, the graph's output 'logits' has 2 "
                                                "([1, 2])"),
-], ids=lambda v: None if isinstance(v, str) and v.startswith("metadata") else "")
+], ids=[
+    "classes-null", "classes-empty", "classes-not-strings", "classes-twice", "config-missing", "config-null",
+    "config-list", "task-unknown", "input-shape-0", "input-size-0", "input-size-huge", "input-size-float",
+    "input-size-not-shape", "input-size-null-but-fixed", "input-a-list", "batch-0", "outputs-missing", "epoch-a-string",
+    "threshold-nan", "config-of-another-task", "metadata-a-list", "metadata-null", "not-json", "nested-100000-deep",
+    "5000-digit-integer", "more-classes-than-outputs",
+])
 def test_predict_refuses_tampered_metadata_in_one_line(stored: object, message: str, tmp_path: Path, one_image: Path,
                                                         capsys: pytest.CaptureFixture) -> None:
     model = tiny_onnx(tmp_path / "model.onnx", stored if isinstance(stored, (str, dict)) else json.dumps(stored))
@@ -410,3 +420,23 @@ def test_predict_checks_the_class_count_on_the_output_when_the_graph_leaves_it_f
     assert capsys.readouterr().err.splitlines() == [
         f"visiontl: error: {three}: the metadata names 3 classes, the model's output 'logits' has 32 ([1, 32])"]
     assert not (tmp_path / "q.csv").exists()
+
+
+@pytest.mark.parametrize("label_map, message", [
+    (None, "metadata field 'label_map.category_ids': expected 2 distinct integers, one per class, got null"),
+    ({"category_ids": [1], "names": ["cat", "dog"]}, "'label_map.category_ids': expected 2 distinct integers"),
+    ({"category_ids": [1, 1], "names": ["cat", "dog"]}, "'label_map.category_ids': expected 2 distinct integers"),
+    ({"category_ids": [1, "2"], "names": ["cat", "dog"]}, "'label_map.category_ids': expected 2 distinct integers"),
+    ({"category_ids": [1, 2], "names": ["dog", "cat"]}, "metadata field 'label_map.names': expected the class names "
+                                                         "of 'classes', got [\"dog\", \"cat\"]"),
+], ids=["null", "too-few", "twice", "a-string", "other-names"])
+def test_a_detectors_label_map_is_checked(label_map: object, message: str) -> None:
+    from visiontl.errors import CheckpointError
+    from visiontl.export.metadata import check_metadata
+
+    meta = tampered(task="detection", outputs={"boxes": "", "scores": "", "labels": ""}, input_size=None,
+                    input={"shape": [1, 3, "height", "width"]})
+    check_metadata({**meta, "label_map": {"category_ids": [3, 7], "names": ["cat", "dog"]}}, "det.onnx")  # fits
+    with pytest.raises(CheckpointError) as err:
+        check_metadata({**meta, "label_map": label_map}, "det.onnx")
+    assert str(err.value).startswith("det.onnx: ") and message in str(err.value)
