@@ -209,13 +209,13 @@ def test_torchscript_code_runs_only_when_the_user_allows_it(command: list[str], 
     assert code == 2 and canary.read_bytes() == b"intact\n"
     if command[0] == "predict":
         assert err.splitlines() == [
-            f"visiontl: error: {pt}: refused: a TorchScript archive, and loading one runs the code stored in it "
-            "(which can read and overwrite any of your files); visiontl runs it only with --allow-torchscript-code, "
+            f"visiontl: error: {pt}: refused: a TorchScript archive holds code that runs when the model is used "
+            "(it can read and overwrite any of your files); visiontl runs it only with --allow-torchscript-code, "
             "for a file you trust as you would a program (an ONNX export or the checkpoint needs no such trust)"]
     else:  # commands that need the checkpoint itself never run an archive, flag or not
         assert err.splitlines() == [
-            f"visiontl: error: {pt}: refused: a TorchScript archive (an exported model), not a visiontl checkpoint; "
-            "loading one runs the code stored in it, and visiontl loads only tensors here (torch.load weights_only=True)"]
+            f"visiontl: error: {pt}: refused: a TorchScript archive (an exported model, holding code that torch would "
+            "run), not a visiontl checkpoint; visiontl loads only tensors here (torch.load weights_only=True)"]
     if command[:2] == ["predict", "{pt}"] and "--format" not in command:
         # the code is live: with the flag, predict runs it (and the prediction comes out as from any model)
         code, out, err = _cli(argv + ["--allow-torchscript-code"], capsys)
@@ -240,6 +240,16 @@ def test_python_loaders_refuse_torchscript_unless_allowed(tmp_path: Path) -> Non
     assert canary.read_bytes() == b"intact\n"  # loading ran nothing yet; calling the model does
     loaded.model(torch.rand(1, 3, 32, 32))
     assert canary.read_bytes() == b"XXXXXX\n"
+
+    # allowed or not, metadata is read as bytes and bounded: a 17 MiB side-car (sparse) is refused unread
+    bare = tmp_path / "bare.torchscript"
+    with pytest.warns(FutureWarning):
+        torch.jit.save(torch.jit.script(CodeInArchive(str(canary))), str(bare))  # no metadata inside
+    with open(f"{bare}.json", "wb") as f:
+        f.truncate(17 * 2**20)
+    with pytest.raises(CheckpointError, match=r"bare.torchscript.json: 17825792 bytes, more than visiontl reads as "
+                                              r"metadata \(16777216\)"):
+        load_for_prediction(bare, allow_torchscript_code=True)
 
 
 # --- XML ---------------------------------------------------------------------------------------------------

@@ -363,9 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the model's score threshold)")
     p.add_argument("--draw", default=None, metavar="DIR", help="detection: also write copies of the images with boxes drawn")
     p.add_argument("--overlay", action="store_true", help="segmentation: also write colour overlays into OUT/overlay")
-    p.add_argument("--allow-torchscript-code", action="store_true", help="run a TorchScript file: loading one runs "
-                   "the code stored in it, which can read and overwrite any of your files; only for a file you trust "
-                   "as a program (refused by default; ONNX files and checkpoints run no code)")
+    p.add_argument("--allow-torchscript-code", action="store_true", help="run a TorchScript file: it holds code that "
+                   "runs when the model is used, and can read and overwrite any of your files; only for a file you "
+                   "trust as a program (refused by default; ONNX files and checkpoints run no code)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="a checkpoint as an ONNX or TorchScript file, checked against the PyTorch "

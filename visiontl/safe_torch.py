@@ -26,8 +26,8 @@ from visiontl.errors import VisiontlError
 def load(path: Path, error: type[VisiontlError], what: str) -> Any:
     """torch.load(path, map_location="cpu", weights_only=True); `error` (one line) when it cannot."""
     if is_torchscript_archive(path):
-        raise error(f"{path}: refused: a TorchScript archive (an exported model), not a {what}; loading one runs the "
-                    "code stored in it, and visiontl loads only tensors here (torch.load weights_only=True)")
+        raise error(f"{path}: refused: a TorchScript archive (an exported model, holding code that torch would run), "
+                    f"not a {what}; visiontl loads only tensors here (torch.load weights_only=True)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -44,7 +44,7 @@ def load_trained(path: str | Path, overrides: list[str] | None = None) -> Loaded
 
 def load_for_prediction(path: str | Path, allow_torchscript_code: bool = False) -> LoadedModel:
     """A checkpoint, or a file `visiontl export` wrote (ONNX; TorchScript only with `allow_torchscript_code`,
-    since loading one runs the code stored in it), ready for the prediction code."""
+    since the code it holds runs when it is used), ready for the prediction code."""
     from visiontl.export.runtime import is_exported_file
 
     if is_exported_file(path):

@@ -13,8 +13,8 @@ from typing import Any
 
 from visiontl import __version__
 from visiontl.errors import CheckpointError
-from visiontl.text import printable
 from visiontl.export.graphs import DETECTION_TASKS, OUTPUTS, InputSpec
+from visiontl.text import printable
 
 INPUT_NOTE = ("float32 RGB images, NCHW, values in [0, 1] (8-bit pixels divided by 255); the mean/std "
               "normalisation is inside the graph")

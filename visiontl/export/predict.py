@@ -118,7 +118,7 @@ class ExportedModel(nn.Module):
 
 def load_exported(path: str | Path, allow_torchscript_code: bool = False) -> Any:
     """A LoadedModel (engine.inference) made from an exported file and its metadata alone (a TorchScript file
-    only with `allow_torchscript_code`: loading one runs its code, runtime.open_exported)."""
+    only with `allow_torchscript_code`: it holds code that runs, runtime.open_exported)."""
     from visiontl.config import build_config
     from visiontl.engine.inference import LoadedModel
     from visiontl.tasks import get_task

@@ -28,18 +28,20 @@ from visiontl.text import printable
 
 INSTALL_HINT = "pip install 'visiontl[export]'"
 ALLOW_CODE_FLAG = "--allow-torchscript-code"
+MAX_METADATA_BYTES = 16 * 2**20  # a real file's metadata is tens of KB (its config, class names)
 
 
 class ExportedRuntime:
     """`runtime(image)` -> {output name: array}, for a float32 NCHW image batch in [0, 1]."""
 
     def __init__(self, fmt: str, outputs: tuple[str, ...], call: Callable[[np.ndarray], list[np.ndarray]],
-                 metadata: dict[str, Any] | None = None, shapes: dict[str, list[Any]] | None = None):
+                 shapes: dict[str, list[Any]] | None = None, stored_metadata: str | None = None):
         self.format = fmt
         self.outputs = outputs
         self._call = call
-        self.metadata = metadata
-        self.shapes = shapes or {}  # ONNX: the graph's declared shapes, by input / output name (a str: free)
+        self.shapes = shapes or {}  # ONNX: the graph's shapes as onnxruntime knows them, by name (a str: free)
+        self.stored_metadata = stored_metadata  # ONNX: the text under METADATA_KEY, unchecked
+        self.metadata: dict[str, Any] | None = None  # set by open_exported once checked
 
     def __call__(self, image: np.ndarray) -> dict[str, np.ndarray]:
         return dict(zip(self.outputs, self._call(np.ascontiguousarray(image, dtype=np.float32))))
@@ -51,7 +53,7 @@ def require(module: str, what: str) -> None:
 
 
 def onnx_runtime(model: bytes | Path) -> ExportedRuntime:
-    """`model` in onnxruntime (CPU); the runtime's metadata is the raw text stored under METADATA_KEY, if any."""
+    """`model` in onnxruntime (CPU), with the graph's shapes and the text stored under METADATA_KEY, if any."""
     require("onnxruntime", "running an ONNX file")
     import onnxruntime as ort
 
@@ -62,7 +64,7 @@ def onnx_runtime(model: bytes | Path) -> ExportedRuntime:
     outputs = tuple(o.name for o in session.get_outputs())
     shapes = {o.name: list(o.shape) for o in (*session.get_inputs(), *session.get_outputs())}
     stored = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-    return ExportedRuntime("onnx", outputs, lambda image: session.run(None, {"image": image}), stored, shapes)
+    return ExportedRuntime("onnx", outputs, lambda image: session.run(None, {"image": image}), shapes, stored)
 
 
 def torchscript_runtime(model: bytes | Path, outputs: tuple[str, ...]) -> ExportedRuntime:
@@ -98,8 +100,8 @@ def open_exported(path: str | Path, allow_torchscript_code: bool = False) -> Exp
         raise CheckpointError(f"exported model {str(path)!r} not found")
     onnx = path.suffix.lower() == ".onnx"
     if not onnx and not allow_torchscript_code:
-        raise CheckpointError(f"{path}: refused: a TorchScript archive, and loading one runs the code stored in it "
-                              "(which can read and overwrite any of your files); visiontl runs it only with "
+        raise CheckpointError(f"{path}: refused: a TorchScript archive holds code that runs when the model is used "
+                              "(it can read and overwrite any of your files); visiontl runs it only with "
                               f"{ALLOW_CODE_FLAG}, for a file you trust as you would a program (an ONNX export "
                               "or the checkpoint needs no such trust)")
     kind = "ONNX" if onnx else "TorchScript"
@@ -113,8 +115,8 @@ def open_exported(path: str | Path, allow_torchscript_code: bool = False) -> Exp
     except Exception as exc:  # noqa: BLE001 (any reader failure: a file we cannot use, in one line)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(f"{path}: not a readable {kind} file ({printable(first, 300)})") from None
-    if onnx and runtime.metadata is not None:
-        meta = check_metadata(parse_metadata(runtime.metadata, str(path), where), str(path))
+    if onnx and runtime.stored_metadata is not None:
+        meta = check_metadata(parse_metadata(runtime.stored_metadata, str(path), where), str(path))
     if meta is None:
         raise CheckpointError(f"{path}: no visiontl metadata in {where}; export it with `visiontl export`")
     runtime.metadata = meta
@@ -125,17 +127,26 @@ def open_exported(path: str | Path, allow_torchscript_code: bool = False) -> Exp
 
 def _torchscript_metadata_text(path: Path) -> str | None:
     """The archive's extra/visiontl.json, else the side-car FILE.json; None if neither exists. Read as bytes
-    from the zip, so a file that is refused has run nothing."""
+    from the zip, so a file that is refused has run nothing; either is refused above MAX_METADATA_BYTES."""
     try:
         with zipfile.ZipFile(path) as archive:
-            names = [n for n in archive.namelist() if n.endswith(f"/extra/{TORCHSCRIPT_EXTRA}") and n.count("/") == 2]
-            data = archive.read(names[0]) if names else None
-    except (OSError, zipfile.BadZipFile, KeyError, RuntimeError, ValueError) as exc:  # zipfile's failures
+            entries = [i for i in archive.infolist()
+                       if i.filename.endswith(f"/extra/{TORCHSCRIPT_EXTRA}") and i.filename.count("/") == 2]
+            if entries and entries[0].file_size > MAX_METADATA_BYTES:  # the size a zip claims, before inflating
+                raise CheckpointError(f"{path}: metadata extra/{TORCHSCRIPT_EXTRA} of {entries[0].file_size} "
+                                      f"bytes, more than visiontl reads ({MAX_METADATA_BYTES})")
+            data = archive.read(entries[0]) if entries else None
+    except (OSError, zipfile.BadZipFile, KeyError, RuntimeError, ValueError, EOFError) as exc:  # zipfile's failures
         raise CheckpointError(f"{path}: not a readable TorchScript file ({printable(exc, 300)})") from None
     if data:  # torch.jit.save writes the entry empty when no metadata was given
         return data.decode("utf-8", errors="replace")
     sidecar = Path(str(path) + ".json")
-    return sidecar.read_text(encoding="utf-8", errors="replace") if sidecar.is_file() else None
+    if not sidecar.is_file():
+        return None
+    if sidecar.stat().st_size > MAX_METADATA_BYTES:
+        raise CheckpointError(f"{sidecar}: {sidecar.stat().st_size} bytes, more than visiontl reads as metadata "
+                              f"({MAX_METADATA_BYTES})")
+    return sidecar.read_text(encoding="utf-8", errors="replace")
 
 
 def check_graph(runtime: ExportedRuntime, source: str) -> None:
