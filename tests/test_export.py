@@ -363,11 +363,14 @@ def tampered(**changes: object) -> dict:
     (tampered(config=...), "metadata has no field 'config'; export it again with `visiontl export`"),
     (tampered(config=None), "metadata field 'config': expected the model's config (a JSON object), got null"),
     (tampered(config=[1]), "metadata field 'config': expected the model's config (a JSON object), got [1]"),
+    (tampered(task=["classification"]), "metadata field 'task': expected one of classification, segmentation, "
+                                        "detection, instance_segmentation, got [\"classification\"]"),
     (tampered(task="poetry"), "metadata field 'task': expected one of classification, segmentation, detection, "
                               "instance_segmentation, got \"poetry\""),
     (tampered(input_size=[0, 0], input__shape=[1, 3, 0, 0]), "metadata field 'input.shape': expected [N, 3, H, W], "
                                                             "each a name or an integer in 1..16384, got [1, 3, 0, 0]"),
-    (tampered(input_size=[0, 0]), "metadata field 'input_size': expected null or [H, W], integers in 1..16384, got [0, 0]"),
+    (tampered(input_size=[0, 0]), "metadata field 'input_size': expected null or [H, W], integers in 1..16384, "
+                                  "got [0, 0]"),
     (tampered(input_size=[10**9, 10**9]), "metadata field 'input_size': expected null or [H, W], integers in "
                                           "1..16384, got [1000000000, 1000000000]"),
     (tampered(input_size=[32.5, 32]), "metadata field 'input_size': expected null or [H, W]"),
@@ -394,10 +397,10 @@ def tampered(**changes: object) -> dict:
                                                "([1, 2])"),
 ], ids=[
     "classes-null", "classes-empty", "classes-not-strings", "classes-twice", "config-missing", "config-null",
-    "config-list", "task-unknown", "input-shape-0", "input-size-0", "input-size-huge", "input-size-float",
-    "input-size-not-shape", "input-size-null-but-fixed", "input-a-list", "batch-0", "outputs-missing", "epoch-a-string",
-    "threshold-nan", "config-of-another-task", "metadata-a-list", "metadata-null", "not-json", "nested-100000-deep",
-    "5000-digit-integer", "more-classes-than-outputs",
+    "config-list", "task-a-list", "task-unknown", "input-shape-0", "input-size-0", "input-size-huge",
+    "input-size-float", "input-size-not-shape", "input-size-null-but-fixed", "input-a-list", "batch-0",
+    "outputs-missing", "epoch-a-string", "threshold-nan", "config-of-another-task", "metadata-a-list",
+    "metadata-null", "not-json", "nested-100000-deep", "5000-digit-integer", "more-classes-than-outputs",
 ])
 def test_predict_refuses_tampered_metadata_in_one_line(stored: object, message: str, tmp_path: Path, one_image: Path,
                                                         capsys: pytest.CaptureFixture) -> None:

@@ -221,7 +221,8 @@ def test_torchscript_code_runs_only_when_the_user_allows_it(command: list[str], 
         code, out, err = _cli(argv + ["--allow-torchscript-code"], capsys)
         assert code == 0, err
         assert canary.read_bytes() == b"XXXXXX\n"
-        assert [row["file"] for row in json.loads((evil.tmp / "pred.json").read_text())] == [str(evil.images / "good.png")]
+        rows = json.loads((evil.tmp / "pred.json").read_text())
+        assert [row["file"] for row in rows] == [str(evil.images / "good.png")]
 
 
 def test_python_loaders_refuse_torchscript_unless_allowed(tmp_path: Path) -> None:

@@ -103,7 +103,8 @@ def image_files(inputs: list[Path]) -> list[Path]:
 
 
 def predict(path: str | Path, inputs: list[Path], out_file: Path, topk: int = 1, score_threshold: float | None = None,
-            draw_dir: Path | None = None, overlay: bool = False, allow_torchscript_code: bool = False) -> list[dict[str, Any]]:
+            draw_dir: Path | None = None, overlay: bool = False,
+            allow_torchscript_code: bool = False) -> list[dict[str, Any]]:
     """Predict image files with a checkpoint or an exported file. Classification: top-k classes to CSV or JSON
     (by suffix); detection: COCO results JSON in the dataset's category ids (optionally boxes drawn into
     draw_dir); segmentation: one label PNG per image into the folder `out_file` (optionally colour overlays)."""

@@ -96,14 +96,16 @@ def check_metadata(meta: Any, source: str) -> dict[str, Any]:
             raise CheckpointError(f"{source}: metadata has no field {key!r}; export it again with `visiontl export`")
 
     task = meta["task"]
-    if task not in OUTPUTS:
+    if not isinstance(task, str) or task not in OUTPUTS:
         raise bad("task", f"one of {', '.join(OUTPUTS)}", task)
     classes = meta["classes"]
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
         raise bad("classes", "a non-empty list of class names (strings)", classes)
-    if len(set(classes)) != len(classes):
-        twice = next(c for i, c in enumerate(classes) if c in classes[:i])
-        raise bad("classes", "each class once", f"{twice!r} twice")
+    seen: set[str] = set()
+    for name in classes:
+        if name in seen:
+            raise bad("classes", "each class once", f"{name!r} twice")
+        seen.add(name)
 
     spec = meta["input"]
     shape = spec.get("shape") if isinstance(spec, dict) else None
@@ -112,7 +114,8 @@ def check_metadata(meta: Any, source: str) -> dict[str, Any]:
         raise bad("input.shape", f"[N, 3, H, W], each a name or an integer in 1..{MAX_SIDE}",
                   shape if isinstance(spec, dict) else spec)
     size = meta.get("input_size")
-    if size is not None and not (isinstance(size, list) and len(size) == 2 and all(_int_in(d, 1, MAX_SIDE) for d in size)):
+    if size is not None and not (isinstance(size, list) and len(size) == 2
+                                 and all(_int_in(d, 1, MAX_SIDE) for d in size)):
         raise bad("input_size", f"null or [H, W], integers in 1..{MAX_SIDE}", size)
     if size is not None and shape[2:] != size:
         raise bad("input_size", f"the H, W of input.shape {shape}", size)
@@ -129,14 +132,15 @@ def check_metadata(meta: Any, source: str) -> dict[str, Any]:
     label_map = meta.get("label_map")
     if task in DETECTION_TASKS:
         ids = label_map.get("category_ids") if isinstance(label_map, dict) else None
-        if not isinstance(ids, list) or len(ids) != len(classes) or not all(_int_in(i, -2**63, 2**63 - 1) for i in ids) \
-                or len(set(ids)) != len(ids):
+        if not isinstance(ids, list) or len(ids) != len(classes) or len(set(map(repr, ids))) != len(ids) \
+                or not all(_int_in(i, -2**63, 2**63 - 1) for i in ids):
             raise bad("label_map.category_ids", f"{len(classes)} distinct integers, one per class",
                       ids if isinstance(label_map, dict) else label_map)
         if label_map.get("names") != classes:
             raise bad("label_map.names", "the class names of 'classes'", label_map.get("names"))
     ckpt = meta.get("checkpoint")
-    if ckpt is not None and not (isinstance(ckpt, dict) and (ckpt.get("epoch") is None or _int_in(ckpt["epoch"], 0, 2**63 - 1))):
+    epoch = ckpt.get("epoch") if isinstance(ckpt, dict) else None
+    if ckpt is not None and not (isinstance(ckpt, dict) and (epoch is None or _int_in(epoch, 0, 2**63 - 1))):
         raise bad("checkpoint", "null or an object whose epoch is null or an integer", ckpt)
     threshold = meta.get("score_threshold")
     if threshold is not None and not (isinstance(threshold, (int, float)) and not isinstance(threshold, bool)
