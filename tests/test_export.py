@@ -308,10 +308,11 @@ def tiny_metadata() -> dict:
                                     "data": {"image_size": 32}}).to_dict()}
 
 
-def tiny_onnx(path: Path, stored: str | dict, free_classes: bool = False) -> Path:
+def tiny_onnx(path: Path, stored: str | dict, free_classes: bool = False,
+              names: tuple[str, ...] = ("image", "logits", "probabilities")) -> Path:
     """TinyClassifier as ONNX with `stored` under metadata_props["visiontl"] (a dict: written as visiontl does;
     a string: written as it is). `free_classes`: WidthClassifier at free sizes instead, whose class count
-    only its output shows."""
+    only its output shows. `names`: of the input and the two outputs."""
     import io
 
     from visiontl.export.formats import onnx_with_metadata
@@ -323,7 +324,7 @@ def tiny_onnx(path: Path, stored: str | dict, free_classes: bool = False) -> Pat
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notices
         torch.onnx.export(WidthClassifier() if free_classes else TinyClassifier(), (torch.rand(1, 3, 32, 32),), buf,
-                          dynamo=False, input_names=["image"], output_names=["logits", "probabilities"],
+                          dynamo=False, input_names=list(names[:1]), output_names=list(names[1:]),
                           dynamic_axes=free if free_classes else None)
     model = onnx.load_from_string(onnx_with_metadata(buf.getvalue(), tiny_metadata()))
     if not isinstance(stored, dict) or stored != tiny_metadata():
@@ -352,6 +353,14 @@ def tampered(**changes: object) -> dict:
         else:
             target[leaf] = value
     return meta
+
+
+def test_the_untouched_tiny_file_predicts(tmp_path: Path, one_image: Path) -> None:
+    """The file the cases below tamper with is a working model: what they see refused is the tampering."""
+    model = tiny_onnx(tmp_path / "model.onnx", tiny_metadata())
+    assert main(["predict", str(model), str(one_image), "--out", str(tmp_path / "p.csv"), "--topk", "2"]) == 0
+    rows = read_csv(tmp_path / "p.csv")
+    assert len(rows) == 2 and sorted(rows[1][1:4:2]) == ["cat", "dog"]
 
 
 @pytest.mark.parametrize("stored, message", [
@@ -443,3 +452,16 @@ def test_a_detectors_label_map_is_checked(label_map: object, message: str) -> No
     with pytest.raises(CheckpointError) as err:
         check_metadata({**meta, "label_map": label_map}, "det.onnx")
     assert str(err.value).startswith("det.onnx: ") and message in str(err.value)
+
+
+@pytest.mark.parametrize("names, message", [
+    (("image", "logits", "probs"), "the graph has no output 'probabilities' (its outputs: logits, probs); a "
+                                   "classification export has logits, probabilities"),
+    (("pixels", "logits", "probabilities"), "the graph's inputs are ['pixels'] (shape [1, 3, 32, 32]); visiontl's "
+                                            "exports take one input, image [N, 3, H, W]"),
+], ids=["output-renamed", "input-renamed"])
+def test_predict_refuses_a_graph_its_metadata_does_not_describe(names: tuple[str, ...], message: str, tmp_path: Path,
+                                                                one_image: Path, capsys: pytest.CaptureFixture) -> None:
+    model = tiny_onnx(tmp_path / "model.onnx", tiny_metadata(), names=names)
+    assert main(["predict", str(model), str(one_image), "--out", str(tmp_path / "p.csv")]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"visiontl: error: {model}: {message}"]
