@@ -110,7 +110,7 @@ def test_classifier_to_torchscript_with_dynamic_batch(classifier: Path, syntheti
     assert code == 0, err
     assert f"on 4 images in {synthetic_root / 'val' / 'class_2'}" in stdout
     sidecar = json.loads(Path(f"{out}.json").read_text())
-    runtime = open_exported(out)
+    runtime = open_exported(out, allow_torchscript_code=True)  # our own export: trusted as a program
     assert runtime.metadata == sidecar  # embedded (extra/visiontl.json) and beside the file, the same
     assert sidecar["input"]["shape"] == ["batch", 3, 32, 32] and sidecar["format"] == "torchscript"
     assert sidecar["parity"]["difference"] < 1e-4
@@ -119,7 +119,8 @@ def test_classifier_to_torchscript_with_dynamic_batch(classifier: Path, syntheti
     module = torch.jit.load(str(out))  # a user needs torch alone
     assert module(torch.rand(5, 3, 32, 32))[1].shape == (5, 3)
 
-    assert main(["predict", str(out), str(synthetic_root / "val"), "--out", str(tmp_path / "p.json")]) == 0
+    assert main(["predict", str(out), str(synthetic_root / "val"), "--out", str(tmp_path / "p.json"),
+                 "--allow-torchscript-code"]) == 0
     assert main(["predict", str(classifier), str(synthetic_root / "val"), "--out", str(tmp_path / "c.json")]) == 0
     ours, theirs = (json.loads((tmp_path / n).read_text()) for n in ("p.json", "c.json"))
     assert [r["top"][0]["class"] for r in ours] == [r["top"][0]["class"] for r in theirs]
@@ -151,7 +152,10 @@ def test_unet_at_a_fixed_size_to_torchscript(unet: Path, tmp_path: Path, capsys:
     assert code == 0, err
     assert json.loads(Path(f"{out}.json").read_text())["input"]["shape"] == [1, 3, 64, 96]
     images = unet.parents[2] / "data" / "images" / "val"
-    assert main(["predict", str(out), str(images), "--out", str(tmp_path / "masks")]) == 0  # .pt: told apart from a checkpoint
+    # .pt: told apart from a checkpoint by its contents, and refused unless its code is allowed to run
+    assert main(["predict", str(out), str(images), "--out", str(tmp_path / "masks")]) == 2
+    assert "refused: a TorchScript archive" in capsys.readouterr().err
+    assert main(["predict", str(out), str(images), "--out", str(tmp_path / "masks"), "--allow-torchscript-code"]) == 0
     with Image.open(next((tmp_path / "masks").glob("*.png"))) as mask:
         assert mask.size == (67, 53)  # resized to the file's size and the labels back to the image's
 
@@ -174,7 +178,9 @@ def test_detector_to_onnx_and_torchscript_and_predict(detector: Path, tmp_path: 
         assert parity["difference"] < 1e-3 and parity["unmatched"] == 0 and parity["matched"] > 0
         assert parity["matched"] + parity["tied"] == parity["detections"]  # tied: equal scores, see parity.py
 
-        assert main(["predict", str(out), str(val), "--out", str(tmp_path / f"{fmt}.json"), "--score-threshold", "0"]) == 0
+        trust = ["--allow-torchscript-code"] if fmt == "torchscript" else []
+        assert main(["predict", str(out), str(val), "--out", str(tmp_path / f"{fmt}.json"), "--score-threshold", "0",
+                     *trust]) == 0
         ours = json.loads((tmp_path / f"{fmt}.json").read_text())
         assert len(ours) == len(theirs)
         key = lambda r: (r["file_name"], r["category_id"], round(r["score"], 4), [round(v, 2) for v in r["bbox"]])  # noqa: E731
@@ -269,3 +275,193 @@ def test_detection_matching_counts_a_lonely_detection_by_its_margin() -> None:
     tied_out = dets([[2, 0, 12, 10], [50, 50, 60, 60]], [0.5, 0.8], [1, 2])
     figures = compare_detections(tied_ref, tied_out, 100, 0.3, 100, 1e-3)
     assert figures["difference"] == 0.0 and figures["matched"] == 1 and figures["tied"] == 2
+
+
+# --- an exported file from elsewhere: its metadata is a claim, checked before use ----------------------------
+
+
+class TinyClassifier(torch.nn.Module):
+    """Two classes from the mean colour: an ONNX classifier in milliseconds, with visiontl's input and outputs."""
+
+    def __init__(self, classes: int = 2) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(3, classes)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.fc(image.mean(dim=(2, 3)))
+        return logits, logits.softmax(1)
+
+
+class WidthClassifier(torch.nn.Module):
+    """As many "classes" as the image is wide: a graph whose class count onnxruntime cannot know in advance."""
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = image.mean(dim=(1, 2))
+        return logits, logits.softmax(1)
+
+
+def tiny_metadata() -> dict:
+    return {"task": "classification", "classes": ["cat", "dog"], "input": {"name": "image", "shape": [1, 3, 32, 32]},
+            "input_size": [32, 32], "outputs": {"logits": "[N, K]", "probabilities": "[N, K]"}, "label_map": None,
+            "checkpoint": {"file": "last.pt", "epoch": 1}, "score_threshold": None,
+            "config": build_config({"task": "classification", "model": {"backbone": "resnet18", "weights": "none"},
+                                    "data": {"image_size": 32}}).to_dict()}
+
+
+def tiny_onnx(path: Path, stored: str | dict, free_classes: bool = False,
+              names: tuple[str, ...] = ("image", "logits", "probabilities")) -> Path:
+    """TinyClassifier as ONNX with `stored` under metadata_props["visiontl"] (a dict: written as visiontl does;
+    a string: written as it is). `free_classes`: WidthClassifier at free sizes instead, whose class count
+    only its output shows. `names`: of the input and the two outputs."""
+    import io
+
+    from visiontl.export.formats import onnx_with_metadata
+
+    import warnings
+
+    buf = io.BytesIO()
+    free = {"image": {2: "height", 3: "width"}, "logits": {1: "classes"}, "probabilities": {1: "classes"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notices
+        torch.onnx.export(WidthClassifier() if free_classes else TinyClassifier(), (torch.rand(1, 3, 32, 32),), buf,
+                          dynamo=False, input_names=list(names[:1]), output_names=list(names[1:]),
+                          dynamic_axes=free if free_classes else None)
+    model = onnx.load_from_string(onnx_with_metadata(buf.getvalue(), tiny_metadata()))
+    if not isinstance(stored, dict) or stored != tiny_metadata():
+        entry = next(p for p in model.metadata_props if p.key == "visiontl")
+        entry.value = stored if isinstance(stored, str) else json.dumps(stored)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+@pytest.fixture
+def one_image(tmp_path: Path) -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(folder / "red.png")
+    return folder
+
+
+def tampered(**changes: object) -> dict:
+    """tiny_metadata with fields replaced (a value of ... removes the field; "input.shape" reaches inside)."""
+    meta = tiny_metadata()
+    for key, value in changes.items():
+        parent, _, leaf = key.replace("__", ".").rpartition(".")
+        target = meta[parent] if parent else meta
+        if value is ...:
+            del target[leaf]
+        else:
+            target[leaf] = value
+    return meta
+
+
+def test_the_untouched_tiny_file_predicts(tmp_path: Path, one_image: Path) -> None:
+    """The file the cases below tamper with is a working model: what they see refused is the tampering."""
+    model = tiny_onnx(tmp_path / "model.onnx", tiny_metadata())
+    assert main(["predict", str(model), str(one_image), "--out", str(tmp_path / "p.csv"), "--topk", "2"]) == 0
+    rows = read_csv(tmp_path / "p.csv")
+    assert len(rows) == 2 and sorted(rows[1][1:4:2]) == ["cat", "dog"]
+
+
+@pytest.mark.parametrize("stored, message", [
+    (tampered(classes=None), "metadata field 'classes': expected a non-empty list of class names (strings), got null"),
+    (tampered(classes=[]), "metadata field 'classes': expected a non-empty list"),
+    (tampered(classes=["cat", 7]), "metadata field 'classes': expected a non-empty list of class names (strings), "
+                                   'got ["cat", 7]'),
+    (tampered(classes=["cat", "cat"]), "metadata field 'classes': expected each class once, got \"'cat' twice\""),
+    (tampered(config=...), "metadata has no field 'config'; export it again with `visiontl export`"),
+    (tampered(config=None), "metadata field 'config': expected the model's config (a JSON object), got null"),
+    (tampered(config=[1]), "metadata field 'config': expected the model's config (a JSON object), got [1]"),
+    (tampered(task=["classification"]), "metadata field 'task': expected one of classification, segmentation, "
+                                        "detection, instance_segmentation, got [\"classification\"]"),
+    (tampered(task="poetry"), "metadata field 'task': expected one of classification, segmentation, detection, "
+                              "instance_segmentation, got \"poetry\""),
+    (tampered(input_size=[0, 0], input__shape=[1, 3, 0, 0]), "metadata field 'input.shape': expected [N, 3, H, W], "
+                                                            "each a name or an integer in 1..16384, got [1, 3, 0, 0]"),
+    (tampered(input_size=[0, 0]), "metadata field 'input_size': expected null or [H, W], integers in 1..16384, "
+                                  "got [0, 0]"),
+    (tampered(input_size=[10**9, 10**9]), "metadata field 'input_size': expected null or [H, W], integers in "
+                                          "1..16384, got [1000000000, 1000000000]"),
+    (tampered(input_size=[32.5, 32]), "metadata field 'input_size': expected null or [H, W]"),
+    (tampered(input_size=[64, 64]), "metadata field 'input_size': expected the H, W of input.shape [1, 3, 32, 32]"),
+    (tampered(input_size=None), "metadata field 'input_size': expected [H, W] as fixed by input.shape"),
+    (tampered(input=[1, 3, 32, 32]), "metadata field 'input.shape': expected [N, 3, H, W], each a name or an "
+                                     "integer in 1..16384, got [1, 3, 32, 32]"),
+    (tampered(input__shape=[0, 3, 32, 32], input_size=[32, 32]), "metadata field 'input.shape'"),
+    (tampered(outputs={"logits": ""}), "metadata field 'outputs': expected the classification outputs logits, "
+                                       "probabilities, in this order, got [\"logits\"]"),
+    (tampered(checkpoint={"epoch": "one"}), "metadata field 'checkpoint': expected null or an object whose epoch"),
+    (tampered(score_threshold=float("nan")), "metadata field 'score_threshold': expected null or a number in 0..1, "
+                                             "got NaN"),
+    (tampered(config={"task": "segmentation"}), "metadata field 'config': a segmentation config, the file's task "
+                                                "is classification"),
+    ([1, 2, 3], "metadata is a list, not a JSON object"),
+    ("null", "metadata is null, not a JSON object"),
+    ("{not json", "metadata metadata_props['visiontl'] is not JSON (Expecting property name enclosed in double "
+                  "quotes: line 1 column 2 (char 1))"),
+    ("[" * 100_000 + "]" * 100_000, "metadata metadata_props['visiontl'] is not JSON (nested too deeply)"),
+    ('{"task": ' + "9" * 5000 + "}", "metadata metadata_props['visiontl'] is not JSON (Exceeds the limit (4300 "
+                                     "digits) for integer string conversion"),
+    (tampered(classes=["cat", "dog", "bird"]), "the metadata names 3 classes, the graph's output 'logits' has 2 "
+                                               "([1, 2])"),
+], ids=[
+    "classes-null", "classes-empty", "classes-not-strings", "classes-twice", "config-missing", "config-null",
+    "config-list", "task-a-list", "task-unknown", "input-shape-0", "input-size-0", "input-size-huge",
+    "input-size-float", "input-size-not-shape", "input-size-null-but-fixed", "input-a-list", "batch-0",
+    "outputs-missing", "epoch-a-string", "threshold-nan", "config-of-another-task", "metadata-a-list",
+    "metadata-null", "not-json", "nested-100000-deep", "5000-digit-integer", "more-classes-than-outputs",
+])
+def test_predict_refuses_tampered_metadata_in_one_line(stored: object, message: str, tmp_path: Path, one_image: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    model = tiny_onnx(tmp_path / "model.onnx", stored if isinstance(stored, (str, dict)) else json.dumps(stored))
+    code = main(["predict", str(model), str(one_image), "--out", str(tmp_path / "p.csv")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"visiontl: error: {model}: {message}") and not (tmp_path / "p.csv").exists()
+
+
+def test_predict_checks_the_class_count_on_the_output_when_the_graph_leaves_it_free(
+        tmp_path: Path, one_image: Path, capsys: pytest.CaptureFixture) -> None:
+    free = {"input": {"name": "image", "shape": [1, 3, "height", "width"]}, "input_size": None}
+    names = [f"column {i}" for i in range(32)]  # the pipeline resizes to data.image_size 32: 32 "classes"
+    good = tiny_onnx(tmp_path / "good.onnx", tampered(**free, classes=names), free_classes=True)
+    assert main(["predict", str(good), str(one_image), "--out", str(tmp_path / "p.csv")]) == 0  # names that fit
+    assert read_csv(tmp_path / "p.csv")[1][1].startswith("column ")
+    three = tiny_onnx(tmp_path / "three.onnx", tampered(**free, classes=["cat", "dog", "bird"]), free_classes=True)
+    assert main(["predict", str(three), str(one_image), "--out", str(tmp_path / "q.csv")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"visiontl: error: {three}: the metadata names 3 classes, the model's output 'logits' has 32 ([1, 32])"]
+    assert not (tmp_path / "q.csv").exists()
+
+
+@pytest.mark.parametrize("label_map, message", [
+    (None, "metadata field 'label_map.category_ids': expected 2 distinct integers, one per class, got null"),
+    ({"category_ids": [1], "names": ["cat", "dog"]}, "'label_map.category_ids': expected 2 distinct integers"),
+    ({"category_ids": [1, 1], "names": ["cat", "dog"]}, "'label_map.category_ids': expected 2 distinct integers"),
+    ({"category_ids": [1, "2"], "names": ["cat", "dog"]}, "'label_map.category_ids': expected 2 distinct integers"),
+    ({"category_ids": [1, 2], "names": ["dog", "cat"]}, "metadata field 'label_map.names': expected the class names "
+                                                         "of 'classes', got [\"dog\", \"cat\"]"),
+], ids=["null", "too-few", "twice", "a-string", "other-names"])
+def test_a_detectors_label_map_is_checked(label_map: object, message: str) -> None:
+    from visiontl.errors import CheckpointError
+    from visiontl.export.metadata import check_metadata
+
+    meta = tampered(task="detection", outputs={"boxes": "", "scores": "", "labels": ""}, input_size=None,
+                    input={"shape": [1, 3, "height", "width"]})
+    check_metadata({**meta, "label_map": {"category_ids": [3, 7], "names": ["cat", "dog"]}}, "det.onnx")  # fits
+    with pytest.raises(CheckpointError) as err:
+        check_metadata({**meta, "label_map": label_map}, "det.onnx")
+    assert str(err.value).startswith("det.onnx: ") and message in str(err.value)
+
+
+@pytest.mark.parametrize("names, message", [
+    (("image", "logits", "probs"), "the graph has no output 'probabilities' (its outputs: logits, probs); a "
+                                   "classification export has logits, probabilities"),
+    (("pixels", "logits", "probabilities"), "the graph's inputs are ['pixels'] (shape [1, 3, 32, 32]); visiontl's "
+                                            "exports take one input, image [N, 3, H, W]"),
+], ids=["output-renamed", "input-renamed"])
+def test_predict_refuses_a_graph_its_metadata_does_not_describe(names: tuple[str, ...], message: str, tmp_path: Path,
+                                                                one_image: Path, capsys: pytest.CaptureFixture) -> None:
+    model = tiny_onnx(tmp_path / "model.onnx", tiny_metadata(), names=names)
+    assert main(["predict", str(model), str(one_image), "--out", str(tmp_path / "p.csv")]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"visiontl: error: {model}: {message}"]

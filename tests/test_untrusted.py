@@ -3,6 +3,8 @@ they belong to, or takes the process down; each is refused in one line naming th
 
 - checkpoints and weights: pickles loaded with weights_only=True (a `__reduce__` payload never runs),
   through `evaluate`, `predict`, `serve`, `data rank`, `train --resume`, `model.weights` and `weights import`;
+- TorchScript archives (code that torch.jit runs): refused by every command, run by `predict` only with
+  --allow-torchscript-code;
 - XML (VOC, CVAT, Label Studio label configs, serve's /setup): defusedxml refuses entity declarations;
 - image references in annotations that are absolute or climb out of the image folder;
 - YAML (configs, overrides, data.yaml, run directories): no Python tags, no alias bombs, no key written twice,
@@ -22,7 +24,7 @@ import shutil
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Tuple
 
 import pytest
 import torch
@@ -158,6 +160,99 @@ def test_state_dict_and_checkpoint_loaders_refuse_in_one_line(tmp_path: Path) ->
         load_checkpoint(tmp_path / "junk.pt")
     assert "\n" not in str(err.value) and "weights_only` set to `False`" not in str(err.value)  # no unsafe advice
     assert not marker.exists()
+
+
+class CodeInArchive(torch.nn.Module):
+    """A TorchScript classifier whose forward overwrites the first 6 bytes of `target` (torch.from_file with
+    shared=True maps the file): what a hostile archive's code can do to any file the user can write."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__()
+        self.target = target
+        self.fc = torch.nn.Linear(3, 2)
+
+    def forward(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        victim = torch.from_file(self.target, shared=True, size=6, dtype=torch.uint8)
+        victim.fill_(88)  # "XXXXXX"
+        logits = self.fc(image.mean(dim=(2, 3))) + victim.sum() * 0  # used, so the JIT keeps the write
+        return logits, logits.softmax(1)
+
+
+def _torchscript_with_code(path: Path, canary: Path) -> Path:
+    """A TorchScript archive with complete, valid visiontl metadata (so nothing but the code decides), saved
+    under a checkpoint's name."""
+    from visiontl.config import build_config
+
+    meta = {"task": "classification", "classes": ["a", "b"], "input": {"name": "image", "shape": [1, 3, 32, 32]},
+            "input_size": [32, 32], "outputs": {"logits": "", "probabilities": ""}, "label_map": None,
+            "checkpoint": {"epoch": 1},
+            "config": build_config({"task": "classification", "model": {"backbone": "resnet18", "weights": "none"},
+                                    "data": {"image_size": 32}}).to_dict()}
+    with pytest.warns(FutureWarning):  # torch.jit's deprecation notices
+        module = torch.jit.script(CodeInArchive(str(canary)))
+        torch.jit.save(module, str(path), _extra_files={"visiontl.json": json.dumps(meta)})
+    return path
+
+
+@pytest.mark.parametrize("command", [
+    ["predict", "{pt}", "{images}", "--out", "{tmp}/pred.json"],
+    ["predict", "{pt}", "{images}", "--out", "{tmp}/tasks.json", "--format", "labelstudio"],
+    ["evaluate", "{pt}", "--out", "{tmp}/eval"],
+    ["serve", "{pt}", "--root", "{images}", "--port", "0"],
+    ["data", "rank", "{pt}", "{images}", "--top", "1", "--out", "{tmp}/next.txt"],
+], ids=["predict", "predict-preannotate", "evaluate", "serve", "data-rank"])
+def test_torchscript_code_runs_only_when_the_user_allows_it(command: list[str], evil: SimpleNamespace,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    canary = evil.tmp / "canary.txt"
+    canary.write_bytes(b"intact\n")
+    pt = _torchscript_with_code(evil.tmp / "model.pt", canary)
+    argv = [part.format(pt=pt, tmp=evil.tmp, images=evil.images) for part in command]
+    code, out, err = _cli(argv, capsys)
+    assert code == 2 and canary.read_bytes() == b"intact\n"
+    if command[0] == "predict":
+        assert err.splitlines() == [
+            f"visiontl: error: {pt}: refused: a TorchScript archive holds code that runs when the model is used "
+            "(it can read and overwrite any of your files); visiontl runs it only with --allow-torchscript-code, "
+            "for a file you trust as you would a program (an ONNX export or the checkpoint needs no such trust)"]
+    else:  # commands that need the checkpoint itself never run an archive, flag or not
+        assert err.splitlines() == [
+            f"visiontl: error: {pt}: refused: a TorchScript archive (an exported model, holding code that torch would "
+            "run), not a visiontl checkpoint; visiontl loads only tensors here (torch.load weights_only=True)"]
+    if command[:2] == ["predict", "{pt}"] and "--format" not in command:
+        # the code is live: with the flag, predict runs it (and the prediction comes out as from any model)
+        code, out, err = _cli(argv + ["--allow-torchscript-code"], capsys)
+        assert code == 0, err
+        assert canary.read_bytes() == b"XXXXXX\n"
+        rows = json.loads((evil.tmp / "pred.json").read_text())
+        assert [row["file"] for row in rows] == [str(evil.images / "good.png")]
+
+
+def test_python_loaders_refuse_torchscript_unless_allowed(tmp_path: Path) -> None:
+    from visiontl.engine.checkpoint import load_checkpoint
+    from visiontl.engine.inference import load_for_prediction
+    from visiontl.export.runtime import open_exported
+
+    canary = tmp_path / "canary.txt"
+    canary.write_bytes(b"intact\n")
+    pt = _torchscript_with_code(tmp_path / "model.torchscript", canary)
+    for load in (load_for_prediction, open_exported, load_checkpoint):
+        with pytest.raises(CheckpointError, match=r"refused: a TorchScript archive") as err:
+            load(pt)
+        assert str(err.value).startswith(f"{pt}: ") and "\n" not in str(err.value)
+    loaded = load_for_prediction(pt, allow_torchscript_code=True)
+    assert canary.read_bytes() == b"intact\n"  # loading ran nothing yet; calling the model does
+    loaded.model(torch.rand(1, 3, 32, 32))
+    assert canary.read_bytes() == b"XXXXXX\n"
+
+    # allowed or not, metadata is read as bytes and bounded: a 17 MiB side-car (sparse) is refused unread
+    bare = tmp_path / "bare.torchscript"
+    with pytest.warns(FutureWarning):
+        torch.jit.save(torch.jit.script(CodeInArchive(str(canary))), str(bare))  # no metadata inside
+    with open(f"{bare}.json", "wb") as f:
+        f.truncate(17 * 2**20)
+    with pytest.raises(CheckpointError, match=r"bare.torchscript.json: 17825792 bytes, more than visiontl reads as "
+                                              r"metadata \(16777216\)"):
+        load_for_prediction(bare, allow_torchscript_code=True)
 
 
 # --- XML ---------------------------------------------------------------------------------------------------

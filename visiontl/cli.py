@@ -78,7 +78,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     rows = predict(args.checkpoint, [Path(p) for p in args.images], Path(args.out), topk=args.topk,
                    score_threshold=args.score_threshold, draw_dir=Path(args.draw) if args.draw else None,
-                   overlay=args.overlay)
+                   overlay=args.overlay, allow_torchscript_code=args.allow_torchscript_code)
     print(f"{len(rows)} predictions written to {args.out}" + (f"; pictures in {args.draw}" if args.draw else ""))
     return 0
 
@@ -87,7 +87,7 @@ def _preannotate(args: argparse.Namespace) -> int:
     from visiontl.engine.inference import image_files, load_for_prediction
     from visiontl.preannotate import predict_set, write_predictions
 
-    loaded = load_for_prediction(args.checkpoint)
+    loaded = load_for_prediction(args.checkpoint, args.allow_torchscript_code)
     aset = predict_set(loaded, image_files([Path(p) for p in args.images]), args.score_threshold, args.masks)
     version = args.model_version or f"visiontl {loaded.config.model.arch} {loaded.config.model.backbone} " \
                                     f"epoch {loaded.checkpoint.get('epoch', '?')}"
@@ -364,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the model's score threshold)")
     p.add_argument("--draw", default=None, metavar="DIR", help="detection: also write copies of the images with boxes drawn")
     p.add_argument("--overlay", action="store_true", help="segmentation: also write colour overlays into OUT/overlay")
+    p.add_argument("--allow-torchscript-code", action="store_true", help="run a TorchScript file: it holds code that "
+                   "runs when the model is used, and can read and overwrite any of your files; only for a file you "
+                   "trust as a program (refused by default; ONNX files and checkpoints run no code)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="a checkpoint as an ONNX or TorchScript file, checked against the PyTorch "

@@ -42,14 +42,15 @@ def load_trained(path: str | Path, overrides: list[str] | None = None) -> Loaded
     return LoadedModel(model, backbone, task, cfg, list(ckpt["classes"]), ckpt)
 
 
-def load_for_prediction(path: str | Path) -> LoadedModel:
-    """A checkpoint, or a file `visiontl export` wrote (ONNX, TorchScript), ready for the prediction code."""
+def load_for_prediction(path: str | Path, allow_torchscript_code: bool = False) -> LoadedModel:
+    """A checkpoint, or a file `visiontl export` wrote (ONNX; TorchScript only with `allow_torchscript_code`,
+    since the code it holds runs when it is used), ready for the prediction code."""
     from visiontl.export.runtime import is_exported_file
 
     if is_exported_file(path):
         from visiontl.export.predict import load_exported
 
-        return load_exported(path)
+        return load_exported(path, allow_torchscript_code)
     return load_trained(path)
 
 
@@ -102,11 +103,12 @@ def image_files(inputs: list[Path]) -> list[Path]:
 
 
 def predict(path: str | Path, inputs: list[Path], out_file: Path, topk: int = 1, score_threshold: float | None = None,
-            draw_dir: Path | None = None, overlay: bool = False) -> list[dict[str, Any]]:
+            draw_dir: Path | None = None, overlay: bool = False,
+            allow_torchscript_code: bool = False) -> list[dict[str, Any]]:
     """Predict image files with a checkpoint or an exported file. Classification: top-k classes to CSV or JSON
     (by suffix); detection: COCO results JSON in the dataset's category ids (optionally boxes drawn into
     draw_dir); segmentation: one label PNG per image into the folder `out_file` (optionally colour overlays)."""
-    loaded = load_for_prediction(path)
+    loaded = load_for_prediction(path, allow_torchscript_code)
     files = image_files(inputs)
     if loaded.config.task == "segmentation":
         from visiontl.tasks.segmentation import predict_masks

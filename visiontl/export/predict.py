@@ -8,12 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from visiontl.export.graphs import DETECTION_TASKS, InputSpec
+from visiontl.errors import CheckpointError
+from visiontl.export.graphs import DETECTION_TASKS, OUTPUTS, InputSpec
 from visiontl.export.runtime import ExportedRuntime, open_exported
+from visiontl.text import printable
 
 
 @dataclass(frozen=True)
@@ -30,11 +33,13 @@ class ExportedModel(nn.Module):
     images (detectors: a list of dicts of boxes, scores, labels, masks back). A file fixed to a size gets its
     input resized to it, and the outputs mapped back to the image's own size."""
 
-    def __init__(self, runtime: ExportedRuntime, task: str, spec: InputSpec):
+    def __init__(self, runtime: ExportedRuntime, task: str, spec: InputSpec, source: str = "exported model"):
         super().__init__()
         self.runtime = runtime
         self.task = task
         self.spec = spec
+        self.source = source
+        self.num_classes = len(runtime.metadata["classes"]) if runtime.metadata else None
         # Prediction code asks a model for its device through its parameters; this one runs on the CPU.
         self.device_anchor = nn.Parameter(torch.zeros(0), requires_grad=False)
 
@@ -44,7 +49,46 @@ class ExportedModel(nn.Module):
         return self._dense(images)
 
     def _run(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {k: torch.from_numpy(v) for k, v in self.runtime(x.detach().cpu().float().numpy()).items()}
+        try:
+            out = self.runtime(x.detach().cpu().float().numpy())
+        except Exception as exc:  # noqa: BLE001 (the file's graph refusing its own declared input: one line)
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise CheckpointError(f"{self.source}: the model fails on an input of shape {list(x.shape)} "
+                                  f"({printable(first, 300)})") from None
+        self._check(out, x.shape[0])
+        return {k: torch.from_numpy(np.asarray(v)) for k, v in out.items()}
+
+    def _check(self, out: dict[str, np.ndarray], batch: int) -> None:
+        """The outputs have the shapes the task's contract gives, with as many classes as the metadata names
+        (a graph with a free class dimension, or a TorchScript file, shows its class count only here)."""
+        k = self.num_classes
+        shapes = {name: list(np.shape(value)) for name, value in out.items()}
+        missing = [name for name in OUTPUTS[self.task] if name not in out]
+        if missing:
+            self._refuse(f"the model returned no {missing[0]!r} (its outputs: {printable(shapes, 200)})")
+        if self.task in DETECTION_TASKS:
+            d = shapes["boxes"][0] if shapes["boxes"] else None
+            wanted = {"boxes": [d, 4], "scores": [d], "labels": [d], "masks": [d, 1] + shapes.get("masks", [])[2:]}
+            labels = np.asarray(out["labels"])
+            if any(shapes[name] != wanted[name] for name in OUTPUTS[self.task]) or \
+                    ("masks" in out and len(wanted["masks"]) != 4) or labels.dtype.kind not in "iu":
+                self._refuse(f"the outputs do not fit a {self.task} model's: {printable(shapes, 200)}, labels "
+                             f"{labels.dtype} (docs/deploy.md: boxes [D, 4], scores [D], labels [D] int64)")
+            wrong = labels[(labels < 1) | (labels > k)]
+            if wrong.size:
+                self._refuse(f"the metadata names {k} classes, the model outputs label {int(wrong[0])} "
+                             f"(labels are 1..{k})")
+            return
+        rank = 2 if self.task == "classification" else 4
+        logits = shapes["logits"]
+        if len(logits) != rank or logits[0] != batch:
+            self._refuse(f"the output 'logits' has shape {logits} for {batch} images; a {self.task} model's has "
+                         f"{rank} dimensions, the first the images")
+        if logits[1] != k:
+            self._refuse(f"the metadata names {k} classes, the model's output 'logits' has {logits[1]} ({logits})")
+
+    def _refuse(self, reason: str) -> None:
+        raise CheckpointError(f"{self.source}: {reason}")
 
     def _fit(self, x: torch.Tensor) -> torch.Tensor:
         if self.spec.size is None or tuple(x.shape[-2:]) == tuple(self.spec.size):
@@ -72,15 +116,19 @@ class ExportedModel(nn.Module):
         return out
 
 
-def load_exported(path: str | Path) -> Any:
-    """A LoadedModel (engine.inference) made from an exported file and its metadata alone."""
+def load_exported(path: str | Path, allow_torchscript_code: bool = False) -> Any:
+    """A LoadedModel (engine.inference) made from an exported file and its metadata alone (a TorchScript file
+    only with `allow_torchscript_code`: it holds code that runs, runtime.open_exported)."""
     from visiontl.config import build_config
     from visiontl.engine.inference import LoadedModel
     from visiontl.tasks import get_task
 
-    runtime = open_exported(path)
-    meta = runtime.metadata
+    runtime = open_exported(path, allow_torchscript_code)
+    meta = runtime.metadata  # checked: metadata.check_metadata
     cfg = build_config(meta["config"], source=f"{path} (stored config)")
+    if cfg.task != meta["task"]:
+        raise CheckpointError(f"{path}: metadata field 'config': a {printable(cfg.task, 40)} config, the file's "
+                              f"task is {meta['task']}")
     batch = meta["input"]["shape"][0]
     size = meta.get("input_size")
     spec = InputSpec(batch if isinstance(batch, int) else None, tuple(size) if size else None)
@@ -88,5 +136,5 @@ def load_exported(path: str | Path) -> Any:
         cfg.data.image_size = spec.size[0]  # the prediction pipeline then resizes as the parity check did
     checkpoint = {"label_map": meta.get("label_map"), "epoch": (meta.get("checkpoint") or {}).get("epoch"),
                   "exported": str(path)}
-    model = ExportedModel(runtime, cfg.task, spec).eval()
+    model = ExportedModel(runtime, cfg.task, spec, str(path)).eval()
     return LoadedModel(model, PixelScale(), get_task(cfg.task), cfg, list(meta["classes"]), checkpoint)
