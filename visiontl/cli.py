@@ -78,17 +78,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     rows = predict(args.checkpoint, [Path(p) for p in args.images], Path(args.out), topk=args.topk,
                    score_threshold=args.score_threshold, draw_dir=Path(args.draw) if args.draw else None,
-                   overlay=args.overlay, allow_torchscript_code=args.allow_torchscript_code)
+                   overlay=args.overlay, allow_torchscript_code=args.allow_torchscript_code,
+                   max_pixels=args.max_pixels)
     print(f"{len(rows)} predictions written to {args.out}" + (f"; pictures in {args.draw}" if args.draw else ""))
     return 0
 
 
 def _preannotate(args: argparse.Namespace) -> int:
-    from visiontl.engine.inference import image_files, load_for_prediction
+    from visiontl.engine.inference import check_pixel_budget, image_files, load_for_prediction
     from visiontl.preannotate import predict_set, write_predictions
 
     loaded = load_for_prediction(args.checkpoint, args.allow_torchscript_code)
-    aset = predict_set(loaded, image_files([Path(p) for p in args.images]), args.score_threshold, args.masks)
+    files = image_files([Path(p) for p in args.images])
+    check_pixel_budget(files, args.max_pixels or loaded.config.data.max_pixels)
+    aset = predict_set(loaded, files, args.score_threshold, args.masks)
     version = args.model_version or f"visiontl {loaded.config.model.arch} {loaded.config.model.backbone} " \
                                     f"epoch {loaded.checkpoint.get('epoch', '?')}"
     report = write_predictions(aset, args.format, Path(args.out), version,
@@ -304,7 +307,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     backend = Backend.from_checkpoint(args.checkpoint, [Path(r) for r in args.root or ["."]], host=args.host,
                                       score_threshold=args.score_threshold,
                                       label_config=Path(args.label_config) if args.label_config else None,
-                                      max_request_mb=args.max_request_mb)
+                                      max_request_mb=args.max_request_mb, max_pixels=args.max_pixels)
     server = make_server(backend, args.host, args.port)
     url = server_url(server, args.host)
     print(f"serving {backend.model_version} at {url} (images read under {', '.join(map(str, backend.roots))})")
@@ -324,6 +327,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     run_demo(Path(args.out), epochs=args.epochs)
     return 0
+
+
+def _max_pixels_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-pixels", type=_pixel_budget, default=None, metavar="N",
+                   help="refuse, before decoding, an image of more than N pixels (width x height; default: the "
+                   "checkpoint config's data.max_pixels, 120 million)")
+
+
+def _pixel_budget(text: str) -> int:
+    from visiontl.data.images import MAX_PIXELS
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a whole number of pixels") from None
+    if not 0 < value <= MAX_PIXELS:
+        raise argparse.ArgumentTypeError(f"{value} is not between 1 and {MAX_PIXELS} (16384x16384)")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -367,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-torchscript-code", action="store_true", help="run a TorchScript file: it holds code that "
                    "runs when the model is used, and can read and overwrite any of your files; only for a file you "
                    "trust as a program (refused by default; ONNX files and checkpoints run no code)")
+    _max_pixels_option(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="a checkpoint as an ONNX or TorchScript file, checked against the PyTorch "
@@ -488,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-config", default=None, metavar="FILE", help="the project's labelling config (XML), "
                    "used until Label Studio sends its own")
     p.add_argument("--max-request-mb", type=float, default=10.0, help="refuse request bodies over this (413)")
+    _max_pixels_option(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="pretrained vs scratch on the shipped BCCD sample, offline, on CPU")

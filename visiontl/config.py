@@ -162,6 +162,10 @@ class DataConfig(_Strict):
     cache: bool = _f(False, "decode every image once, before training, and keep it in memory (small datasets whose "
                      "decoding is the bottleneck, e.g. PNGs; shared with forked workers)")
     cache_max_gb: float = _f(8.0, "data.cache: decoded bytes at most; images beyond it are decoded as usual", gt=0.0)
+    # The pixel budget of inference (docs/serve.md); le: visiontl.data.images.MAX_PIXELS, what is read at all.
+    max_pixels: int = _f(120_000_000, "predict, serve: an image whose header declares more pixels (width x height) "
+                         "is refused before it is decoded (120 M: a 100-megapixel photo fits; --max-pixels overrides)",
+                         gt=0, le=16384 * 16384)
 
     @field_validator("pipeline")
     @classmethod

@@ -9,13 +9,16 @@ Label Studio speaks JSON over HTTP to the backend (label-studio-ml-backend's pro
   a config with no control the model can fill is a 400, which Label Studio shows on the model card.
 - `POST /predict` `{"tasks": [{"id", "data": {"image": ...}}, ...], "label_config", "project", "params"}` ->
   `{"results": [{"result": [...], "score": ..., "model_version": ...}, ...], "model_version": ...}`: one
-  prediction per task, in task order. A task whose image cannot be found, read, or is refused gets an empty
-  result and an `"error"` (the batch still answers 200).
+  prediction per task, in task order. A task whose image cannot be found, read, or is refused (a path
+  outside the roots, more pixels than `--max-pixels`), or whose prediction fails in any way, gets an empty
+  result and an `"error"` (the batch still answers 200). Images are decoded a few at a time: the declared
+  pixels of those decoded together add up to at most the pixel budget (one image may use all of it).
 - `POST /webhook`, `POST /train`, `GET|POST /versions`, `GET /metrics`: minimal answers (this backend does
   not train).
 
-Errors are JSON `{"error": "one line"}`: 400 for a malformed request, 404 for an unknown path, 413 for a body
-over `--max-request-mb`, 500 for a bug.
+Errors are JSON `{"error": "one line"}`: 400 for a malformed request, 404 for an unknown path, 405 (with
+`Allow: GET, POST`) for any other method, 413 for a body over `--max-request-mb`, 500 for a bug. Every string a
+client sent (paths, project ids, image references, task ids) goes into the log through `text.printable`.
 
 Images are never downloaded. A task's image reference is mapped to a file under one of the `--root`
 folders (see `Backend.resolve`), and a file outside every root is refused (symbolic links are followed
@@ -33,14 +36,19 @@ import logging
 import socket
 import threading
 import time
+import traceback
 import xml.etree.ElementTree as ET
+from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from visiontl.errors import ConfigError, DataError, VisiontlError
+from visiontl.text import printable
 
 log = logging.getLogger("visiontl")
 
@@ -55,6 +63,13 @@ _KINDS = {
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 _DRAIN_FACTOR = 16  # a body over the limit is read and dropped up to this many limits (clean 413), else cut
+_SHOWN = 200  # characters of a client's string shown in an error or the log (a 10 MB image name stays one line)
+# The listen backlog: connections the kernel completes and queues while the serving thread is between two
+# accept()s. Label Studio opens one connection per request (a health check per project every few seconds,
+# a /predict per task opened by each annotator, bursts from "Retrieve predictions"), and socketserver's
+# default of 5 resets the rest of a burst (7-10% of 200 concurrent clients). A queued connection costs the
+# kernel a few hundred bytes; Linux caps the number at net.core.somaxconn (4096 since 5.4, 128 before).
+LISTEN_BACKLOG = 1024
 
 
 class BadRequest(Exception):
@@ -75,6 +90,16 @@ class LabelConfig:
 
     def image_key(self, kind: str) -> str | None:
         return self.images.get(self.to_names.get(kind, ""))
+
+    def needed(self) -> LabelConfig:
+        """Only what /predict reads: the controls, their objects and those objects' data keys (no labels, no
+        other Image tags), so a kept config is a few names long whatever its schema held."""
+        return LabelConfig(dict(self.controls), dict(self.to_names),
+                           {name: self.images[name] for name in self.to_names.values() if name in self.images})
+
+    def chars(self) -> int:
+        """Characters held in names (the weight of a kept config)."""
+        return sum(len(k) + len(v or "") for d in (self.controls, self.to_names, self.images) for k, v in d.items())
 
 
 DEFAULT_CONFIG = LabelConfig({k: "label" for k in HELD}, {k: "image" for k in HELD}, {"image": "image"})
@@ -131,7 +156,8 @@ class Backend:
 
     def __init__(self, loaded: Any, roots: list[Path], *, host: str = "127.0.0.1",
                  score_threshold: float | None = None, label_config: LabelConfig | None = None,
-                 model_version: str | None = None, max_request_mb: float = 10.0) -> None:
+                 model_version: str | None = None, max_request_mb: float = 10.0,
+                 max_pixels: int | None = None) -> None:
         task = loaded.config.task
         if task not in _KINDS:
             raise DataError(f"visiontl serve pre-annotates boxes and masks: a {task} checkpoint cannot fill a "
@@ -148,9 +174,11 @@ class Backend:
         if not max_request_mb > 0:
             raise ConfigError(f"--max-request-mb must be positive, not {max_request_mb}")
         self.max_request_bytes = int(max_request_mb * 1024 * 1024)
+        # the pixel budget: an image declaring more is that task's error; the images decoded together declare
+        # at most this many pixels in all
+        self.max_pixels = loaded.config.data.max_pixels if max_pixels is None else max_pixels
         self._model_lock = threading.Lock()  # one inference at a time; health checks never wait for it
-        self._projects: dict[str, LabelConfig] = {}
-        self._projects_lock = threading.Lock()
+        self._projects = ProjectConfigs()
         if label_config is not None:
             try:
                 self._kind(label_config)  # refuse, at start, a config the model cannot fill
@@ -180,22 +208,23 @@ class Backend:
 
     def setup(self, body: dict[str, Any]) -> dict[str, Any]:
         schema = body.get("schema")
-        project = str(body.get("project") or "")
+        project = _project_id(body)
+        shown = printable(project or "?", _SHOWN)
         if isinstance(schema, str) and schema.strip():
             try:
-                config = parse_label_config(schema, f"project {project or '?'}: label config")
+                config = parse_label_config(schema, f"project {shown}: label config")
             except DataError as exc:
-                raise BadRequest(str(exc)) from None
+                raise BadRequest(printable(exc)) from None
             kind = self._kind(config)
             unknown = [c for c in self.loaded.classes if config.labels.get(kind) and c not in config.labels[kind]]
             if unknown:
-                log.warning(f"project {project or '?'}: classes {', '.join(unknown)} of the model are not labels of "
-                            f"its {_TAG_NAMES[kind]} control {config.controls[kind]!r}: add them to the label config, "
-                            "or their predictions show as unknown labels")
-            with self._projects_lock:
-                self._projects[project] = config
-            log.info(f"setup: project {project or '?'} -> {_TAG_NAMES[kind]} {config.controls[kind]!r} "
-                     f"on {config.to_names[kind]!r}")
+                log.warning(printable(
+                    f"project {shown}: classes {', '.join(unknown)} of the model are not labels of its "
+                    f"{_TAG_NAMES[kind]} control {config.controls[kind][:_SHOWN]!r}: add them to the label config, "
+                    "or their predictions show as unknown labels"))
+            self._projects.put(project, config.needed())
+            log.info(printable(f"setup: project {shown} -> {_TAG_NAMES[kind]} {config.controls[kind][:_SHOWN]!r} "
+                               f"on {config.to_names[kind][:_SHOWN]!r}"))
         elif schema is not None and not isinstance(schema, str):
             raise BadRequest("'schema' must be the label config as an XML string")
         return {"model_version": self.model_version}
@@ -210,40 +239,28 @@ class Backend:
         for i, task in enumerate(tasks):
             if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
                 raise BadRequest(f"task #{i + 1}: not an object with a 'data' object")
-        from visiontl.data.images import check_image
-
         config = self._config_for(body)
         kind = self._kind(config)
         started = time.perf_counter()
-        files: list[Path | None] = []
-        errors: list[str | None] = []
-        for task in tasks:
+        # per task: (regions, error); a task's failure, whatever it is, is its own answer, never the batch's
+        outcomes: list[tuple[list[dict[str, Any]], str | None]] = [([], None)] * len(tasks)
+        usable: list[tuple[int, Path, int]] = []  # (task index, image file, its declared pixels)
+        for i, task in enumerate(tasks):
             try:
-                path = self.resolve(image_reference(task["data"], config.image_key(kind)))
-                check_image(path)  # the header: a missing or unreadable file fails its task, not the batch
-            except DataError as exc:
-                files.append(None)
-                errors.append(_task_label(task) + str(exc))
-            else:
-                files.append(path)
-                errors.append(None)
-        readable = [f for f in files if f is not None]
-        outcomes = self._infer(readable, config, kind) if readable else []
+                usable.append((i, *self._image(task, config, kind)))
+            except Exception as exc:  # noqa: BLE001 (a refused image, or a bug: either way this task's error)
+                outcomes[i] = ([], _failure(exc, "predict"))
+        for batch in _batches(usable, self.max_pixels):
+            for (i, _, _), outcome in zip(batch, self._infer([path for _, path, _ in batch], config, kind)):
+                outcomes[i] = outcome
         results, n_regions = [], 0
-        it = iter(outcomes)
-        for task, path, error in zip(tasks, files, errors):
-            if path is not None:
-                regions, error = next(it)
-                if error is not None:
-                    error = _task_label(task) + error
-            else:
-                regions = []
+        for i, (task, (regions, error)) in enumerate(zip(tasks, outcomes)):
             scores = [r["score"] for r in regions]
             entry: dict[str, Any] = {"result": regions, "score": sum(scores) / len(scores) if scores else 0.0,
                                      "model_version": self.model_version}
             if error is not None:
-                entry["error"] = error
-                log.warning(f"predict: {error}")
+                entry["error"] = printable(_task_label(task, i) + error)
+                log.warning(f"predict: {entry['error']}")
             n_regions += len(regions)
             results.append(entry)
         failed = sum("error" in r for r in results)
@@ -252,6 +269,15 @@ class Backend:
         return {"results": results, "model_version": self.model_version}
 
     # --- images ---
+
+    def _image(self, task: dict[str, Any], config: LabelConfig, kind: str) -> tuple[Path, int]:
+        """A task's image file and its declared pixels, read from the header only: a missing, unreadable or
+        too large image (over the pixel budget) is refused here, before anything is decoded."""
+        from visiontl.data.images import check_image
+
+        path = self.resolve(image_reference(task["data"], config.image_key(kind)))
+        width, height = check_image(path, self.max_pixels)
+        return path, width * height
 
     def resolve(self, ref: Any) -> Path:
         """The file a task's image reference names, inside one of the roots, or DataError saying why not.
@@ -265,61 +291,71 @@ class Backend:
         - `http(s)://HOST[:port]/...` with HOST this machine (127.0.0.1, localhost, ::1 or --host): its path
           read as above (local-files, upload, or else a path relative to the roots); never downloaded;
         - anything else (other hosts, s3://, gs://, data:) is refused.
+
+        Error messages show the reference through `printable`, cut to a few hundred characters.
         """
         if not isinstance(ref, str) or not ref.strip():
-            raise DataError(f"the image reference {ref!r} is not a non-empty string")
+            raise DataError(f"the image reference {printable(repr(ref), _SHOWN)} is not a non-empty string")
         ref = ref.strip()
+        shown = printable(ref, _SHOWN)
         if ref.startswith("data:"):
             raise DataError("inline data: images are not supported (give a file path or URL)")
-        parts = urlsplit(ref)
+        try:
+            parts = urlsplit(ref)
+            host = (parts.hostname or "").lower()
+        except ValueError as exc:  # a malformed IPv6 host or port: urlsplit and .hostname refuse it
+            raise DataError(f"{shown}: not a usable URL ({exc})") from None
         scheme = parts.scheme.lower()
         if scheme in ("http", "https"):
-            host = (parts.hostname or "").lower()
             if host not in self.hosts:
-                raise DataError(f"{ref}: refused: host {host or '?'!r} is not this machine ({', '.join(sorted(self.hosts))}); "
-                                "visiontl serve reads files under its --root folders and never downloads")
-            return self._from_url_path(parts, ref)
+                raise DataError(f"{shown}: refused: host {printable(host or '?', _SHOWN)!r} is not this machine "
+                                f"({', '.join(sorted(self.hosts))}); visiontl serve reads files under its --root "
+                                "folders and never downloads")
+            return self._from_url_path(parts, shown)
         if scheme == "file":
             if parts.netloc not in ("", "localhost"):
-                raise DataError(f"{ref}: refused: a file:// URL on another host ({parts.netloc!r})")
-            return self._inside(unquote(parts.path), ref)
+                raise DataError(f"{shown}: refused: a file:// URL on another host "
+                                f"({printable(parts.netloc, _SHOWN)!r})")
+            return self._inside(unquote(parts.path), shown)
         if len(scheme) > 1:  # one letter: a Windows drive, i.e. a path
-            raise DataError(f"{ref}: {scheme}:// images are not supported (visiontl serve reads local files "
-                            "under its --root folders)")
+            raise DataError(f"{shown}: {printable(scheme, _SHOWN)}:// images are not supported (visiontl serve "
+                            "reads local files under its --root folders)")
         if ref.startswith(("/data/local-files", "/data/upload/")):
-            return self._from_url_path(parts, ref)
-        return self._inside(ref, ref)
+            return self._from_url_path(parts, shown)
+        return self._inside(ref, shown)
 
-    def _from_url_path(self, parts: Any, ref: str) -> Path:
+    def _from_url_path(self, parts: Any, shown: str) -> Path:
         path = unquote(parts.path)
         if path.rstrip("/").endswith("/data/local-files"):
             d = parse_qs(parts.query).get("d")
             if not d or not d[0]:
-                raise DataError(f"{ref}: a local-files URL without ?d=PATH")
-            return self._inside(d[0], ref)
+                raise DataError(f"{shown}: a local-files URL without ?d=PATH")
+            return self._inside(d[0], shown)
         if path.startswith("/data/upload/"):
-            return self._inside(path[len("/data/"):], ref)
-        return self._inside(path.lstrip("/"), ref)
+            return self._inside(path[len("/data/"):], shown)
+        return self._inside(path.lstrip("/"), shown)
 
-    def _inside(self, path: str, ref: str) -> Path:
+    def _inside(self, path: str, shown: str) -> Path:
+        """The file `path` names inside a root; `shown`: the reference as error messages show it."""
         p = Path(path.replace("\\", "/"))
         candidates = [p] if p.is_absolute() else [root / p for root in self.roots]
         inside = False
         for candidate in candidates:
             try:
                 real = candidate.resolve()
-            except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte, a symlink loop
-                raise DataError(f"{ref}: not a usable path ({exc})") from None
-            if not any(real == root or root in real.parents for root in self.roots):
-                continue
-            inside = True
-            if real.is_file():
-                return real
+                if not any(real == root or root in real.parents for root in self.roots):
+                    continue
+                inside = True
+                if real.is_file():
+                    return real
+            except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte, a name too long, a symlink loop
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                raise DataError(f"{shown}: not a usable path ({printable(reason, _SHOWN)})") from None
         roots = ", ".join(map(str, self.roots))
         if not inside:
-            raise DataError(f"{ref}: refused: it resolves outside the --root folders ({roots}); visiontl serve never "
-                            "reads files outside them")
-        raise DataError(f"{ref}: image file not found under the --root folders ({roots})")
+            raise DataError(f"{shown}: refused: it resolves outside the --root folders ({roots}); visiontl serve "
+                            "never reads files outside them")
+        raise DataError(f"{shown}: image file not found under the --root folders ({roots})")
 
     # --- internals ---
 
@@ -329,10 +365,8 @@ class Backend:
             try:
                 return parse_label_config(text, "label_config")
             except DataError as exc:
-                raise BadRequest(str(exc)) from None
-        with self._projects_lock:
-            known = self._projects.get(str(body.get("project") or ""))
-        return known or self.label_config or DEFAULT_CONFIG
+                raise BadRequest(printable(exc)) from None
+        return self._projects.get(_project_id(body)) or self.label_config or DEFAULT_CONFIG
 
     def _kind(self, config: LabelConfig) -> str:
         for kind in _KINDS[self.task]:
@@ -350,12 +384,12 @@ class Backend:
         try:
             with self._model_lock:
                 aset = predict_set(self.loaded, files, self.score_threshold, masks, progress=False)
-        except DataError as exc:
+            return [(regions, None) for regions in self._regions(aset, config, kind)]
+        except Exception as exc:  # noqa: BLE001 (an undecodable file, or a bug: the files' errors, not the batch's)
             if len(files) == 1:
-                return [([], str(exc))]
-            # one undecodable file fails the batch: predict one by one so the others still get results
+                return [([], _failure(exc, "predict"))]
+            # one file fails the batch: predict one by one so the others still get results
             return [outcome for f in files for outcome in self._infer([f], config, kind)]
-        return [(regions, None) for regions in self._regions(aset, config, kind)]
 
     def _regions(self, aset: Any, config: LabelConfig, kind: str) -> list[list[dict[str, Any]]]:
         # The Label Studio writer's per-instance conversion (private; shared so both paths give the same JSON).
@@ -392,8 +426,8 @@ def image_reference(data: dict[str, Any], key: str | None = None) -> str:
     for value in data.values():
         if isinstance(value, str) and _looks_like_image(value):
             return value
-    raise DataError(f"no image in the task data (keys: {', '.join(map(str, data)) or 'none'}); expected "
-                    f"{key or 'image'!r}")
+    keys = printable(", ".join(map(str, data)) or "none", _SHOWN)
+    raise DataError(f"no image in the task data (keys: {keys}); expected {printable(repr(key or 'image'), _SHOWN)}")
 
 
 def _looks_like_image(value: str) -> bool:
@@ -401,8 +435,85 @@ def _looks_like_image(value: str) -> bool:
             or "/data/local-files" in value or "/data/upload/" in value)
 
 
-def _task_label(task: dict[str, Any]) -> str:
-    return f"task {task['id']}: " if "id" in task else ""
+def _task_label(task: dict[str, Any], index: int) -> str:
+    task_id = task.get("id")
+    if isinstance(task_id, (str, int)) and not isinstance(task_id, bool):
+        return f"task {printable(task_id, _SHOWN)}: "
+    return f"task #{index + 1}: "
+
+
+def _project_id(body: dict[str, Any]) -> str:
+    project = body.get("project")
+    if project is None:
+        return ""
+    if not isinstance(project, (str, int)) or isinstance(project, bool):
+        raise BadRequest("'project' must be Label Studio's project id (\"<id>.<created>\")")
+    return str(project)
+
+
+def _batches(images: list[tuple[int, Path, int]], budget: int) -> Iterator[list[tuple[int, Path, int]]]:
+    """Consecutive runs of (task index, file, declared pixels) adding up to at most `budget` pixels (an image
+    alone may use all of it), so a request of eight 100-megapixel photos is never decoded at once."""
+    batch: list[tuple[int, Path, int]] = []
+    total = 0
+    for image in images:
+        if batch and total + image[2] > budget:
+            yield batch
+            batch, total = [], 0
+        batch.append(image)
+        total += image[2]
+    if batch:
+        yield batch
+
+
+def _failure(exc: Exception, where: str) -> str:
+    """The one-line error a client gets for `exc`: a refusal's own message, or, for a bug, its type and
+    message (logged with its traceback, every line escaped, since the message may quote the client)."""
+    if isinstance(exc, VisiontlError):
+        return printable(exc)
+    frames = "".join(traceback.format_tb(exc.__traceback__)).rstrip("\n").splitlines()
+    line = printable(f"internal error: {type(exc).__name__}: {exc}", 4 * _SHOWN)
+    log.error("\n".join([f"{printable(where, _SHOWN)}: {line}", *(printable(f) for f in frames)]))
+    return line
+
+
+class ProjectConfigs:
+    """The label config of each project /setup named, for a /predict that carries none: only what /predict
+    reads is kept (LabelConfig.needed: a 10 MB schema of 100,000 labels leaves a few names), and the least
+    recently used projects are dropped beyond `max_projects` or `max_chars` characters of ids and names, so
+    /setup with ever new project ids cannot grow memory without bound. Label Studio sends the label config
+    with every /predict, so a dropped project costs nothing."""
+
+    def __init__(self, max_projects: int = 256, max_chars: int = 1 << 20) -> None:
+        self.max_projects, self.max_chars = max_projects, max_chars
+        self._configs: OrderedDict[str, LabelConfig] = OrderedDict()
+        self._chars = 0
+        self._lock = threading.Lock()
+
+    def put(self, project: str, config: LabelConfig) -> None:
+        with self._lock:
+            old = self._configs.pop(project, None)
+            if old is not None:
+                self._chars -= len(project) + old.chars()
+            self._configs[project] = config
+            self._chars += len(project) + config.chars()
+            while len(self._configs) > 1 and (len(self._configs) > self.max_projects or self._chars > self.max_chars):
+                dropped, gone = self._configs.popitem(last=False)
+                self._chars -= len(dropped) + gone.chars()
+
+    def get(self, project: str) -> LabelConfig | None:
+        with self._lock:
+            config = self._configs.get(project)
+            if config is not None:
+                self._configs.move_to_end(project)
+            return config
+
+    def __len__(self) -> int:
+        return len(self._configs)
+
+    @property
+    def chars(self) -> int:
+        return self._chars
 
 
 def _check_roots(roots: list[Path]) -> list[Path]:
@@ -428,7 +539,7 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 120  # seconds a client may take to send its request
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        route = urlsplit(self.path).path.rstrip("/") or "/"
+        route = self._route()
         if route in ("/", "/health"):
             self._send(200, self.backend.health())
         elif route == "/versions":
@@ -436,36 +547,55 @@ class _Handler(BaseHTTPRequestHandler):
         elif route == "/metrics":
             self._send(200, {})
         else:
-            self._send(404, {"error": f"no GET {route} here (GET /health, POST /setup, POST /predict)"})
+            self._send(404, {"error": f"no GET {printable(route, _SHOWN)} here (GET /health, POST /setup, POST /predict)"})
 
     def do_POST(self) -> None:  # noqa: N802
-        route = urlsplit(self.path).path.rstrip("/") or "/"
+        route = self._route()
         handlers = {"/predict": self.backend.predict, "/setup": self.backend.setup,
                     "/webhook": self._ignored, "/train": self._ignored,
                     "/versions": lambda body: self.backend.versions()}
         if route not in handlers:
-            try:
-                n = self._length(default=0) or 0
-            except BadRequest:
-                n = -1
-            if 0 <= n <= self.backend.max_request_bytes:
-                self._drain(n)
-            else:
-                self.close_connection = True
-            self._send(404, {"error": f"no POST {route} here (POST /setup, POST /predict)"})
+            self._discard_body()
+            self._send(404, {"error": f"no POST {printable(route, _SHOWN)} here (POST /setup, POST /predict)"})
             return
         try:
             body = self._body()
             self._send(200, handlers[route](body))
         except _TooLarge as exc:
             self._send(413, {"error": str(exc)})
-        except BadRequest as exc:
-            self._send(400, {"error": str(exc)})
-        except VisiontlError as exc:
-            self._send(400, {"error": str(exc)})
+        except (BadRequest, VisiontlError) as exc:
+            self._send(400, {"error": printable(exc)})
         except Exception as exc:  # noqa: BLE001 (a bug: say so in one line, keep serving)
-            log.exception(f"{route}: internal error")
-            self._send(500, {"error": f"internal error: {type(exc).__name__}: {exc}".splitlines()[0]})
+            self._send(500, {"error": _failure(exc, route)})
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (a method without a do_METHOD here, a malformed request line, headers
+        too long) as JSON like every other answer, not as its HTML page."""
+        self.close_connection = True
+        if self.request_version == "HTTP/0.9":  # a request line it could not read: answer with a status line
+            self.request_version = "HTTP/1.0"
+        if code == HTTPStatus.NOT_IMPLEMENTED and self.command:  # http.server's answer to an unknown method
+            self._discard_body()
+            self._send(405, {"error": f"method {printable(self.command, _SHOWN)} is not allowed (GET /health, "
+                             "POST /setup, POST /predict)"}, {"Allow": "GET, POST"})
+            return
+        self.log_error("code %d, message %s", code, message)
+        self._send(code, {"error": printable(message or self.responses.get(code, ("error",))[0], _SHOWN)})
+
+    def _route(self) -> str:
+        return urlsplit(self.path).path.rstrip("/") or "/"
+
+    def _discard_body(self) -> None:
+        """Read and drop the body of a request that is refused without it, so the client reads the answer
+        rather than a reset (closing a socket with unread data resets it); too large a body: close instead."""
+        try:
+            n = self._length(default=0) or 0
+        except BadRequest:
+            n = -1
+        if 0 <= n <= self.backend.max_request_bytes:
+            self._drain(n)
+        else:
+            self.close_connection = True
 
     @staticmethod
     def _ignored(body: dict[str, Any]) -> dict[str, Any]:
@@ -481,7 +611,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             n = int(raw)
         except ValueError:
-            raise BadRequest(f"Content-Length {raw!r} is not a number") from None
+            raise BadRequest(f"Content-Length {printable(repr(raw), _SHOWN)} is not a number") from None
         if n < 0:
             raise BadRequest(f"Content-Length {n} is negative")
         return n
@@ -510,6 +640,8 @@ class _Handler(BaseHTTPRequestHandler):
                              f"{exc.colno})") from None
         except RecursionError:
             raise BadRequest("the request body is not valid JSON (nested too deeply)") from None
+        except ValueError as exc:  # a number of more than 4300 digits (sys.get_int_max_str_digits)
+            raise BadRequest(f"the request body is not usable JSON ({_first_words(exc)})") from None
         if not isinstance(body, dict):
             raise BadRequest(f"the request body is JSON {type(body).__name__}, not an object")
         return body
@@ -521,37 +653,52 @@ class _Handler(BaseHTTPRequestHandler):
                 break
             n -= len(chunk)
 
-    def _send(self, status: int, payload: Any) -> None:
+    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode("utf-8")
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(data)
+            if self.command != "HEAD":
+                self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             log.debug("the client went away before the answer")
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's signature)
-        log.debug(f"{self.address_string()} {format % args}")
+        # the request line and path are the client's: escaped, so they cannot forge or hide log lines
+        log.debug(printable(f"{self.address_string()} {format % args}", 4 * _SHOWN))
 
 
 class _TooLarge(Exception):
     pass
 
 
+def _first_words(exc: BaseException) -> str:
+    """The first clause of an exception's message (without advice meant for the server's programmer)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(";")[0]
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = LISTEN_BACKLOG
+    daemon_threads = True  # a client that hangs up late never holds up shutdown
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 def make_server(backend: Backend, host: str = "127.0.0.1", port: int = 9090) -> ThreadingHTTPServer:
     """A threading HTTP server answering Label Studio for `backend`, bound (not yet serving: call
     `serve_forever`, and `shutdown` + `server_close` to stop). Port 0 picks a free port (`server_address`)."""
     handler = type("Handler", (_Handler,), {"backend": backend})
-    server_class = ThreadingHTTPServer
-    if ":" in host:
-        server_class = type("ThreadingHTTPServer6", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
+    server_class = _Server6 if ":" in host else _Server
     try:
         server = server_class((host.strip("[]"), port), handler)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
-    server.daemon_threads = True
     if host.strip("[]") not in _LOCAL_HOSTS:
         log.warning(f"listening on {host}, not on this machine only: anyone who can reach port "
                     f"{server.server_address[1]} can ask for predictions on files under the --root folders "

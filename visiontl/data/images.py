@@ -2,7 +2,8 @@
 
 Every image is opened through `open_image`, which refuses a header claiming more than `MAX_PIXELS` before a
 single pixel is decoded (a decompression bomb: a few bytes of PNG can claim 400 million pixels, and Pillow
-only warns below twice its own limit). The EXIF orientation is read without decoding the pixels, so a
+only warns below twice its own limit). Inference asks for less: `max_pixels`, its pixel budget
+(`data.max_pixels`, `--max-pixels`), is checked at the same place, on the header. The EXIF orientation is read without decoding the pixels, so a
 header check stays a header check (Pillow's `getexif` decodes a whole PNG looking for an eXIf chunk).
 
 JPEGs are decoded by torchvision.io (libjpeg-turbo, about 3.7x faster than going through PIL here and
@@ -49,10 +50,12 @@ def is_image_file(path: Path) -> bool:
 
 
 @contextmanager
-def open_image(source: str | Path | IO[bytes], name: str | Path | None = None) -> Iterator[Image.Image]:
-    """The opened image (header read, nothing decoded). A header claiming more than MAX_PIXELS is refused
-    with a DataError calling the file `name` (default: `source`); a file that is missing or not an image
-    raises what Pillow raises (FileNotFoundError, one of DECODE_ERRORS), for the caller to word."""
+def open_image(source: str | Path | IO[bytes], name: str | Path | None = None,
+               max_pixels: int | None = None) -> Iterator[Image.Image]:
+    """The opened image (header read, nothing decoded). A header claiming more than MAX_PIXELS, or than
+    `max_pixels` (a pixel budget) where given, is refused with a DataError calling the file `name` (default:
+    `source`); a file that is missing or not an image raises what Pillow raises (FileNotFoundError, one of
+    DECODE_ERRORS), for the caller to word."""
     name = source if name is None else name
     try:
         with warnings.catch_warnings():
@@ -65,6 +68,9 @@ def open_image(source: str | Path | IO[bytes], name: str | Path | None = None) -
         if w * h > MAX_PIXELS:
             raise DataError(f"{name}: {w}x{h} pixels, more than visiontl reads ({MAX_SIDE}x{MAX_SIDE}); refused as a "
                             "possible decompression bomb")
+        if max_pixels is not None and w * h > max_pixels:
+            raise DataError(f"{name}: {w}x{h} pixels ({w * h / 1e6:.1f} megapixels), over the pixel budget of "
+                            f"{max_pixels:,} ({max_pixels / 1e6:g} megapixels; --max-pixels); refused before decoding")
         yield im
 
 
@@ -84,10 +90,11 @@ def upright(im: Image.Image, turn: int) -> Image.Image:
     return im.transpose(_TRANSPOSE[turn]) if turn in _TRANSPOSE else im
 
 
-def check_image(path: str | Path) -> tuple[int, int]:
-    """Open the header only; return (width, height) as seen after EXIF rotation. Raises DataError."""
+def check_image(path: str | Path, max_pixels: int | None = None) -> tuple[int, int]:
+    """Open the header only; return (width, height) as seen after EXIF rotation. Raises DataError (also for
+    more pixels than `max_pixels`, where given)."""
     try:
-        with open_image(path) as im:
+        with open_image(path, max_pixels=max_pixels) as im:
             w, h = im.size
             turn = orientation(im)
     except FileNotFoundError:

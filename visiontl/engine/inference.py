@@ -102,14 +102,25 @@ def image_files(inputs: list[Path]) -> list[Path]:
     return files
 
 
+def check_pixel_budget(files: list[Path], max_pixels: int) -> None:
+    """Every file's header against the pixel budget of inference, before any file is decoded, so a 32 KB PNG
+    claiming 16384x16384 pixels (10 GB to predict) is refused in one line naming it, not half way through."""
+    from visiontl.data.images import check_image
+
+    for f in files:
+        check_image(f, max_pixels)
+
+
 def predict(path: str | Path, inputs: list[Path], out_file: Path, topk: int = 1, score_threshold: float | None = None,
-            draw_dir: Path | None = None, overlay: bool = False,
+            draw_dir: Path | None = None, overlay: bool = False, max_pixels: int | None = None,
             allow_torchscript_code: bool = False) -> list[dict[str, Any]]:
     """Predict image files with a checkpoint or an exported file. Classification: top-k classes to CSV or JSON
     (by suffix); detection: COCO results JSON in the dataset's category ids (optionally boxes drawn into
-    draw_dir); segmentation: one label PNG per image into the folder `out_file` (optionally colour overlays)."""
+    draw_dir); segmentation: one label PNG per image into the folder `out_file` (optionally colour overlays).
+    An image of more than `max_pixels` (default: the config's data.max_pixels) is refused before any is decoded."""
     loaded = load_for_prediction(path, allow_torchscript_code)
     files = image_files(inputs)
+    check_pixel_budget(files, loaded.config.data.max_pixels if max_pixels is None else max_pixels)
     if loaded.config.task == "segmentation":
         from visiontl.tasks.segmentation import predict_masks
 
