@@ -69,7 +69,7 @@ from PIL import Image
 from visiontl.atomic import atomic_write_text
 from visiontl.data.annotations import (AnnotationSet, Category, ImageRecord, Instance, ReadReport, WriteReport,
                                        check_text_names, sanitize_boxes)
-from visiontl.data.images import DECODE_ERRORS, check_image, open_image, orientation, upright
+from visiontl.data.images import DECODE_ERRORS, check_image, embed, open_image, orientation, upright
 from visiontl.data.formats.common import first_line, is_number, read_json
 from visiontl.errors import DataError
 
@@ -290,6 +290,7 @@ def _image_of(json_path: Path, data: dict[str, Any], folder: Path, image_root: P
         width, height = embedded[0], embedded[1]
         what = "its imageData"
         attributes["image_data"] = image_data  # the only copy of the image: kept so that it is written back
+        embed(path, image_data)  # and read from there by data check and training (docs/formats.md)
     elif declared_w and declared_h:
         width, height, what = declared_w, declared_h, ""
     else:
