@@ -1,5 +1,6 @@
 """The bad-input corpus, case by case, through the entry points users run: `visiontl data check`, `visiontl
-data convert` and `visiontl train` (whose `prepare_data` checks everything before a model is built).
+data convert` and `visiontl train` (whose `prepare_data` checks everything before a model is built), and
+`visiontl data stats` and `visiontl report` where those are what a file breaks.
 
 Each row of CASES is one kind of broken (or merely unusual) input: its name, the entry point, the outcome
 and a piece of the message. Outcomes:
