@@ -635,8 +635,8 @@ CASES = [
     Case("labelme_embedded_image_only", "train", "ok", "", labelme_embedded_train, verify=embedded_pixels),
     Case("report_gallery_name_nul", "report", "ok", "report written to", report_of(gallery_png="a\x00b.png"),
          verify=gallery_picture_missing),
-    Case("report_gallery_name_300_chars", "report", "ok", "report written to", report_of(gallery_png="a" * 300 + ".png"),
-         verify=gallery_picture_missing),
+    Case("report_gallery_name_300_chars", "report", "ok", "report written to",
+         report_of(gallery_png="a" * 300 + ".png"), verify=gallery_picture_missing),
     Case("report_metrics_nested_100000_deep", "report", "exit2", "metrics.json: not readable JSON (nested too deeply)",
          report_of(metrics='{"a": ' * 100_000 + "1" + "}" * 100_000)),
 ]

@@ -30,7 +30,8 @@ def test_a_log_record_is_one_line_whatever_its_arguments_hold() -> None:
     try:
         raise ValueError("boom")
     except ValueError:
-        with_traceback = PrintableFormatter("%(message)s").format(_record("failed on %s", FILE, exc_info=sys.exc_info()))
+        record = _record("failed on %s", FILE, exc_info=sys.exc_info())
+        with_traceback = PrintableFormatter("%(message)s").format(record)
     first, *rest = with_traceback.splitlines()
     assert first == "failed on evil\\x1b[2J.png" and rest[0].startswith("Traceback") and "ValueError: boom" in rest[-1]
 

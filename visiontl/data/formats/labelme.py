@@ -29,10 +29,10 @@ several shapes that are not all plain polygons alike, `labelme_parts`: one entry
 Images get ids 1..N in sorted JSON path order, instances ids 1..N in reading order. The image is
 `imagePath` relative to the JSON (Windows separators accepted; when it is not there, the file of the same
 name beside the JSON; an absolute path is never opened as written, only its name is looked for there). Its
-size must equal `imageWidth` x `imageHeight` when the image can be read. With an image file missing, an embedded `imageData` gives the size,
-is the image read (registered with `visiontl.data.images.embed`) and is kept (`attributes["image_data"]`) so
-that it is written back; `attributes["embedded_image"]` is true
-whenever the file embeds its image. Image-level `flags` and other keys go to `ImageRecord.attributes`.
+size must equal `imageWidth` x `imageHeight` when the image can be read. With an image file missing, an
+embedded `imageData` gives the size, is the image that checks and training read (registered with
+`visiontl.data.images.embed`) and is kept (`attributes["image_data"]`) so that it is written back;
+`attributes["embedded_image"]` is true whenever the file embeds its image. Image-level `flags` and other keys go to `ImageRecord.attributes`.
 `image_root` is the folder read (the file's folder) when it holds every image, else the deepest folder
 holding every image; given, images are looked for there as well (`<sub-folder of the JSON>/<name>`, then
 `<name>`), and an image path outside it is not used.
