@@ -215,3 +215,58 @@ def config(tmp: Path, task: str, data: dict[str, Any], model: dict[str, Any] | N
 def corpus_config(tmp: Path, name: str) -> Path:
     """tests/corpus/config/<name>.yaml as tmp/config.yaml (the file itself is what is wrong)."""
     return _copy(CORPUS / "config" / f"{name}.yaml", tmp / "config.yaml")
+
+
+# --- names that would drive a terminal ------------------------------------------------------------------
+
+HOSTILE_FILE = "evil\x1b[2J.png"  # ESC [2J clears the terminal it is printed on
+HOSTILE_CLASS = "dog\nAP 1.0000 (forged)"  # printed raw, a second line that reads as a metric
+
+
+def coco_hostile_names(tmp: Path, width: int = W, height: int = H, **annotation: Any) -> Path:
+    """tmp/annotations.json: one image, file tmp/images/<HOSTILE_FILE>, one box of category <HOSTILE_CLASS>."""
+    _copy(IMAGES / "good.png", tmp / "images" / HOSTILE_FILE)
+    ann = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [4, 4, 10, 8], "iscrowd": 0, **annotation}
+    doc = {"images": [{"id": 1, "file_name": HOSTILE_FILE, "width": width, "height": height}], "annotations": [ann],
+           "categories": [{"id": 1, "name": HOSTILE_CLASS}]}
+    path = tmp / "annotations.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def stats(src: Path, fmt: str, out: Path, *extra: str) -> list[str]:
+    return ["data", "stats", str(src), "--format", fmt, "--out", str(out), *extra]
+
+
+def coco_many_categories(tmp: Path, n: int) -> Path:
+    """tests/corpus/coco/good.json declaring `n` categories; its one box is of the last, c<n>."""
+    coco(tmp, "good")
+    doc = json.loads((tmp / "annotations.json").read_text())
+    doc["categories"] = [{"id": i, "name": f"c{i}"} for i in range(1, n + 1)]
+    doc["annotations"][0]["category_id"] = n
+    (tmp / "annotations.json").write_text(json.dumps(doc))
+    return tmp / "annotations.json"
+
+
+def labelme_embedded_only(tmp: Path) -> Path:
+    """tests/corpus/labelme/good.json with good.png embedded as imageData, and no image file beside it."""
+    import base64
+
+    folder = labelme(tmp, "good")
+    doc = json.loads((folder / "good.json").read_text())
+    doc["imageData"] = base64.b64encode((IMAGES / "good.png").read_bytes()).decode("ascii")
+    (folder / "good.json").write_text(json.dumps(doc))
+    (folder / "good.png").unlink()
+    return folder
+
+
+def run_dir(tmp: Path, gallery_png: str | None = None, metrics: str = '{"accuracy": 0.5}') -> Path:
+    """A run directory holding metrics.json (text `metrics`) and, given a name, a gallery index naming it."""
+    run = tmp / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(metrics)
+    if gallery_png is not None:
+        (run / "gallery").mkdir()
+        (run / "gallery" / "index.json").write_text(json.dumps([{"png": gallery_png, "file": "x.png",
+                                                                 "kind": "worst"}]))
+    return run

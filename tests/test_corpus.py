@@ -1,5 +1,6 @@
 """The bad-input corpus, case by case, through the entry points users run: `visiontl data check`, `visiontl
-data convert` and `visiontl train` (whose `prepare_data` checks everything before a model is built).
+data convert` and `visiontl train` (whose `prepare_data` checks everything before a model is built), and
+`visiontl data stats` and `visiontl report` where those are what a file breaks.
 
 Each row of CASES is one kind of broken (or merely unusual) input: its name, the entry point, the outcome
 and a piece of the message. Outcomes:
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -269,6 +271,29 @@ def config_train(name: str) -> Callable[[Path], list[str]]:
     return lambda tmp: cb.train(cb.corpus_config(tmp, name))
 
 
+def hostile_train(**kw: Any) -> Callable[[Path], list[str]]:
+    def build(tmp: Path) -> list[str]:
+        cb.coco_hostile_names(tmp, **kw)
+        return cb.train(det("coco", "annotations.json")(tmp))
+    return build
+
+
+def many_categories_train(n: int) -> Callable[[Path], list[str]]:
+    def build(tmp: Path) -> list[str]:
+        cb.coco_many_categories(tmp, n)
+        return cb.train(det("coco", "annotations.json")(tmp))
+    return build
+
+
+def labelme_embedded_train(tmp: Path) -> list[str]:
+    cb.labelme_embedded_only(tmp)
+    return cb.train(det("labelme", "labelme")(tmp))
+
+
+def report_of(**kw: Any) -> Callable[[Path], list[str]]:
+    return lambda tmp: ["report", str(cb.run_dir(tmp, **kw))]
+
+
 # --- what "handled correctly" means, case by case -----------------------------------------------------------
 
 
@@ -314,6 +339,38 @@ def beside_the_json(r: Result) -> None:
 
 def no_pwned(r: Result) -> None:
     assert not (r.tmp / "pwned").exists()
+
+
+def nothing_raw(r: Result) -> None:
+    """No ESC reaches the terminal (or train.log) and the category's newline makes no line of its own."""
+    texts = [r.out, r.err] + [p.read_text(encoding="utf-8") for p in [r.tmp / "run" / "train.log"] if p.exists()]
+    for text in texts:
+        assert "\x1b" not in text and "\x00" not in text
+        assert not any(line.startswith("AP 1.0000") for line in text.splitlines()), text
+    if (r.tmp / "run" / "train.log").exists() and r.code == 0:
+        assert "dog\\nAP 1.0000 (forged)" in texts[-1]
+
+
+def embedded_pixels(r: Result) -> None:
+    """Training reads the image that exists only as the JSON's imageData: good.png's pixels."""
+    from visiontl.data.images import read_image
+
+    img = r.data.train.images[0]
+    path = r.data.train.image_path(img)
+    assert r.model_built and not path.exists() and img.attributes["embedded_image"]
+    assert np.array_equal(read_image(path), read_image(cb.IMAGES / "good.png"))
+
+
+def top_classes(r: Result) -> None:
+    rows = [line.split() for line in r.out.splitlines() if re.match(r" *\d+ c\d+ ", line)]
+    # the class with instances (the last declared) first, then the others in id order
+    assert len(rows) == 50 and [r[1:3] for r in rows[:2]] == [["c100000", "1"], ["c1", "0"]] and rows[-1][1] == "c49"
+    assert (r.tmp / "out" / "stats.png").stat().st_size > 10_000
+
+
+def gallery_picture_missing(r: Result) -> None:
+    html = (r.tmp / "run" / "report.html").read_text(encoding="utf-8")
+    assert "\x00" not in html and "missing or not a PNG" in html
 
 
 CASES = [
@@ -570,6 +627,32 @@ CASES = [
          config_train("deeply_nested")),
     Case("config_5000_digit_integer", "train", "exit2", "config.yaml: refused: line 3: an integer of 5,000 characters",
          config_train("huge_integer")),
+    # --- names that would drive a terminal, sizes that are claims, files a report reads ------------------
+    Case("hostile_names", "check", "exit1", "images/evil\\x1b[2J.png: the annotation says 64x48",
+         lambda tmp: cb.check(cb.coco_hostile_names(tmp, 64, 48), "coco"), verify=nothing_raw),
+    Case("hostile_names", "convert", "ok", "evil\\x1b[2J.png: annotation 1 (dog\\nAP 1.0000 (forged)): box",
+         lambda tmp: cb.convert(cb.coco_hostile_names(tmp, bbox=[30, 20, 10, 8]), "coco", "yolo", tmp / "out"),
+         verify=nothing_raw),
+    Case("hostile_names", "stats", "ok", "     1 dog\\nAP 1.0000 (forged)",
+         lambda tmp: cb.stats(cb.coco_hostile_names(tmp), "coco", tmp / "out"), verify=nothing_raw),
+    Case("hostile_names", "train", "ok", "classes (dog\\nAP 1.0000 (forged) 1)", hostile_train(), verify=nothing_raw),
+    Case("hostile_names", "train", "exit2", "images/evil\\x1b[2J.png: image is 32x24 but",
+         hostile_train(width=64, height=48), verify=nothing_raw),
+    Case("coco_boxes_all_one_size", "stats", "ok", "box size sqrt(w*h) px    min 8.94  median 8.94",
+         lambda tmp: cb.stats(cb.coco(tmp, "good"), "coco", tmp / "out")),
+    Case("coco_100000_categories", "stats", "ok", "(the 50 classes with the most instances, of 100000;",
+         lambda tmp: cb.stats(cb.coco_many_categories(tmp, 100_000), "coco", tmp / "out"), verify=top_classes),
+    Case("coco_100000_categories", "train", "exit2", "annotations.json: 100000 categories, 99999 of them without "
+         "a single annotation: a model head is not built for more than 10000", many_categories_train(100_000)),
+    Case("labelme_embedded_image_only", "check", "ok", "0 error(s), 0 warning(s)",
+         lambda tmp: cb.check(cb.labelme_embedded_only(tmp), "labelme")),
+    Case("labelme_embedded_image_only", "train", "ok", "", labelme_embedded_train, verify=embedded_pixels),
+    Case("report_gallery_name_nul", "report", "ok", "report written to", report_of(gallery_png="a\x00b.png"),
+         verify=gallery_picture_missing),
+    Case("report_gallery_name_300_chars", "report", "ok", "report written to",
+         report_of(gallery_png="a" * 300 + ".png"), verify=gallery_picture_missing),
+    Case("report_metrics_nested_100000_deep", "report", "exit2", "metrics.json: not readable JSON (nested too deeply)",
+         report_of(metrics='{"a": ' * 100_000 + "1" + "}" * 100_000)),
 ]
 
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from visiontl.errors import VisiontlError
+from visiontl.text import printable
 
 log = logging.getLogger("visiontl")
 
@@ -50,7 +51,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     monitor = cfg.train.monitor
     print(f"done: {monitor} {metrics.get(monitor, float('nan')):.4f} (best {metrics['best'][monitor]:.4f} at epoch "
-          f"{metrics['best']['epoch']}); run directory {cfg.run.dir}")
+          f"{metrics['best']['epoch']}); run directory {printable(cfg.run.dir)}")
     return 0
 
 
@@ -67,7 +68,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print("confusion matrix (rows: true, columns: predicted):")
         for row in metrics["confusion_matrix"]:
             print("  " + " ".join(f"{v:5d}" for v in row))
-    print(f"metrics written to {Path(args.out) / 'metrics.json'}")
+    print(f"metrics written to {printable(Path(args.out) / 'metrics.json')}")
     return 0
 
 
@@ -80,7 +81,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                    score_threshold=args.score_threshold, draw_dir=Path(args.draw) if args.draw else None,
                    overlay=args.overlay, allow_torchscript_code=args.allow_torchscript_code,
                    max_pixels=args.max_pixels)
-    print(f"{len(rows)} predictions written to {args.out}" + (f"; pictures in {args.draw}" if args.draw else ""))
+    print(f"{len(rows)} predictions written to {printable(args.out)}"
+          + (f"; pictures in {printable(args.draw)}" if args.draw else ""))
     return 0
 
 
@@ -96,10 +98,11 @@ def _preannotate(args: argparse.Namespace) -> int:
                                     f"epoch {loaded.checkpoint.get('epoch', '?')}"
     report = write_predictions(aset, args.format, Path(args.out), version,
                                Path(args.label_config) if args.label_config else None)
-    print(f"{len(aset.instances)} predictions on {len(aset.images)} images (file names relative to {aset.image_root})")
+    print(f"{len(aset.instances)} predictions on {len(aset.images)} images (file names relative to "
+          f"{printable(aset.image_root)})")
     for line in report.lines():
-        print(line)
-    print(f"written to {args.out}")
+        print(printable(line))
+    print(f"written to {printable(args.out)}")
     return 0
 
 
@@ -141,7 +144,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         path = write_report(dirs[0], Path(args.out) if args.out else None)
     else:
         path = write_comparison(dirs, Path(args.out) if args.out else Path("compare.html"))
-    print(f"report written to {path} (and {path.with_suffix('.md')})")
+    print(f"report written to {printable(path)} (and {printable(path.with_suffix('.md'))})")
     return 0
 
 
@@ -207,7 +210,7 @@ def _read_source(args: argparse.Namespace, problems: list[str] | None = None):
 
     aset = read_dataset(args.format, Path(args.src), Path(args.images) if args.images else None, args.split, problems)
     for line in aset.report.lines():
-        print(f"read: {line}")
+        print(f"read: {printable(line)}")
     return aset
 
 
@@ -219,8 +222,8 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
     report = write_dataset(aset, args.to, Path(args.out), args.split or "train", copy_images=args.copy_images,
                            yolo_task=yolo_task, **({"source": args.cvat_source} if args.cvat_source else {}))
     for line in report.lines():
-        print(line)
-    print(f"written to {args.out}")
+        print(printable(line))
+    print(f"written to {printable(args.out)}")
     return 0
 
 
@@ -237,7 +240,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
         problems += check_annotations(aset, decode=not args.headers_only, progress=True)
     for problem in problems:
         print(problem)
-    print(f"{args.src}: {summarize(problems)}")
+    print(f"{printable(args.src)}: {summarize(problems)}")
     return 1 if any(p.severity == "error" for p in problems) else 0
 
 
@@ -247,7 +250,7 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
     aset = _read_source(args)
     stats = write_stats(aset, Path(args.out))
     print(format_stats(stats))
-    print(f"stats.json and stats.png written to {args.out}")
+    print(f"stats.json and stats.png written to {printable(args.out)}")
     return 0
 
 
@@ -267,12 +270,12 @@ def cmd_data_split(args: argparse.Namespace) -> int:
         report = write_dataset(subset(aset, ids), to, Path(args.out), name)
         presence = class_presence(aset, ids)
         print(f"{name}: {len(ids)} images; images per class: "
-              + ", ".join(f"{c.name} {presence[c.id]}" for c in aset.categories))
+              + printable(", ".join(f"{c.name} {presence[c.id]}" for c in aset.categories)))
         for line in report.lines()[1:]:
-            print(f"  {line}")
+            print(f"  {printable(line)}")
     # last: a split refused for replacing an input leaves no split.json naming files that were not written
     atomic_write_json(Path(args.out) / "split.json", {name: [names[i] for i in ids] for name, ids in parts.items()})
-    print(f"split.json and the {to} files of each split written to {args.out}")
+    print(f"split.json and the {to} files of each split written to {printable(args.out)}")
     return 0
 
 
@@ -289,15 +292,15 @@ def cmd_data_rank(args: argparse.Namespace) -> int:
     ranked = rank_images(loaded, image_files(inputs), args.strategy, args.top, labelled, args.batch_size, args.device)
     write_list(ranked, Path(args.out))
     for i, r in enumerate(ranked[:10], start=1):
-        print(f"{i:4d}  {r.score:.4f}  {r.file}  {r.reason}")
+        print(f"{i:4d}  {r.score:.4f}  {printable(r.file)}  {r.reason}")
     if len(ranked) > 10:
         print(f"   ... and {len(ranked) - 10} more")
-    print(f"{len(ranked)} images ranked by {args.strategy} written to {args.out}")
+    print(f"{len(ranked)} images ranked by {args.strategy} written to {printable(args.out)}")
     if args.tasks:
         root = common_folder(inputs)
         write_tasks(ranked, args.as_format, Path(args.tasks), root, loaded.classes, args.image_prefix)
-        print(f"{args.as_format} task file for {len(ranked)} images written to {args.tasks} "
-              f"(file names relative to {root})")
+        print(f"{args.as_format} task file for {len(ranked)} images written to {printable(args.tasks)} "
+              f"(file names relative to {printable(root)})")
     return 0
 
 
@@ -536,10 +539,20 @@ def _relaunch(args: argparse.Namespace) -> int:
     return subprocess.call(cmd)
 
 
+class PrintableFormatter(logging.Formatter):
+    """One log record, one line: the message (with its arguments: file, class and category names) is shown
+    through `printable`, so a name cannot write a forged line into train.log or send escape sequences to the
+    terminal. A traceback the record carries stays as Python prints it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record = logging.makeLogRecord({**record.__dict__, "msg": printable(record.getMessage()), "args": None})
+        return super().format(record)
+
+
 def _log_to_file(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    handler.setFormatter(PrintableFormatter("%(asctime)s %(message)s"))
     log.addHandler(handler)
 
 
@@ -551,14 +564,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not log.handlers:
         handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setFormatter(PrintableFormatter("%(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         log.propagate = False
     try:
         return args.func(args)
     except VisiontlError as exc:
-        print(f"visiontl: error: {exc}", file=sys.stderr)
+        print(f"visiontl: error: {printable(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("visiontl: interrupted", file=sys.stderr)

@@ -214,6 +214,12 @@ def sanitize_boxes(aset: AnnotationSet) -> AnnotationSet:
     return aset
 
 
+# Categories a model head gets a class for although no training annotation uses them (kept, so that a class the
+# dataset names but has no examples of yet keeps its id): at most this many. Every class costs the head weights
+# (Faster R-CNN: 5 x 1024 floats); a file declaring a million categories would make a 20 GB head.
+MAX_UNUSED_CATEGORIES = 10_000
+
+
 @dataclass(frozen=True)
 class LabelMap:
     """Dataset category ids <-> contiguous model labels. Label 0 is background (torchvision detection
@@ -231,6 +237,11 @@ class LabelMap:
         cats = sorted((c for c in aset.categories if counts.get(c.id, 0) or c.name not in parents), key=lambda c: c.id)
         if not cats:
             raise DataError(f"{aset.report.source}: no categories")
+        unused = sum(1 for c in cats if not counts.get(c.id, 0))
+        if unused > MAX_UNUSED_CATEGORIES:
+            raise DataError(f"{aset.report.source}: {len(cats)} categories, {unused} of them without a single "
+                            f"annotation: a model head is not built for more than {MAX_UNUSED_CATEGORIES} classes "
+                            "without annotations (detection: name the classes to train in data.classes)")
         return cls(tuple(c.id for c in cats), tuple(c.name for c in cats))
 
     @property

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from visiontl.data.annotations import AnnotationSet, Instance
 from visiontl.errors import DataError
+from visiontl.text import printable
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,8 @@ class Problem:
     text: str
 
     def __str__(self) -> str:
-        return f"{self.severity}: {self.text}"
+        # The text names files, images and categories as the dataset spells them: escaped, one line each.
+        return f"{self.severity}: {printable(self.text)}"
 
 
 def check_annotations(aset: AnnotationSet, decode: bool = True, progress: bool = False) -> list[Problem]:

@@ -13,6 +13,7 @@ header; anything torchvision declines goes the PIL way, which names the file whe
 
 from __future__ import annotations
 
+import base64
 import functools
 import io
 import os
@@ -43,6 +44,31 @@ DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFEr
 _TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
               5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
               8: Image.Transpose.ROTATE_90}  # EXIF orientation -> the transpose that shows the image upright
+
+
+# Images that exist only inside an annotation file (labelme's base64 `imageData`, no image file), by the
+# normalised absolute path the file would have. Where that file is missing, every function below opens the
+# embedded bytes instead, so data check, the image cache and training read the same pixels. Filled by the
+# reader that finds such an image; forked DataLoader workers inherit it.
+EMBEDDED: dict[str, str] = {}
+
+
+def embed(path: str | Path, image_data: str) -> None:
+    """Register the base64 image `image_data` as the image at `path` (which does not exist)."""
+    EMBEDDED[_key(path)] = image_data
+
+
+def _key(path: str | Path) -> str:
+    return os.path.normpath(os.path.abspath(path))
+
+
+def _source(path: str | Path) -> str | Path | IO[bytes]:
+    """What to open for `path`: the file, or the embedded image registered for it when there is no file."""
+    if EMBEDDED:
+        data = EMBEDDED.get(_key(path))
+        if data is not None and not os.path.isfile(path):
+            return io.BytesIO(base64.b64decode(data, validate=False))
+    return path
 
 
 def is_image_file(path: Path) -> bool:
@@ -94,7 +120,7 @@ def check_image(path: str | Path, max_pixels: int | None = None) -> tuple[int, i
     """Open the header only; return (width, height) as seen after EXIF rotation. Raises DataError (also for
     more pixels than `max_pixels`, where given)."""
     try:
-        with open_image(path, max_pixels=max_pixels) as im:
+        with open_image(_source(path), path, max_pixels=max_pixels) as im:
             w, h = im.size
             turn = orientation(im)
     except FileNotFoundError:
@@ -108,7 +134,7 @@ def decode_problem(path: str | Path) -> str | None:
     """Why the pixels of `path` cannot be decoded (truncated, corrupt), or None when every byte decodes.
     JPEGs are decoded at 1/8 scale: libjpeg still reads every entropy-coded byte, in a fraction of the time."""
     try:
-        with open_image(path) as im:
+        with open_image(_source(path), path) as im:
             if im.format == "JPEG":
                 im.draft(im.mode, (max(1, im.size[0] // 8), max(1, im.size[1] // 8)))
             im.load()
@@ -158,7 +184,7 @@ def decode_image_file(path: str | Path) -> np.ndarray:
         if decoded is not None:
             return decoded
     try:
-        with open_image(path) as im:
+        with open_image(_source(path), path) as im:
             turn = orientation(im)
             im.load()
             return _to_rgb8(upright(im, turn))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import io
 import math
 from collections import Counter
@@ -11,8 +12,12 @@ from typing import Any
 import numpy as np
 
 from visiontl.data.annotations import AnnotationSet
+from visiontl.text import printable
 
 SIZE_EDGES = (0, 8, 16, 32, 64, 96, 128, 256, 512, math.inf)  # sqrt(box area), px; 32 and 96 are COCO's bounds
+# Classes the table and the bar chart show: all of them up to this many, else this many with the most instances
+# (a file may declare a million categories; stats.json lists every one).
+TOP_CLASSES = 50
 
 
 def dataset_stats(aset: AnnotationSet) -> dict[str, Any]:
@@ -47,12 +52,24 @@ def _summary(values: np.ndarray) -> dict[str, float]:
             "max": float(values.max())}
 
 
+def shown_classes(classes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every class, in id order, when there are at most TOP_CLASSES; else the TOP_CLASSES with the most
+    instances (ties in id order)."""
+    if len(classes) <= TOP_CLASSES:
+        return classes
+    return heapq.nlargest(TOP_CLASSES, classes, key=lambda c: c["instances"])
+
+
 def format_stats(stats: dict[str, Any]) -> str:
     lines = [f"{stats['images']} images ({stats['images_without_instances']} without instances), "
              f"{stats['instances']} instances ({stats['crowd']} crowd, {stats['with_segmentation']} with a mask or polygon)",
              "", f"{'id':>6} {'class':30s} {'instances':>10} {'images':>8}"]
-    for c in stats["classes"]:
-        lines.append(f"{c['id']:>6} {c['name'][:30]:30s} {c['instances']:>10} {c['images']:>8}")
+    shown = shown_classes(stats["classes"])
+    for c in shown:
+        lines.append(f"{c['id']:>6} {printable(c['name'])[:30]:30s} {c['instances']:>10} {c['images']:>8}")
+    if len(shown) < len(stats["classes"]):
+        lines.append(f"(the {len(shown)} classes with the most instances, of {len(stats['classes'])}; stats.json "
+                     "lists every one)")
     for key, label in (("instances_per_image", "instances per image"), ("box_size_px", "box size sqrt(w*h) px"),
                        ("box_aspect_w_over_h", "box aspect w/h")):
         s = stats[key]
@@ -70,7 +87,8 @@ def stats_png(aset: AnnotationSet) -> bytes:
     import matplotlib.pyplot as plt
 
     per_class = Counter(a.category_id for a in aset.instances)
-    names = [c.name for c in aset.categories]
+    classes = shown_classes([{"id": c.id, "name": c.name, "instances": per_class.get(c.id, 0)} for c in aset.categories])
+    names = [_label(c["name"]) for c in classes]
     per_image = Counter(a.image_id for a in aset.instances)
     counts = [per_image.get(img.id, 0) for img in aset.images]
     sizes = [math.sqrt(max(a.bbox[2], 0) * max(a.bbox[3], 0)) for a in aset.instances]
@@ -78,10 +96,11 @@ def stats_png(aset: AnnotationSet) -> bytes:
 
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
     ax = axes[0, 0]
-    ax.barh(range(len(names)), [per_class.get(c.id, 0) for c in aset.categories], color="#3b7dd8")
+    ax.barh(range(len(names)), [c["instances"] for c in classes], color="#3b7dd8")
     ax.set_yticks(range(len(names)), labels=names, fontsize=8 if len(names) < 30 else 5)
     ax.invert_yaxis()
-    ax.set_title("instances per class")
+    cut = len(classes) < len(aset.categories)
+    ax.set_title(f"instances per class (top {len(classes)} of {len(aset.categories)})" if cut else "instances per class")
     ax = axes[0, 1]
     ax.hist(counts, bins=min(50, max(counts, default=0) + 1), color="#3b7dd8")
     ax.set_title("instances per image")
@@ -89,7 +108,7 @@ def stats_png(aset: AnnotationSet) -> bytes:
     ax.set_ylabel("images")
     ax = axes[1, 0]
     if sizes:
-        ax.hist(sizes, bins=np.geomspace(max(min(sizes), 1.0), max(max(sizes), 2.0), 40), color="#3b7dd8")
+        ax.hist(sizes, bins=_log_bins(sizes, 1.0, 2.0), color="#3b7dd8")
         ax.set_xscale("log")
     for bound, label in ((32, "32 (small | medium)"), (96, "96 (medium | large)")):
         ax.axvline(bound, color="#d84b3b", linestyle="--", linewidth=1)
@@ -97,7 +116,7 @@ def stats_png(aset: AnnotationSet) -> bytes:
     ax.set_title("box size sqrt(w·h), px")
     ax = axes[1, 1]
     if aspects:
-        ax.hist(aspects, bins=np.geomspace(max(min(aspects), 1e-2), max(max(aspects), 1.01), 40), color="#3b7dd8")
+        ax.hist(aspects, bins=_log_bins(aspects, 1e-2, 1.01), color="#3b7dd8")
         ax.set_xscale("log")
     ax.set_title("box aspect ratio w/h")
     fig.tight_layout()
@@ -105,6 +124,21 @@ def stats_png(aset: AnnotationSet) -> bytes:
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     return buf.getvalue()
+
+
+def _log_bins(values: list[float], floor: float, least_top: float) -> np.ndarray:
+    """40 log-spaced bin edges from the smallest value (at least `floor`) to the largest (at least
+    `least_top`), always increasing: a set whose boxes all have one size has a range of zero width."""
+    finite = [v for v in values if math.isfinite(v)] or [floor]  # a box of 1e200 x 1e200 px has an infinite area
+    lo = max(min(finite), floor)
+    hi = max(max(finite), least_top, lo * 2.0)
+    return np.geomspace(lo, hi, 40)
+
+
+def _label(name: str) -> str:
+    """A class name as a tick label: escaped, cut, and with `$` taken literally (matplotlib would parse
+    text between two of them as math, and fail on a name that is not valid math)."""
+    return printable(name, 40).replace("$", r"\$")
 
 
 def write_stats(aset: AnnotationSet, out_dir: Path) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from visiontl.report import plots
 from visiontl.report.html import Html, contents, image, join, page, render_table, section, tag
 from visiontl.report.protocol import evaluation_protocol
 from visiontl.report.runs import Run
+from visiontl.text import printable
 from visiontl.report.tables import (class_names, environment_table, epoch_table, header_facts, headline_tables,
                                     logged_metrics, lr_columns, missing_note, per_class_table, task_group)
 
@@ -175,10 +176,10 @@ def examples_section(run: Run) -> Html:
         figures = []
         for item in (g for g in run.gallery if g.kind == kind):
             score = "no score" if item.score is None else f"score {item.score:.4f}"
-            caption = f"{item.file} — {score}"
+            caption = f"{printable(item.file)} — {score}"  # names from gallery/index.json: control characters shown
             if item.png is None:
-                figures.append(tag("figure", tag("figcaption", f"{caption} (picture {item.png_name} missing or not "
-                                                               "a PNG)")))
+                figures.append(tag("figure", tag("figcaption", f"{caption} (picture {printable(item.png_name, 120)} "
+                                                               "missing or not a PNG)")))
             else:
                 figures.append(image(plots.png_uri(item.png), item.file, caption))
         title = {"worst": "Worst val images", "best": "Best val images"}.get(kind, f"{kind} val images")

@@ -116,6 +116,8 @@ def _read_json(path: Path, kind: type) -> Any:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: not readable JSON ({_first_line(exc)})") from None
+    except RecursionError:
+        raise DataError(f"{path}: not readable JSON (nested too deeply)") from None
     if not isinstance(value, kind):
         raise DataError(f"{path}: expected a JSON {'object' if kind is dict else 'array'}, got {type(value).__name__}")
     return value
@@ -126,6 +128,8 @@ def _read_yaml_mapping(path: Path) -> dict[str, Any]:
         value = safe_yaml.load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise DataError(f"{path}: not readable YAML ({_first_line(exc)})") from None
+    except RecursionError:
+        raise DataError(f"{path}: not readable YAML (nested too deeply)") from None
     if not isinstance(value, dict):
         raise DataError(f"{path}: expected a mapping of config sections, got {type(value).__name__}")
     return value
@@ -185,12 +189,16 @@ def _read_gallery(run_dir: Path) -> list[GalleryImage]:
 
 
 def _gallery_png(root: Path, name: str) -> bytes | None:
-    """The PNG named by the index (relative to gallery/ or to the run), only from inside the run directory."""
+    """The PNG named by the index (relative to gallery/ or to the run), only from inside the run directory.
+    A name no file can have (a NUL, longer than the system allows) names no picture, like a missing one."""
     for candidate in (root / "gallery" / name, root / name):
-        resolved = candidate.resolve()
-        if resolved.is_relative_to(root) and resolved.is_file():
-            data = resolved.read_bytes()
-            return data if data.startswith(PNG_SIGNATURE) else None
+        try:
+            resolved = candidate.resolve()
+            if resolved.is_relative_to(root) and resolved.is_file():
+                data = resolved.read_bytes()
+                return data if data.startswith(PNG_SIGNATURE) else None
+        except (OSError, ValueError):  # ENAMETOOLONG, EACCES, ...; ValueError: an embedded NUL
+            continue
     return None
 
 

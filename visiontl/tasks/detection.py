@@ -286,7 +286,9 @@ def _label_map_for(aset: AnnotationSet, classes: list[str]) -> LabelMap:
     by_name = {c.name: c.id for c in aset.categories}
     missing = [n for n in classes if n not in by_name]
     if missing:
-        raise DataError(f"data.classes: {missing} not among the categories of {aset.report.source}: {sorted(by_name)}")
+        known = sorted(by_name)  # a file may declare a million: the line names the first few
+        listed = f"{known[:20]}" + (f" and {len(known) - 20} more" if len(known) > 20 else "")
+        raise DataError(f"data.classes: {missing[:20]} not among the categories of {aset.report.source}: {listed}")
     return LabelMap(tuple(by_name[n] for n in classes), tuple(classes))
 
 

@@ -29,9 +29,10 @@ several shapes that are not all plain polygons alike, `labelme_parts`: one entry
 Images get ids 1..N in sorted JSON path order, instances ids 1..N in reading order. The image is
 `imagePath` relative to the JSON (Windows separators accepted; when it is not there, the file of the same
 name beside the JSON; an absolute path is never opened as written, only its name is looked for there). Its
-size must equal `imageWidth` x `imageHeight` when the image can be read. With an image file missing, an embedded `imageData` gives the size
-and is kept (`attributes["image_data"]`) so that it is written back; `attributes["embedded_image"]` is true
-whenever the file embeds its image. Image-level `flags` and other keys go to `ImageRecord.attributes`.
+size must equal `imageWidth` x `imageHeight` when the image can be read. With an image file missing, an
+embedded `imageData` gives the size, is the image that checks and training read (registered with
+`visiontl.data.images.embed`) and is kept (`attributes["image_data"]`) so that it is written back;
+`attributes["embedded_image"]` is true whenever the file embeds its image. Image-level `flags` and other keys go to `ImageRecord.attributes`.
 `image_root` is the folder read (the file's folder) when it holds every image, else the deepest folder
 holding every image; given, images are looked for there as well (`<sub-folder of the JSON>/<name>`, then
 `<name>`), and an image path outside it is not used.
@@ -69,7 +70,7 @@ from PIL import Image
 from visiontl.atomic import atomic_write_text
 from visiontl.data.annotations import (AnnotationSet, Category, ImageRecord, Instance, ReadReport, WriteReport,
                                        check_text_names, sanitize_boxes)
-from visiontl.data.images import DECODE_ERRORS, check_image, open_image, orientation, upright
+from visiontl.data.images import DECODE_ERRORS, check_image, embed, open_image, orientation, upright
 from visiontl.data.formats.common import first_line, is_number, note_input, read_json
 from visiontl.errors import DataError
 
@@ -291,6 +292,7 @@ def _image_of(json_path: Path, data: dict[str, Any], folder: Path, image_root: P
         width, height = embedded[0], embedded[1]
         what = "its imageData"
         attributes["image_data"] = image_data  # the only copy of the image: kept so that it is written back
+        embed(path, image_data)  # and read from there by data check and training (docs/formats.md)
     elif declared_w and declared_h:
         width, height, what = declared_w, declared_h, ""
     else:
