@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+from typing import Any
 from pathlib import Path
 
 from visiontl.errors import VisiontlError
@@ -549,6 +550,19 @@ class PrintableFormatter(logging.Formatter):
         return super().format(record)
 
 
+class ConsoleHandler(logging.StreamHandler):
+    """Writes to the sys.stdout of the moment, not the one at creation: the handler is set once per process,
+    and a notebook, a test's captured output or a redirect may have replaced (and closed) that stream since."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # StreamHandler.__init__ assigns it; the property decides
+        pass
+
+
 def _log_to_file(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
@@ -563,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
             stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     if not log.handlers:
-        handler = logging.StreamHandler(sys.stdout)
+        handler = ConsoleHandler()
         handler.setFormatter(PrintableFormatter("%(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
