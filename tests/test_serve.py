@@ -545,7 +545,8 @@ def test_predict_refuses_an_image_over_the_budget_before_decoding(trained: tuple
     from visiontl.engine import inference
 
     checkpoint, root = trained
-    monkeypatch.setattr(inference, "load_for_prediction", lambda path: served[1].loaded)  # loaded once (seconds)
+    # loaded once (seconds)
+    monkeypatch.setattr(inference, "load_for_prediction", lambda path, allow_torchscript_code=False: served[1].loaded)
     huge = png_claiming(tmp_path / "huge.png", 16384, 16384)
     decoded = []
     real_read = images.read_image
