@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from visiontl.errors import DataError
-from visiontl.evaluation.cocoeval import (METRIC_NAMES, CocoEvaluation, metrics_of, resolve_engine, score,
-                                          summarize)
+from visiontl.evaluation.cocoeval import METRIC_NAMES, resolve_engine, score
+from visiontl.text import printable
 
 
 def read_json(path: Path, what: str) -> Any:
@@ -35,6 +35,8 @@ def read_json(path: Path, what: str) -> Any:
         return json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not valid JSON ({str(exc).splitlines()[0]})") from None
+    except ValueError as exc:  # an integer of more digits than Python converts (5,000: its own guard)
+        raise DataError(f"{path}: not valid JSON ({printable(str(exc).splitlines()[0], 120)})") from None
     except RecursionError:
         raise DataError(f"{path}: not valid JSON (nested too deeply)") from None
 
@@ -49,21 +51,10 @@ def read_results(path: Path, iou_type: str) -> list[dict[str, Any]]:
 
 def score_files(gt_path: Path, results_path: Path, iou_type: str = "bbox", engine: str = "auto") -> dict[str, Any]:
     """Metrics (`{iou_type}/AP` ... and per class), plus `num_results`, `num_ignored` (results of a category
-    the ground truth does not have: not scored, as in pycocotools) and the `engine` that scored them."""
+    the ground truth does not have: not scored, as in pycocotools) and the `engine` that scored them. Both
+    engines are given the same checked arrays (`cocoeval.score`), never the files themselves."""
     gt_path, results_path = Path(gt_path), Path(results_path)
     engine = resolve_engine(engine)
-    if engine == "hotcoco" and gt_path.is_file() and results_path.is_file():
-        from visiontl.evaluation.hotcoco_engine import NeedsChecking, score_files_with_hotcoco
-
-        try:
-            fast = score_files_with_hotcoco(gt_path, results_path, iou_type)
-        except NeedsChecking:
-            pass  # read and check every record below; that names the file and record of any problem
-        else:
-            ev = CocoEvaluation(fast.precision, fast.recall, summarize(fast.precision, fast.recall),
-                                fast.category_ids, fast.category_names)
-            return {**metrics_of(ev, iou_type), "num_results": fast.num_results, "num_ignored": fast.num_ignored,
-                    "engine": engine}
     coco_gt = read_json(gt_path, "ground-truth")
     results = read_results(results_path, iou_type)
     metrics, _, dt = score(coco_gt, results, iou_type, gt_source=str(gt_path), results_source=str(results_path),
