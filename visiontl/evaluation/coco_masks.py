@@ -9,11 +9,13 @@ adding up to height * width; compressed counts are decoded here, with numpy, all
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from visiontl.errors import DataError
+from visiontl.text import printable
 
 # pycocotools keeps pixel offsets in 32-bit integers: an image with a mask has fewer pixels than this.
 MAX_MASK_PIXELS = 2**31 - 1
@@ -23,6 +25,14 @@ MAX_POLYGON_OUTLINE = 10_000_000
 # pycocotools' compressed counts: 6 bits a character from '0', 5 of value, 1 "more follows"; 7 characters
 # hold any run of a 2**31-pixel image.
 _MAX_CHARS_PER_COUNT = 7
+
+
+def show(value: Any) -> str:
+    """A value from a file, for a one-line message: repr (control characters escaped), cut short; a huge
+    integer by its length (printing it would be a line of thousands of digits, or fail)."""
+    if type(value) is int and abs(value) >= 10**30:
+        return f"an integer of {int(value.bit_length() * math.log10(2)) + 1} digits"
+    return printable(repr(value), limit=60)
 
 
 def _real_array(values: Any) -> np.ndarray | None:
@@ -52,9 +62,11 @@ def check_polygons(segmentation: list, size: tuple[int, int], where: str) -> lis
             raise DataError(f"{where}: {name} has a non-finite coordinate")
         x, y = xy[0::2], xy[1::2]
         # Up to one image size outside the image is accepted (pycocotools clips); beyond is not a drawing error.
-        if x.min() < -width or x.max() > 2 * width or y.min() < -height or y.max() > 2 * height:
-            raise DataError(f"{where}: {name} reaches ({_coordinate(x, width)}, {_coordinate(y, height)}), far "
-                            f"outside the {width}x{height} image")
+        limit = np.tile([width, height], len(xy) // 2)
+        outside = (xy < -limit) | (xy > 2 * limit)
+        if outside.any():
+            at = int(np.argmax(outside))
+            raise DataError(f"{where}: {name} has {'xy'[at % 2]} = {xy[at]:g}, far outside the {width}x{height} image")
         outline = float(np.maximum(np.abs(np.diff(x, append=x[0])), np.abs(np.diff(y, append=y[0]))).sum())
         if outline > MAX_POLYGON_OUTLINE:
             raise DataError(f"{where}: {name} has an outline of {outline:.0f} pixels; at most "
@@ -63,17 +75,13 @@ def check_polygons(segmentation: list, size: tuple[int, int], where: str) -> lis
     return out
 
 
-def _coordinate(values: np.ndarray, limit: int) -> str:
-    worst = values[np.argmax(np.maximum(-limit - values, values - 2 * limit))]
-    return f"{worst:g}"
-
-
 def check_rle_size(rle: dict, size: tuple[int, int], where: str) -> None:
     given = rle["size"]
     if not (isinstance(given, list) and len(given) == 2 and all(type(v) is int for v in given)):
-        raise DataError(f"{where}: segmentation RLE 'size' is {_short(given)}, not [height, width] as integers")
+        raise DataError(f"{where}: segmentation RLE 'size' is {show(given)}, not [height, width] as integers")
     if tuple(given) != tuple(size):
-        raise DataError(f"{where}: segmentation RLE 'size' {given} is not the image's [height, width] {list(size)}")
+        raise DataError(f"{where}: segmentation RLE 'size' {show(given)} is not the image's [height, width] "
+                        f"{list(size)}")
 
 
 def check_uncompressed_counts(counts: list, pixels: int, where: str) -> None:
@@ -82,10 +90,11 @@ def check_uncompressed_counts(counts: list, pixels: int, where: str) -> None:
     total = 0
     for v in counts:  # Python integers: no overflow, and a negative run is named before the sum is
         if v < 0:
-            raise DataError(f"{where}: segmentation RLE 'counts' has a negative run length ({v})")
+            raise DataError(f"{where}: segmentation RLE 'counts' has a negative run length ({show(v)})")
         total += v
     if total != pixels:
-        raise DataError(f"{where}: segmentation RLE 'counts' add up to {total} pixels, not the image's {pixels}")
+        raise DataError(f"{where}: segmentation RLE 'counts' add up to {total if total < 10**30 else 'more'} pixels, "
+                        f"not the image's {pixels}")
 
 
 def check_compressed_counts(strings: list[bytes], pixels: list[int], wheres: list[str]) -> None:
@@ -156,11 +165,6 @@ def _check_compressed(strings: list[bytes], pixels: list[int], wheres: list[str]
                         f"image's {int(expected[i])}")
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:60] + "…"
-
-
 def to_rles(segmentations: list, sizes: list[tuple[int, int] | None], wheres: list[str]) -> list[dict]:
     """Every segmentation (polygons, uncompressed or compressed RLE) checked, then each one compressed RLE
     (pycocotools' annToRLE). `sizes`: each record's image (height, width); `wheres`: each record's name."""
@@ -188,7 +192,7 @@ def to_rles(segmentations: list, sizes: list[tuple[int, int] | None], wheres: li
                 compressed.append((i, counts.encode("ascii") if isinstance(counts, str) else counts))
                 kinds.append("compressed")
             else:
-                raise DataError(f"{where}: segmentation RLE 'counts' is {_short(counts)}, neither a list of run "
+                raise DataError(f"{where}: segmentation RLE 'counts' is {show(counts)}, neither a list of run "
                                 "lengths nor a compressed string")
         else:
             raise DataError(f"{where}: segmentation is neither polygons nor an RLE with 'size' and 'counts'")

@@ -33,8 +33,7 @@ from typing import Any
 import numpy as np
 
 from visiontl.errors import DataError
-from visiontl.evaluation.coco_masks import MAX_MASK_PIXELS, to_rles
-from visiontl.text import printable
+from visiontl.evaluation.coco_masks import MAX_MASK_PIXELS, show, to_rles
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
 RECALL_THRESHOLDS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
@@ -148,17 +147,10 @@ def _is_number(value: Any) -> bool:
 _FLOAT_MAX = int(np.finfo(np.float64).max)
 
 
-def _show(value: Any) -> str:
-    """A value from a file, for an error message: repr (control characters escaped), cut to one short line."""
-    if type(value) is int and abs(value) >= 10**30:
-        return f"an integer of {len(str(abs(value)))} digits"
-    return printable(repr(value), limit=60)
-
-
 def _record_name(what: str, records: list[dict], i: int) -> str:
     """'annotation 17' by the record's own id where it has one, else 'result #17' by position."""
     rid = records[i].get("id")
-    return f"{what} {_show(rid)}" if _is_integer(rid) or isinstance(rid, str) else f"{what} #{i}"
+    return f"{what} {show(rid)}" if _is_integer(rid) or isinstance(rid, str) else f"{what} #{i}"
 
 
 def _numbers(values: list, what: str, source: str, records: list[dict], key: str, width: int | None,
@@ -180,7 +172,7 @@ def _numbers(values: list, what: str, source: str, records: list[dict], key: str
         ok = _is_number(v) if width is None else (isinstance(v, list) and len(v) == width and all(map(_is_number, v)))
         if not ok:
             row = i if rows is None else rows[i]
-            raise DataError(f"{source}: {_record_name(what, records, row)}: '{key}' is {_show(v)}, not "
+            raise DataError(f"{source}: {_record_name(what, records, row)}: '{key}' is {show(v)}, not "
                             + ("a finite number" if width is None else f"{width} finite numbers"))
     raise DataError(f"{source}: '{key}' values are not numbers")
 
@@ -195,9 +187,9 @@ def _index(values: list, index: dict, source: str, what: str, key: str, records:
             pass
     for i, v in enumerate(values):
         if not _is_integer(v):
-            raise DataError(f"{source}: {_record_name(what, records, i)}: '{key}' is {_show(v)}, not an integer")
+            raise DataError(f"{source}: {_record_name(what, records, i)}: '{key}' is {show(v)}, not an integer")
         if v not in index:
-            raise DataError(f"{source}: {_record_name(what, records, i)}: {key} {_show(v)} is not in the ground "
+            raise DataError(f"{source}: {_record_name(what, records, i)}: {key} {show(v)} is not in the ground "
                             f"truth's {'images' if key == 'image_id' else 'categories'}")
     raise AssertionError("unreachable")
 
@@ -213,10 +205,10 @@ def _image_sizes(images: list[dict], source: str, iou_type: str) -> list[tuple[i
             continue
         for key, v in given.items():
             if not ((_is_integer(v) or (type(v) is float and v.is_integer())) and 0 < v <= _FLOAT_MAX):
-                raise DataError(f"{source}: image {_show(r['id'])}: '{key}' is {_show(v)}, not a positive integer")
+                raise DataError(f"{source}: image {show(r['id'])}: '{key}' is {show(v)}, not a positive integer")
         h, w = int(given["height"]), int(given["width"])
         if iou_type == "segm" and h * w > MAX_MASK_PIXELS:
-            raise DataError(f"{source}: image {_show(r['id'])}: {w}x{h} is more pixels than masks can be scored "
+            raise DataError(f"{source}: image {show(r['id'])}: {w}x{h} is more pixels than masks can be scored "
                             f"on (at most {MAX_MASK_PIXELS:,})")
         sizes.append((h, w))
     return sizes
@@ -227,7 +219,7 @@ def _crowd_flags(anns: list[dict], source: str) -> np.ndarray:
     flags = [a.get("iscrowd", 0) for a in anns]
     for i, v in enumerate(flags):
         if v not in (0, 1) or type(v) not in (int, bool):
-            raise DataError(f"{source}: {_record_name('annotation', anns, i)}: 'iscrowd' is {_show(v)}, not 0 or 1")
+            raise DataError(f"{source}: {_record_name('annotation', anns, i)}: 'iscrowd' is {show(v)}, not 0 or 1")
     return np.array(flags, dtype=bool)
 
 
@@ -249,13 +241,13 @@ def ground_truth(coco: dict, iou_type: str = "bbox", source: str = "ground truth
         for i, r in enumerate(records):
             rid = r.get("id")
             if not _is_integer(rid):
-                raise DataError(f"{source}: {what} #{i}: 'id' is {_show(rid)}, not an integer")
+                raise DataError(f"{source}: {what} #{i}: 'id' is {show(rid)}, not an integer")
             if rid in seen:
-                raise DataError(f"{source}: {what} id {_show(rid)} appears twice")
+                raise DataError(f"{source}: {what} id {show(rid)} appears twice")
             seen.add(rid)
     for r in categories:
         if not isinstance(r.get("name", ""), str):
-            raise DataError(f"{source}: category {_show(r['id'])}: 'name' is {_show(r['name'])}, not a string")
+            raise DataError(f"{source}: category {show(r['id'])}: 'name' is {show(r['name'])}, not a string")
     images = sorted(images, key=lambda r: r["id"])
     categories = sorted(categories, key=lambda r: r["id"])
     image_index = {r["id"]: i for i, r in enumerate(images)}
@@ -271,18 +263,18 @@ def ground_truth(coco: dict, iou_type: str = "bbox", source: str = "ground truth
     ids = [a.get("id") for a in anns]
     for i, v in enumerate(ids):
         if v is not None and not _is_integer(v):
-            raise DataError(f"{source}: annotation #{i}: 'id' is {_show(v)}, not an integer")
+            raise DataError(f"{source}: annotation #{i}: 'id' is {show(v)}, not an integer")
     given_ids = [v for v in ids if v is not None]
     if len(set(given_ids)) < len(given_ids):
         seen = set()
         duplicate = next(i for i in given_ids if i in seen or seen.add(i))
-        raise DataError(f"{source}: annotation id {_show(duplicate)} appears twice")
+        raise DataError(f"{source}: annotation id {show(duplicate)} appears twice")
     image = _index([a["image_id"] for a in anns], image_index, source, "annotation", "image_id", anns)
     category = _index([a["category_id"] for a in anns], category_index, source, "annotation", "category_id", anns)
     boxes = _numbers([a["bbox"] for a in anns], "annotation", source, anns, "bbox", 4).reshape(-1, 4)
     if (boxes[:, 2:] < 0).any():
         bad = int(np.flatnonzero((boxes[:, 2:] < 0).any(axis=1))[0])
-        raise DataError(f"{source}: {_record_name('annotation', anns, bad)}: bbox {_show(anns[bad]['bbox'])} has a "
+        raise DataError(f"{source}: {_record_name('annotation', anns, bad)}: bbox {show(anns[bad]['bbox'])} has a "
                         "negative size")
     crowd = _crowd_flags(anns, source)
 
@@ -295,7 +287,7 @@ def ground_truth(coco: dict, iou_type: str = "bbox", source: str = "ground truth
         area[rows] = _numbers([v for _, v in given], "annotation", source, anns, "area", None, rows)
         if (area[rows] < 0).any():
             bad = rows[int(np.argmax(area[rows] < 0))]
-            raise DataError(f"{source}: {_record_name('annotation', anns, bad)}: 'area' is {_show(anns[bad]['area'])}, "
+            raise DataError(f"{source}: {_record_name('annotation', anns, bad)}: 'area' is {show(anns[bad]['area'])}, "
                             "not a finite number ≥ 0")
     if rles:
         from pycocotools import mask as mask_utils
@@ -338,7 +330,7 @@ def detections(results: list, gt: GroundTruth, iou_type: str = "bbox", source: s
     image = _index(image_ids, gt.image_index, source, "result", "image_id", results)
     for i, c in enumerate(category_ids):
         if not _is_integer(c):
-            raise DataError(f"{source}: result #{i}: 'category_id' is {_show(c)}, not an integer")
+            raise DataError(f"{source}: result #{i}: 'category_id' is {show(c)}, not an integer")
     category = np.fromiter((gt.category_index.get(c, -1) for c in category_ids), np.int64, count=len(results))
     scores = _numbers(scores, "result", source, results, "score", None)
     if iou_type == "bbox":

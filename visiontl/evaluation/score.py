@@ -35,8 +35,8 @@ def read_json(path: Path, what: str) -> Any:
         return json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not valid JSON ({str(exc).splitlines()[0]})") from None
-    except ValueError as exc:  # an integer of more digits than Python converts (5,000: its own guard)
-        raise DataError(f"{path}: not valid JSON ({printable(str(exc).splitlines()[0], 120)})") from None
+    except ValueError:  # Python's guard against slow conversions: an integer of more than 4,300 digits
+        raise DataError(f"{path}: holds an integer of more than 4,300 digits; no COCO value has that many") from None
     except RecursionError:
         raise DataError(f"{path}: not valid JSON (nested too deeply)") from None
 
@@ -63,19 +63,32 @@ def score_files(gt_path: Path, results_path: Path, iou_type: str = "bbox", engin
 
 
 def format_table(metrics: dict[str, Any], iou_type: str) -> str:
+    """The metrics as a table. Class names come from the file: printed with control characters escaped (a
+    newline in a name must not make a row of its own) and cut to the column."""
     lines = [f"{'metric':10s} {'value':>8s}"]
     lines += [f"{name:10s} {metrics[f'{iou_type}/{name}']:8.4f}" for name in METRIC_NAMES]
     per_class = [k for k in metrics if k.startswith(f"{iou_type}/AP/")]
+    without = [k for k in per_class if math.isnan(metrics[k])]
     if per_class:
         lines.append(f"\n{'class':30s} {'AP':>8s} {'AP50':>8s}")
         for key in per_class:
             name = key[len(f"{iou_type}/AP/"):]
             ap, ap50 = metrics[key], metrics[f"{iou_type}/AP50/{name}"]
-            if math.isnan(ap):
-                lines.append(f"{name[:30]:30s} {'-':>8s} {'-':>8s}   (no ground truth)")
+            if math.isnan(ap) and len(without) > _LISTED_WITHOUT_GROUND_TRUTH:
+                continue
+            shown = printable(name, 30)
+            shown = shown if len(shown) <= 30 else shown[:29] + "…"
+            if not math.isnan(ap):
+                lines.append(f"{shown:30s} {ap:8.4f} {ap50:8.4f}")
             else:
-                lines.append(f"{name[:30]:30s} {ap:8.4f} {ap50:8.4f}")
+                lines.append(f"{shown:30s} {'-':>8s} {'-':>8s}   (no ground truth)")
+        if len(without) > _LISTED_WITHOUT_GROUND_TRUTH:
+            lines.append(f"({len(without):,} classes have no ground truth: not listed; their AP is NaN in --out)")
     if metrics.get("num_ignored"):
         lines.append(f"\n{metrics['num_ignored']} of {metrics['num_results']} results name a category the ground "
                      "truth does not have; they are not scored")
     return "\n".join(lines)
+
+
+# Classes without ground truth are listed one a line up to this many; beyond, counted in one line.
+_LISTED_WITHOUT_GROUND_TRUTH = 50
