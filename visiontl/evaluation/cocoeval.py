@@ -194,6 +194,10 @@ def _index(values: list, index: dict, source: str, what: str, key: str, records:
     raise AssertionError("unreachable")
 
 
+# The largest side an image may claim: the 32-bit pixel offsets of pycocotools and hotcoco.
+MAX_SIDE = 2**31 - 1
+
+
 def _image_sizes(images: list[dict], source: str, iou_type: str) -> list[tuple[int, int] | None]:
     """(height, width) of every image: positive integers where given (a whole float such as 640.0 too);
     needed for masks, whose images must also stay within what pycocotools can count."""
@@ -204,8 +208,11 @@ def _image_sizes(images: list[dict], source: str, iou_type: str) -> list[tuple[i
             sizes.append(None)
             continue
         for key, v in given.items():
-            if not ((_is_integer(v) or (type(v) is float and v.is_integer())) and 0 < v <= _FLOAT_MAX):
+            if not ((_is_integer(v) or (type(v) is float and v.is_integer())) and 0 < v):
                 raise DataError(f"{source}: image {show(r['id'])}: '{key}' is {show(v)}, not a positive integer")
+            if v > MAX_SIDE:
+                raise DataError(f"{source}: image {show(r['id'])}: '{key}' is {show(v)}; no image is wider or taller "
+                                f"than {MAX_SIDE:,} pixels")
         h, w = int(given["height"]), int(given["width"])
         if iou_type == "segm" and h * w > MAX_MASK_PIXELS:
             raise DataError(f"{source}: image {show(r['id'])}: {w}x{h} is more pixels than masks can be scored "
