@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -160,10 +161,11 @@ def _numbers(values: list, what: str, source: str, records: list[dict], key: str
     if not values:
         return np.zeros((0,) if width is None else (0, width))
     arr = None
-    flat = values if width is None else [x for v in values if isinstance(v, list) and len(v) == width for x in v]
-    if len(flat) == len(values) * (width or 1) and {type(x) for x in flat} <= {int, float}:
+    rows_ok = width is None or (set(map(type, values)) == {list} and set(map(len, values)) == {width})
+    flat = values if width is None else chain.from_iterable(values)
+    if rows_ok and set(map(type, flat)) <= {int, float}:  # not str, bool, None (numpy would convert those)
         try:
-            arr = np.array(flat, dtype=np.float64)
+            arr = np.array(values, dtype=np.float64)
         except OverflowError:  # an integer beyond any float
             arr = None
     if arr is not None and np.isfinite(arr).all():
@@ -335,9 +337,9 @@ def detections(results: list, gt: GroundTruth, iou_type: str = "bbox", source: s
     shape_key = "bbox" if iou_type == "bbox" else "segmentation"
     image_ids, category_ids, scores, _ = _fields(results, ("image_id", "category_id", "score", shape_key), source)
     image = _index(image_ids, gt.image_index, source, "result", "image_id", results)
-    for i, c in enumerate(category_ids):
-        if not _is_integer(c):
-            raise DataError(f"{source}: result #{i}: 'category_id' is {show(c)}, not an integer")
+    for i in [] if set(map(type, category_ids)) <= {int} else range(len(category_ids)):
+        if not _is_integer(category_ids[i]):
+            raise DataError(f"{source}: result #{i}: 'category_id' is {show(category_ids[i])}, not an integer")
     category = np.fromiter((gt.category_index.get(c, -1) for c in category_ids), np.int64, count=len(results))
     scores = _numbers(scores, "result", source, results, "score", None)
     if iou_type == "bbox":
