@@ -632,6 +632,13 @@ def score(coco_gt: dict, results: list, iou_type: str = "bbox", gt_source: str =
     if iou_type not in ("bbox", "segm"):
         raise ValueError(f"iou_type must be 'bbox' or 'segm', not {iou_type!r}")
     engine = resolve_engine(engine)
+    # A finite box of 1e200 has an infinite area, as in pycocotools' Python floats: no warning lines.
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _score(coco_gt, results, iou_type, gt_source, results_source, engine)
+
+
+def _score(coco_gt: dict, results: list, iou_type: str, gt_source: str, results_source: str,
+           engine: str) -> tuple[dict[str, float], CocoEvaluation, Detections]:
     gt = ground_truth(coco_gt, iou_type, gt_source)
     dt = detections(results, gt, iou_type, results_source)
     scored_gt, scored_dt, scored = _scored_only(gt, dt, gt_source)
