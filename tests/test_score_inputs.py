@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -220,9 +221,15 @@ def _limited(memory_bytes: int) -> Callable[[], None]:
     return limit
 
 
+# Address space is reserved per thread (malloc arenas, BLAS buffers, hotcoco's worker stacks): with a few
+# threads the limits below measure what scoring uses, not how many cores the machine has.
+FEW_THREADS = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+               "RAYON_NUM_THREADS": "2", "MALLOC_ARENA_MAX": "2"}
+
+
 def _cli(args: list[str], memory_bytes: int = 2 << 30, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "visiontl", "score", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, preexec_fn=_limited(memory_bytes))
+                          timeout=timeout, cwd=ROOT, env=FEW_THREADS, preexec_fn=_limited(memory_bytes))
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -374,7 +381,7 @@ def test_mutated_files_end_in_scores_or_one_line_under_limits(tmp_path: Path) ->
     code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_score_inputs as t; " \
            f"t.fuzz(150, {str(tmp_path)!r})"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
-                          preexec_fn=_limited(2 << 30))
+                          env=FEW_THREADS, preexec_fn=_limited(2 << 30))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     outcomes = json.loads(done.stdout.strip().splitlines()[-1])
     assert outcomes.get("refused", 0) > 20 and outcomes.get("scored", 0) > 10, outcomes  # both kinds exercised
