@@ -385,3 +385,15 @@ def test_mutated_files_end_in_scores_or_one_line_under_limits(tmp_path: Path) ->
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     outcomes = json.loads(done.stdout.strip().splitlines()[-1])
     assert outcomes.get("refused", 0) > 20 and outcomes.get("scored", 0) > 10, outcomes  # both kinds exercised
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_empty_bbox_on_a_mask_result_means_no_box(tmp_path: Path, engine: str) -> None:
+    """pycocotools' loadRes reads `bbox: []` as "no box" (box and area from the mask); `bbox: null` it
+    cannot read, and neither engine accepts it (CASES)."""
+    without = [{k: v for k, v in r.items() if k != "bbox"} for r in RESULTS]
+    empty = [{**r, "bbox": []} for r in RESULTS]
+    gt_path, res_path = _write(tmp_path, GT, without)
+    expected = score_files(gt_path, res_path, "segm", engine)
+    res_path.write_text(json.dumps(empty))
+    assert json.dumps(score_files(gt_path, res_path, "segm", engine)) == json.dumps(expected)

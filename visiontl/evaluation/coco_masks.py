@@ -17,14 +17,16 @@ import numpy as np
 from visiontl.errors import DataError
 from visiontl.text import printable
 
-# pycocotools keeps pixel offsets in 32-bit integers: an image with a mask has fewer pixels than this.
-MAX_MASK_PIXELS = 2**31 - 1
+# An image with a mask has fewer pixels than this (23170 x 23170 does), so that every run and every
+# difference of runs fits the 6 characters (30 bits) that pycocotools' C decoder computes without overflow
+# in its 32-bit arithmetic: the counts checked here are exactly the counts it and hotcoco will decode.
+MAX_MASK_PIXELS = 2**29 - 1
 # Rasterising a polygon costs about 50 bytes per pixel of outline (measured: 10 million pixels, 0.5 GB);
 # no real annotation comes near, a polygon zigzagging across a huge image does.
 MAX_POLYGON_OUTLINE = 10_000_000
-# pycocotools' compressed counts: 6 bits a character from '0', 5 of value, 1 "more follows"; 7 characters
-# hold any run of a 2**31-pixel image.
-_MAX_CHARS_PER_COUNT = 7
+# pycocotools' compressed counts: 6 bits a character from '0', 5 of value, 1 "more follows"; 6 characters
+# hold any run, or difference of runs, of an image of MAX_MASK_PIXELS.
+_MAX_CHARS_PER_COUNT = 6
 
 
 def show(value: Any) -> str:
