@@ -26,12 +26,15 @@ annotation whose id is 0 can never count as found. Matches here are flags, so su
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from itertools import chain
 from typing import Any
 
 import numpy as np
 
 from visiontl.errors import DataError
+from visiontl.evaluation.coco_masks import MAX_MASK_PIXELS, show, to_rles
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
 RECALL_THRESHOLDS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
@@ -80,31 +83,43 @@ class Detections:
 
 @dataclass
 class CocoEvaluation:
-    precision: np.ndarray  # [T, R, K, A, M], -1 where there is no ground truth
+    precision: np.ndarray  # [T, R, K, A, M] over the `scored` categories, -1 where there is no ground truth
     recall: np.ndarray  # [T, K, A, M]
     stats: np.ndarray  # the 12 numbers of METRIC_NAMES
-    category_ids: list[int]
+    category_ids: list[int]  # every category of the ground truth
     category_names: list[str]
+    scored: np.ndarray | None = None  # positions in category_ids of the K axis; None: every category
 
     def per_class(self, iou: float | None = None) -> np.ndarray:
         """AP per category (area all, 100 detections), at one IoU threshold or averaged over all; NaN where
         the category has no ground truth."""
         p = self.precision if iou is None else self.precision[np.flatnonzero(np.isclose(IOU_THRESHOLDS, iou))]
-        out = np.full(p.shape[2], np.nan)
-        for k in range(p.shape[2]):
+        positions = np.arange(p.shape[2]) if self.scored is None else self.scored
+        out = np.full(len(self.category_ids), np.nan)
+        for k, position in enumerate(positions):
             s = p[:, :, k, 0, -1]
             if (s > -1).any():
-                out[k] = np.mean(s[s > -1])
+                out[position] = np.mean(s[s > -1])
         return out
 
     def raw(self) -> dict[str, Any]:
-        return {"precision": self.precision, "recall": self.recall, "iou_thresholds": IOU_THRESHOLDS,
+        """The arrays over every category (training: the model's classes), -1 for those without ground truth."""
+        precision, recall = self.precision, self.recall
+        if self.scored is not None:
+            T, R, _, A, M = precision.shape
+            precision, recall = -np.ones((T, R, len(self.category_ids), A, M)), -np.ones((T, len(self.category_ids), A, M))
+            precision[:, :, self.scored], recall[:, self.scored] = self.precision, self.recall
+        return {"precision": precision, "recall": recall, "iou_thresholds": IOU_THRESHOLDS,
                 "rec_thresholds": RECALL_THRESHOLDS, "category_ids": list(self.category_ids),
                 "area_ranges": [list(r) for r in AREA_RANGES], "area_labels": list(AREA_LABELS),
                 "max_dets": list(MAX_DETS)}
 
 
 # ----------------------------------------------------------------------------------------------- reading
+#
+# One reading for both engines: every value of both files is checked here (type, finiteness, range, masks
+# decodable to the image's size) and turned into arrays; the numpy engine scores the arrays and hotcoco is
+# handed the same arrays, never the files. So the two refuse exactly the same files, with the same line.
 
 
 def _records(data: dict, key: str, source: str) -> list[dict]:
@@ -117,62 +132,110 @@ def _records(data: dict, key: str, source: str) -> list[dict]:
     return records
 
 
+def _is_integer(value: Any) -> bool:
+    return type(value) is int  # JSON true/false are bools, not integers
+
+
+def _is_number(value: Any) -> bool:
+    """A finite JSON number: not a string, not a boolean, not an integer beyond any float."""
+    if type(value) is float:
+        return math.isfinite(value)
+    if type(value) is int:
+        return -_FLOAT_MAX <= value <= _FLOAT_MAX
+    return False
+
+
+_FLOAT_MAX = int(np.finfo(np.float64).max)
+
+
 def _record_name(what: str, records: list[dict], i: int) -> str:
     """'annotation 17' by the record's own id where it has one, else 'result #17' by position."""
     rid = records[i].get("id")
-    return f"{what} {rid}" if isinstance(rid, (int, str)) and not isinstance(rid, bool) else f"{what} #{i}"
+    return f"{what} {show(rid)}" if _is_integer(rid) or isinstance(rid, str) else f"{what} #{i}"
 
 
-def _numbers(values: list, what: str, source: str, records: list[dict], key: str, width: int | None) -> np.ndarray:
-    """A float array of one field of every record; on any bad value, a one-line error naming the record."""
+def _numbers(values: list, what: str, source: str, records: list[dict], key: str, width: int | None,
+             rows: list[int] | None = None) -> np.ndarray:
+    """A float array of one field of every record (of `rows` of `records`, where given); on any bad value, a
+    one-line error naming the record."""
     if not values:
         return np.zeros((0,) if width is None else (0, width))
-    try:
-        arr = np.array(values, dtype=np.float64)
-        if arr.ndim != (1 if width is None else 2) or (width is not None and arr.shape[1] != width):
-            raise ValueError
-    except (TypeError, ValueError):
-        arr = None
+    arr = None
+    rows_ok = width is None or (set(map(type, values)) == {list} and set(map(len, values)) == {width})
+    flat = values if width is None else chain.from_iterable(values)
+    if rows_ok and set(map(type, flat)) <= {int, float}:  # not str, bool, None (numpy would convert those)
+        try:
+            arr = np.array(values, dtype=np.float64)
+        except OverflowError:  # an integer beyond any float
+            arr = None
     if arr is not None and np.isfinite(arr).all():
         return arr.reshape(len(values), *(() if width is None else (width,)))
     for i, v in enumerate(values):
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) if width is None else (
-            isinstance(v, list) and len(v) == width
-            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v))
+        ok = _is_number(v) if width is None else (isinstance(v, list) and len(v) == width and all(map(_is_number, v)))
         if not ok:
-            raise DataError(f"{source}: {_record_name(what, records, i)}: '{key}' is {v!r}, not "
+            row = i if rows is None else rows[i]
+            raise DataError(f"{source}: {_record_name(what, records, row)}: '{key}' is {show(v)}, not "
                             + ("a finite number" if width is None else f"{width} finite numbers"))
     raise DataError(f"{source}: '{key}' values are not numbers")
 
 
 def _index(values: list, index: dict, source: str, what: str, key: str, records: list[dict]) -> np.ndarray:
-    try:
-        return np.fromiter((index[v] for v in values), dtype=np.int64, count=len(values))
-    except (KeyError, TypeError):
-        for i, v in enumerate(values):
-            if not isinstance(v, (int, str)) or v not in index:
-                raise DataError(f"{source}: {_record_name(what, records, i)}: {key} {v!r} is not in the ground truth's "
-                                f"{'images' if key == 'image_id' else 'categories'}") from None
-        raise
+    """Positions of ids in `index`; an id that is not an integer (a string, a boolean, a float) or is not
+    there is a one-line error naming the record."""
+    if {type(v) for v in values} <= {int}:
+        try:
+            return np.fromiter((index[v] for v in values), dtype=np.int64, count=len(values))
+        except KeyError:
+            pass
+    for i, v in enumerate(values):
+        if not _is_integer(v):
+            raise DataError(f"{source}: {_record_name(what, records, i)}: '{key}' is {show(v)}, not an integer")
+        if v not in index:
+            raise DataError(f"{source}: {_record_name(what, records, i)}: {key} {show(v)} is not in the ground "
+                            f"truth's {'images' if key == 'image_id' else 'categories'}")
+    raise AssertionError("unreachable")
 
 
-def to_rle(segmentation: Any, size: tuple[int, int] | None, where: str) -> dict:
-    """Polygons, uncompressed RLE or compressed RLE → one compressed RLE (pycocotools' annToRLE)."""
-    from pycocotools import mask as mask_utils
+# The largest side an image may claim: the 32-bit pixel offsets of pycocotools and hotcoco.
+MAX_SIDE = 2**31 - 1
 
-    if isinstance(segmentation, list):
-        if size is None:
-            raise DataError(f"{where}: polygon segmentation needs the image's height and width")
-        polygons = [p for p in segmentation if isinstance(p, list) and len(p) >= 6]
-        if not polygons:
-            raise DataError(f"{where}: segmentation has no polygon with at least 3 points")
-        return mask_utils.merge(mask_utils.frPyObjects(polygons, *size))
-    if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
-        if isinstance(segmentation["counts"], list):
-            return mask_utils.frPyObjects(segmentation, *segmentation["size"])
-        counts = segmentation["counts"]
-        return {"size": list(segmentation["size"]), "counts": counts.encode() if isinstance(counts, str) else counts}
-    raise DataError(f"{where}: segmentation is neither polygons nor RLE")
+
+def _image_sizes(images: list[dict], source: str, iou_type: str) -> list[tuple[int, int] | None]:
+    """(height, width) of every image: positive integers where given (a whole float such as 640.0 too);
+    needed for masks, whose images must also stay within what pycocotools can count."""
+    sizes: list[tuple[int, int] | None] = []
+    for i, r in enumerate(images):
+        given = {k: r.get(k) for k in ("height", "width")}
+        if all(v is None for v in given.values()):
+            sizes.append(None)
+            continue
+        for key, v in given.items():
+            if not ((_is_integer(v) or (type(v) is float and v.is_integer())) and 0 < v):
+                raise DataError(f"{source}: image {show(r['id'])}: '{key}' is {show(v)}, not a positive integer")
+            if v > MAX_SIDE:
+                raise DataError(f"{source}: image {show(r['id'])}: '{key}' is {show(v)}; no image is wider or taller "
+                                f"than {MAX_SIDE:,} pixels")
+        h, w = int(given["height"]), int(given["width"])
+        if iou_type == "segm" and h * w > MAX_MASK_PIXELS:
+            raise DataError(f"{source}: image {show(r['id'])}: {w}x{h} is more pixels than masks can be scored "
+                            f"on (at most {MAX_MASK_PIXELS:,})")
+        sizes.append((h, w))
+    return sizes
+
+
+def _crowd_flags(anns: list[dict], source: str) -> np.ndarray:
+    """iscrowd: 0 or 1 (false or true too); absent is 0."""
+    flags = [a.get("iscrowd", 0) for a in anns]
+    for i, v in enumerate(flags):
+        if v not in (0, 1) or type(v) not in (int, bool):
+            raise DataError(f"{source}: {_record_name('annotation', anns, i)}: 'iscrowd' is {show(v)}, not 0 or 1")
+    return np.array(flags, dtype=bool)
+
+
+def _masks(records: list[dict], rows: np.ndarray, image: np.ndarray, sizes: list, source: str, what: str) -> list:
+    """The compressed RLE of each record of `rows` (their segmentations checked first; coco_masks)."""
+    wheres = [f"{source}: {_record_name(what, records, i)}" for i in rows]
+    return to_rles([records[i]["segmentation"] for i in rows], [sizes[image[i]] for i in rows], wheres)
 
 
 def ground_truth(coco: dict, iou_type: str = "bbox", source: str = "ground truth") -> GroundTruth:
@@ -186,62 +249,67 @@ def ground_truth(coco: dict, iou_type: str = "bbox", source: str = "ground truth
         seen: set = set()
         for i, r in enumerate(records):
             rid = r.get("id")
-            if not isinstance(rid, int) or isinstance(rid, bool):
-                raise DataError(f"{source}: {what} #{i}: 'id' is {rid!r}, not an integer")
+            if not _is_integer(rid):
+                raise DataError(f"{source}: {what} #{i}: 'id' is {show(rid)}, not an integer")
             if rid in seen:
-                raise DataError(f"{source}: {what} id {rid} appears twice")
+                raise DataError(f"{source}: {what} id {show(rid)} appears twice")
             seen.add(rid)
+    for r in categories:
+        if not isinstance(r.get("name", ""), str):
+            raise DataError(f"{source}: category {show(r['id'])}: 'name' is {show(r['name'])}, not a string")
     images = sorted(images, key=lambda r: r["id"])
     categories = sorted(categories, key=lambda r: r["id"])
     image_index = {r["id"]: i for i, r in enumerate(images)}
     category_index = {r["id"]: i for i, r in enumerate(categories)}
-    sizes = [(int(r["height"]), int(r["width"])) if isinstance(r.get("height"), (int, float))
-             and isinstance(r.get("width"), (int, float)) else None for r in images]
+    sizes = _image_sizes(images, source, iou_type)
 
+    needed = ("image_id", "category_id", "bbox") + (("segmentation",) if iou_type == "segm" else ())
     for i, a in enumerate(anns):
-        missing = [k for k in ("image_id", "category_id", "bbox") if k not in a]
+        missing = [k for k in needed if k not in a]
         if missing:
-            raise DataError(f"{source}: annotation {a.get('id', f'#{i}')}: missing {', '.join(missing)}")
+            raise DataError(f"{source}: {_record_name('annotation', anns, i)}: missing {', '.join(missing)}"
+                            + (" (segm evaluation needs one)" if missing == ["segmentation"] else ""))
+    ids = [a.get("id") for a in anns]
+    for i, v in enumerate(ids):
+        if v is not None and not _is_integer(v):
+            raise DataError(f"{source}: annotation #{i}: 'id' is {show(v)}, not an integer")
+    given_ids = [v for v in ids if v is not None]
+    if len(set(given_ids)) < len(given_ids):
+        seen = set()
+        duplicate = next(i for i in given_ids if i in seen or seen.add(i))
+        raise DataError(f"{source}: annotation id {show(duplicate)} appears twice")
     image = _index([a["image_id"] for a in anns], image_index, source, "annotation", "image_id", anns)
     category = _index([a["category_id"] for a in anns], category_index, source, "annotation", "category_id", anns)
     boxes = _numbers([a["bbox"] for a in anns], "annotation", source, anns, "bbox", 4).reshape(-1, 4)
     if (boxes[:, 2:] < 0).any():
         bad = int(np.flatnonzero((boxes[:, 2:] < 0).any(axis=1))[0])
-        raise DataError(f"{source}: annotation {anns[bad].get('id', bad)}: bbox {anns[bad]['bbox']} has a negative size")
-    crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
-    ids = [a.get("id") for a in anns]
-    if len(set(ids)) < len(ids):
-        seen: set = set()
-        duplicate = next(i for i in ids if i in seen or seen.add(i))
-        raise DataError(f"{source}: annotation id {duplicate!r} appears twice")
+        raise DataError(f"{source}: {_record_name('annotation', anns, bad)}: bbox {show(anns[bad]['bbox'])} has a "
+                        "negative size")
+    crowd = _crowd_flags(anns, source)
 
-    masks = None
-    if iou_type == "segm":
-        masks = []
-        for i, a in enumerate(anns):
-            where = f"{source}: annotation {a.get('id', f'#{i}')}"
-            if "segmentation" not in a:
-                raise DataError(f"{where}: segm evaluation needs a segmentation")
-            masks.append(to_rle(a["segmentation"], sizes[image[i]], where))
-    given = [a.get("area") for a in anns]
-    if all(v is not None for v in given):
-        area = _numbers(given, "annotation", source, anns, "area", None)
-    else:  # pycocotools needs `area`; without one, the mask's area, else the box's
-        area = boxes[:, 2] * boxes[:, 3]
-        for i, v in enumerate(given):
-            if v is not None:
-                area[i] = _numbers([v], "annotation", source, [anns[i]], "area", None)[0]
-            elif masks is not None or "segmentation" in anns[i]:
-                from pycocotools import mask as mask_utils
+    with_mask = np.flatnonzero([iou_type == "segm" or "segmentation" in a and a.get("area") is None for a in anns])
+    rles = dict(zip(with_mask.tolist(), _masks(anns, with_mask, image, sizes, source, "annotation")))
+    area = boxes[:, 2] * boxes[:, 3]  # pycocotools needs `area`; without one, the mask's area, else the box's
+    given = [(i, a["area"]) for i, a in enumerate(anns) if a.get("area") is not None]
+    if given:
+        rows = [i for i, _ in given]
+        area[rows] = _numbers([v for _, v in given], "annotation", source, anns, "area", None, rows)
+        if (area[rows] < 0).any():
+            bad = rows[int(np.argmax(area[rows] < 0))]
+            raise DataError(f"{source}: {_record_name('annotation', anns, bad)}: 'area' is {show(anns[bad]['area'])}, "
+                            "not a finite number ≥ 0")
+    if rles:
+        from pycocotools import mask as mask_utils
 
-                rle = masks[i] if masks is not None else to_rle(anns[i]["segmentation"], sizes[image[i]],
-                                                               f"{source}: annotation {anns[i].get('id', i)}")
+        for i, rle in rles.items():
+            if anns[i].get("area") is None:
                 area[i] = float(mask_utils.area(rle))
     return GroundTruth(
         image_ids=[r["id"] for r in images], image_sizes=sizes,
         category_ids=[r["id"] for r in categories],
-        category_names=[str(r.get("name", r["id"])) for r in categories],
-        image=image, category=category, boxes=boxes, area=area, crowd=crowd, masks=masks,
+        category_names=[r.get("name", str(r["id"])) for r in categories],
+        image=image, category=category, boxes=boxes, area=area, crowd=crowd,
+        masks=[rles[i] for i in range(len(anns))] if iou_type == "segm" else None,
         image_index=image_index, category_index=category_index,
     )
 
@@ -252,29 +320,34 @@ def _fields(results: list, keys: tuple[str, ...], source: str) -> list[list]:
         return [[r[k] for r in results] for k in keys]
     except (KeyError, TypeError):
         for i, r in enumerate(results):
-            missing = [k for k in keys if not isinstance(r, dict) or k not in r]
+            if not isinstance(r, dict):
+                raise DataError(f"{source}: result #{i} is not an object") from None
+            missing = [k for k in keys if k not in r]
             if missing:
                 raise DataError(f"{source}: result #{i}: missing {', '.join(missing)}") from None
         raise
 
 
 def detections(results: list, gt: GroundTruth, iou_type: str = "bbox", source: str = "results") -> Detections:
-    """A COCO results list as arrays. A result on an image the ground truth does not have is an error (as
-    in pycocotools); one of a category it does not have is not scored (counted in `ignored`)."""
+    """A COCO results list as arrays, every record checked. A result on an image the ground truth does not
+    have is an error (as in pycocotools); one of a category it does not have is not scored (counted in
+    `ignored`)."""
     if not isinstance(results, list):
         raise DataError(f"{source}: a COCO results file is a list of detections, got {type(results).__name__}")
     shape_key = "bbox" if iou_type == "bbox" else "segmentation"
     image_ids, category_ids, scores, _ = _fields(results, ("image_id", "category_id", "score", shape_key), source)
     image = _index(image_ids, gt.image_index, source, "result", "image_id", results)
-    category = np.fromiter((gt.category_index.get(c, -1) if isinstance(c, int) else -1 for c in category_ids),
-                           np.int64, count=len(results))
+    for i in [] if set(map(type, category_ids)) <= {int} else range(len(category_ids)):
+        if not _is_integer(category_ids[i]):
+            raise DataError(f"{source}: result #{i}: 'category_id' is {show(category_ids[i])}, not an integer")
+    category = np.fromiter((gt.category_index.get(c, -1) for c in category_ids), np.int64, count=len(results))
     scores = _numbers(scores, "result", source, results, "score", None)
     if iou_type == "bbox":
         boxes = _numbers([r["bbox"] for r in results], "result", source, results, "bbox", 4).reshape(-1, 4)
         area = boxes[:, 2] * boxes[:, 3]
         masks = None
     else:
-        boxes, area, masks = _mask_results(results, image, category >= 0, gt, source)
+        boxes, area, masks = _mask_results(results, image, gt, source)
     known = category >= 0  # a box of negative size is scored as pycocotools scores it: it overlaps nothing
     if known.all():
         return Detections(image, category, boxes, scores, area, masks, 0)
@@ -283,26 +356,23 @@ def detections(results: list, gt: GroundTruth, iou_type: str = "bbox", source: s
                       None if masks is None else [masks[i] for i in kept], int((~known).sum()))
 
 
-def _mask_results(results: list, image: np.ndarray, scored: np.ndarray, gt: GroundTruth,
-                  source: str) -> tuple[np.ndarray, np.ndarray, list]:
+def _mask_results(results: list, image: np.ndarray, gt: GroundTruth, source: str) -> tuple[np.ndarray, np.ndarray, list]:
     """Boxes, areas and RLEs of mask results. As in pycocotools' loadRes, a result with a box keeps it and
-    its area is the box's; a result without one takes both from its mask."""
+    its area is the box's; a result without one (or with `bbox: []`, pycocotools' "no box") takes both
+    from its mask."""
     from pycocotools import mask as mask_utils
 
-    boxes, area, masks = np.zeros((len(results), 4)), np.zeros(len(results)), [None] * len(results)
-    for i, r in enumerate(results):
-        if not scored[i]:
-            continue
-        masks[i] = to_rle(r["segmentation"], gt.image_sizes[image[i]], f"{source}: result #{i}")
-        if r.get("bbox"):
-            try:
-                boxes[i] = _numbers([r["bbox"]], "result", source, [r], "bbox", 4)[0]
-            except DataError:
-                raise DataError(f"{source}: result #{i}: 'bbox' is {r['bbox']!r}, not 4 finite numbers") from None
-            area[i] = boxes[i, 2] * boxes[i, 3]
-        else:
-            boxes[i] = mask_utils.toBbox(masks[i])
-            area[i] = float(mask_utils.area(masks[i]))
+    masks = _masks(results, np.arange(len(results)), image, gt.image_sizes, source, "result")
+    with_box = [i for i, r in enumerate(results) if r.get("bbox", []) != []]
+    boxes, area = np.zeros((len(results), 4)), np.zeros(len(results))
+    if with_box:
+        boxes[with_box] = _numbers([results[i]["bbox"] for i in with_box], "result", source, results, "bbox", 4,
+                                   with_box)
+        area[with_box] = boxes[with_box, 2] * boxes[with_box, 3]
+    without = np.setdiff1d(np.arange(len(results)), with_box)
+    if len(without):
+        boxes[without] = mask_utils.toBbox([masks[i] for i in without]).reshape(-1, 4)
+        area[without] = [float(mask_utils.area(masks[i])) for i in without]
     return boxes, area, masks
 
 
@@ -561,24 +631,64 @@ def score(coco_gt: dict, results: list, iou_type: str = "bbox", gt_source: str =
     `{iou_type}/AP` ... plus per class `{iou_type}/AP/<name>` and `{iou_type}/AP50/<name>`."""
     if iou_type not in ("bbox", "segm"):
         raise ValueError(f"iou_type must be 'bbox' or 'segm', not {iou_type!r}")
+    engine = resolve_engine(engine)
+    # A finite box of 1e200 has an infinite area, as in pycocotools' Python floats: no warning lines.
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _score(coco_gt, results, iou_type, gt_source, results_source, engine)
+
+
+def _score(coco_gt: dict, results: list, iou_type: str, gt_source: str, results_source: str,
+           engine: str) -> tuple[dict[str, float], CocoEvaluation, Detections]:
     gt = ground_truth(coco_gt, iou_type, gt_source)
     dt = detections(results, gt, iou_type, results_source)
-    if resolve_engine(engine) == "hotcoco":
+    scored_gt, scored_dt, scored = _scored_only(gt, dt, gt_source)
+    if not len(scored):  # nothing to find: every number is -1 (no engine needed)
+        precision = -np.ones((len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), 0, len(AREA_RANGES), len(MAX_DETS)))
+        recall = -np.ones((len(IOU_THRESHOLDS), 0, len(AREA_RANGES), len(MAX_DETS)))
+    elif engine == "hotcoco":
         from visiontl.evaluation.hotcoco_engine import evaluate_with_hotcoco
 
-        precision, recall = evaluate_with_hotcoco(coco_gt, results, iou_type)
-        ev = CocoEvaluation(precision, recall, summarize(precision, recall), list(gt.category_ids),
-                            list(gt.category_names))
+        precision, recall = evaluate_with_hotcoco(scored_gt, scored_dt, iou_type)
     else:
-        ev = evaluate(gt, dt, iou_type)
+        ev = evaluate(scored_gt, scored_dt, iou_type)
+        precision, recall = ev.precision, ev.recall
+    ev = CocoEvaluation(precision, recall, summarize(precision, recall), list(gt.category_ids),
+                        list(gt.category_names), scored)
     return metrics_of(ev, iou_type), ev, dt
+
+
+# Each category with ground truth costs about 0.4 MB while it is scored (pycocotools' precision array alone
+# is 10 x 101 x 4 x 3 doubles per category); the largest real detection vocabularies have about 13,000.
+MAX_SCORED_CATEGORIES = 20_000
+
+
+def _scored_only(gt: GroundTruth, dt: Detections, source: str) -> tuple[GroundTruth, Detections, np.ndarray]:
+    """The ground truth and detections of the categories that have ground truth, renumbered 0..K-1, and
+    those categories' positions. A category without ground truth scores -1 everywhere in pycocotools and
+    changes no other number, so it is not evaluated at all: memory follows the annotations, not the list
+    of categories a file declares."""
+    scored = np.unique(gt.category)
+    if len(scored) > MAX_SCORED_CATEGORIES:
+        raise DataError(f"{source}: {len(scored):,} categories have ground truth; visiontl score evaluates at most "
+                        f"{MAX_SCORED_CATEGORIES:,} (about 0.4 MB of memory each)")
+    new = np.full(len(gt.category_ids), -1, np.int64)
+    new[scored] = np.arange(len(scored))
+    gt = replace(gt, category_ids=[gt.category_ids[k] for k in scored],
+                 category_names=[gt.category_names[k] for k in scored], category=new[gt.category],
+                 category_index={})
+    keep = np.flatnonzero(new[dt.category] >= 0)
+    dt = replace(dt, image=dt.image[keep], category=new[dt.category[keep]], boxes=dt.boxes[keep],
+                 scores=dt.scores[keep], area=dt.area[keep],
+                 masks=None if dt.masks is None else [dt.masks[i] for i in keep])
+    return gt, dt, scored
 
 
 def metrics_of(ev: CocoEvaluation, iou_type: str) -> dict[str, float]:
     metrics = {f"{iou_type}/{name}": float(v) for name, v in zip(METRIC_NAMES, ev.stats)}
     names = list(ev.category_names)
+    uses = Counter(names)
     for k, name in enumerate(names):
-        if names.count(name) > 1:  # two categories of one name must not share (and overwrite) a key
+        if uses[name] > 1:  # two categories of one name must not share (and overwrite) a key
             names[k] = f"{name} (id {ev.category_ids[k]})"
     for name, ap, ap50 in zip(names, ev.per_class(), ev.per_class(0.5)):
         metrics[f"{iou_type}/AP/{name}"] = float(ap)

@@ -1,27 +1,25 @@
 """The compiled COCO engine: hotcoco (pycocotools' COCOeval in Rust, MIT licence), used when installed.
 
 Measured on a COCO-sized set (tools/bench_coco_eval.py, docs/benchmarks.md) it gives pycocotools' arrays
-bit for bit, finds ground truth with annotation id 0 (pycocotools does not), and reads and scores the
-files about a hundred times faster than pycocotools. The suite checks it against pycocotools on every
-case `tests/test_cocoeval_parity.py` generates.
+bit for bit, finds ground truth with annotation id 0 (pycocotools does not), and scores about a hundred
+times faster than pycocotools. The suite checks it against pycocotools on every case
+`tests/test_cocoeval_parity.py` generates.
 
-hotcoco is lenient where visiontl is strict (a result without a score, a ground truth annotation on an
-unknown image): its own health check is the cheap trigger, and any finding sends the files through the
-record-by-record checks of `visiontl.evaluation.cocoeval`, which name the file and the record.
+hotcoco never sees a file or a record as written: it is handed the arrays `visiontl.evaluation.cocoeval`
+built after checking every value (ids renumbered 1..n, boxes and scores as floats, masks as checked RLEs),
+so both engines score, and refuse, exactly the same inputs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-# Health-check findings that visiontl treats as errors (hotcoco only warns about them).
-_CHECK_WARNINGS = ("dt_missing_score", "dt_nan_score", "dt_orphan_image_id", "degenerate_bbox", "zero_dimensions")
+if TYPE_CHECKING:
+    from visiontl.evaluation.cocoeval import Detections, GroundTruth
 
 
 @contextlib.contextmanager
@@ -41,68 +39,30 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _run(gt: Any, dt: Any, iou_type: str) -> tuple[np.ndarray, np.ndarray]:
+def evaluate_with_hotcoco(gt: GroundTruth, dt: Detections, iou_type: str) -> tuple[np.ndarray, np.ndarray]:
+    """precision [T, R, K, A, M] and recall [T, K, A, M] over gt's categories, from checked arrays."""
     import hotcoco
 
-    ev = hotcoco.COCOeval(gt, dt, iou_type)
-    ev.evaluate()
-    ev.accumulate()
+    # Image and category ids become their positions + 1: sorted like the originals, so pycocotools' order
+    # of images and categories is kept, and small enough for any id type hotcoco uses.
+    images = [{"id": i + 1, "height": size[0], "width": size[1]} if size else {"id": i + 1}
+              for i, size in enumerate(gt.image_sizes)]
+    categories = [{"id": k + 1, "name": str(k + 1)} for k in range(len(gt.category_ids))]
+    segm = iou_type == "segm"
+    with _quiet_stderr():
+        coco_gt = hotcoco.COCO.from_arrays(
+            images, categories, gt.image + 1, gt.category + 1, gt.boxes, ids=np.arange(1, len(gt.boxes) + 1),
+            area=gt.area, iscrowd=gt.crowd, segmentation=_rles(gt.masks) if segm else None)
+        rows = np.column_stack([dt.image + 1, dt.boxes, dt.scores, dt.category + 1]).astype(np.float64)
+        coco_dt = coco_gt.load_res(rows.reshape(-1, 7), segmentation=_rles(dt.masks) if segm else None)
+        if segm and len(dt.area):  # a row's area is its box's; a mask result without a box has its mask's
+            coco_dt.update_anns(ids=np.arange(1, len(dt.area) + 1), area=dt.area)
+        ev = hotcoco.COCOeval(coco_gt, coco_dt, iou_type)
+        ev.evaluate()
+        ev.accumulate()
     return np.asarray(ev.eval["precision"], np.float64), np.asarray(ev.eval["recall"], np.float64)
 
 
-def evaluate_with_hotcoco(coco_gt: dict, results: list, iou_type: str) -> tuple[np.ndarray, np.ndarray]:
-    """precision [T, R, K, A, M] and recall [T, K, A, M] of records already checked by cocoeval."""
-    import hotcoco
-
-    with _quiet_stderr():
-        gt = hotcoco.COCO(coco_gt)
-        dt = gt.load_res(results)
-        return _run(gt, dt, iou_type)
-
-
-@dataclass
-class FileScore:
-    precision: np.ndarray
-    recall: np.ndarray
-    category_ids: list[int]
-    category_names: list[str]
-    num_results: int
-    num_ignored: int  # results of a category the ground truth does not have
-
-
-class NeedsChecking(Exception):
-    """hotcoco could not read the files, or its health check found something: check record by record."""
-
-
-def score_files_with_hotcoco(gt_path: Path, results_path: Path, iou_type: str) -> FileScore:
-    """Read and score both files inside hotcoco (the fast path of `visiontl score`)."""
-    import hotcoco
-
-    if _first_character(results_path) != "[":
-        raise NeedsChecking("the results file is not a JSON list")
-    with _quiet_stderr():
-        try:
-            gt = hotcoco.COCO(str(gt_path))
-            dt = gt.load_res(str(results_path))
-        except Exception as exc:  # hotcoco raises ValueError/OSError/RuntimeError with a message of its own
-            raise NeedsChecking(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
-        health = gt.healthcheck(dt)
-        findings = list(health.get("errors", [])) + [w for w in health.get("warnings", [])
-                                                      if w.get("code") in _CHECK_WARNINGS]
-        if findings:
-            raise NeedsChecking(f"{findings[0].get('code')}: {findings[0].get('message')}")
-        precision, recall = _run(gt, dt, iou_type)
-        categories = sorted(gt.load_cats(gt.get_cat_ids()), key=lambda c: c["id"])
-        category_ids = [int(c["id"]) for c in categories]
-        num_results = len(dt.get_ann_ids())
-        num_scored = len(dt.get_ann_ids(cat_ids=category_ids)) if category_ids else 0
-    return FileScore(precision, recall, category_ids, [str(c.get("name", c["id"])) for c in categories],
-                     num_results, num_results - num_scored)
-
-
-def _first_character(path: Path) -> str:
-    with open(path, "rb") as f:
-        head = f.read(4096).lstrip()
-    if head.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark, as some Windows tools write
-        head = head[3:].lstrip()
-    return head[:1].decode("latin-1")
+def _rles(masks: list | None) -> list[dict]:
+    return [{"size": list(m["size"]), "counts": m["counts"].decode("ascii") if isinstance(m["counts"], bytes)
+             else m["counts"]} for m in masks or []]
