@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -66,3 +69,19 @@ def with_sections(raw: dict, sections: dict[str, dict]) -> dict:
     for section, values in sections.items():
         raw[section].update(values)
     return raw
+
+
+@contextlib.contextmanager
+def fresh_log() -> Iterator[None]:
+    """The visiontl logger as a new process has it, for a main() called in this process: it then logs to this
+    test's stdout; the handlers it adds (console, train.log) are closed and the earlier ones put back after."""
+    logger = logging.getLogger("visiontl")
+    saved = logger.handlers[:], logger.propagate, logger.level
+    logger.handlers[:] = []
+    try:
+        yield
+    finally:
+        for handler in logger.handlers:
+            if handler not in saved[0]:
+                handler.close()
+        logger.handlers[:], logger.propagate, logger.level = saved

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import fresh_log
 from visiontl.config import Config, load_config
 from visiontl.errors import ConfigError
 
@@ -109,21 +110,11 @@ def test_shipped_configs_validate(path: Path) -> None:
 
 def _cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
     """visiontl's main() in this process (a subprocess per case would import torch each time)."""
-    import logging
-
     from visiontl.cli import main
 
     capsys.readouterr()
-    logger = logging.getLogger("visiontl")
-    saved = logger.handlers[:], logger.propagate, logger.level
-    logger.handlers[:] = []
-    try:
+    with fresh_log():
         code = main(argv)
-    finally:
-        for handler in logger.handlers:
-            if handler not in saved[0]:
-                handler.close()
-        logger.handlers[:], logger.propagate, logger.level = saved
     out, err = capsys.readouterr()
     return code, out, err
 

@@ -17,7 +17,6 @@ corpus with its outcomes; docs/reliability.md has the same table.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import shutil
@@ -30,6 +29,7 @@ import numpy as np
 import pytest
 
 import corpus_build as cb
+from conftest import fresh_log
 from visiontl.cli import main
 
 
@@ -90,19 +90,12 @@ def run(case: Case, tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.C
 
         monkeypatch.setattr(trainer, "get_task", get_task)
         monkeypatch.setattr(trainer, "create_backbone", create_backbone)
-    logger = logging.getLogger("visiontl")
-    saved = logger.handlers[:], logger.propagate, logger.level
-    logger.handlers[:] = []  # main() logs to this test's stdout, whatever earlier tests installed
     reached = False
     try:
-        code = main(argv)
+        with fresh_log():
+            code = main(argv)
     except _ModelBuildReached:
         code, reached = 0, True
-    finally:
-        for handler in logger.handlers:
-            if handler not in saved[0]:
-                handler.close()
-        logger.handlers[:], logger.propagate, logger.level = saved
     captured = capsys.readouterr()
     return Result(code, captured.out, captured.err, tmp, prepared.get("data"), reached)
 

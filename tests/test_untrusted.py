@@ -18,7 +18,6 @@ The HTML report escapes every string from a run directory: tests/test_report.py
 from __future__ import annotations
 
 import json
-import logging
 import re
 import shutil
 import time
@@ -31,7 +30,7 @@ import torch
 import yaml
 
 import corpus_build as cb
-from conftest import tiny_config
+from conftest import fresh_log, tiny_config
 from visiontl.cli import main
 from visiontl.errors import CheckpointError, ConfigError, DataError, WeightsError
 
@@ -59,16 +58,8 @@ def _evil(path: Path, marker: Path, **entries: Any) -> Path:
 
 def _cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
     capsys.readouterr()
-    logger = logging.getLogger("visiontl")
-    saved = logger.handlers[:], logger.propagate, logger.level
-    logger.handlers[:] = []  # main() logs to this test's stdout, whatever earlier tests installed
-    try:
+    with fresh_log():
         code = main(argv)
-    finally:
-        for handler in logger.handlers:
-            if handler not in saved[0]:
-                handler.close()
-        logger.handlers[:], logger.propagate, logger.level = saved
     out, err = capsys.readouterr()
     return code, out, err
 
