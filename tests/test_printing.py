@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from visiontl.cli import PrintableFormatter
 from visiontl.data.annotations import MAX_UNUSED_CATEGORIES, AnnotationSet, Category, ImageRecord, Instance, LabelMap
 from visiontl.data.check import Problem
 from visiontl.data.stats import TOP_CLASSES, _label, _log_bins, dataset_stats, format_stats
 from visiontl.errors import DataError
+from visiontl.text import PrintableFormatter
 
 FILE = "evil\x1b[2J.png"
 CLASS = "dog\nAP 1.0000 (forged)"

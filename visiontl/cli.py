@@ -14,7 +14,7 @@ from typing import Any
 from pathlib import Path
 
 from visiontl.errors import VisiontlError
-from visiontl.text import printable
+from visiontl.text import PrintableFormatter, printable
 
 log = logging.getLogger("visiontl")
 
@@ -538,16 +538,6 @@ def _relaunch(args: argparse.Namespace) -> int:
            "-m", "visiontl", "train", args.config, *args.overrides, *(["--resume"] if args.resume else []),
            *(["--force"] if args.force else [])]
     return subprocess.call(cmd)
-
-
-class PrintableFormatter(logging.Formatter):
-    """One log record, one line: the message (with its arguments: file, class and category names) is shown
-    through `printable`, so a name cannot write a forged line into train.log or send escape sequences to the
-    terminal. A traceback the record carries stays as Python prints it."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        record = logging.makeLogRecord({**record.__dict__, "msg": printable(record.getMessage()), "args": None})
-        return super().format(record)
 
 
 class ConsoleHandler(logging.StreamHandler):

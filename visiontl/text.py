@@ -7,6 +7,7 @@ Kept free of torch: every command prints through it.
 
 from __future__ import annotations
 
+import logging
 import unicodedata
 
 # Unicode categories that move, hide or reorder text rather than show it: control, format (bidi overrides,
@@ -37,3 +38,13 @@ def printable(value: object, limit: int | None = None) -> str:
     if text.isprintable():  # the common case: nothing to escape (isprintable is False for every unsafe category)
         return text
     return "".join(_escape(c) if c != " " and unicodedata.category(c) in _UNSAFE_CATEGORIES else c for c in text)
+
+
+class PrintableFormatter(logging.Formatter):
+    """One log record, one line: the message (with its arguments: file, class and category names) is shown
+    through `printable`, so a name cannot write a forged line into train.log or send escape sequences to the
+    terminal. A traceback the record carries stays as Python prints it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record = logging.makeLogRecord({**record.__dict__, "msg": printable(record.getMessage()), "args": None})
+        return super().format(record)
