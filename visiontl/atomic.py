@@ -25,11 +25,27 @@ def _umask() -> int:
 
 _FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone makes files private (0600)
 
+# Called with each target path before it is written: a run directory's manifest records what visiontl writes
+# there (engine/resilience.py), so `train --force` removes exactly that. Recorded before the write, so a kill
+# in between leaves at most a listed file that does not exist, never a written file that is not listed.
+_before_write: list[Any] = []
+
+
+def observe_writes(callback: Any) -> None:
+    _before_write.append(callback)
+
+
+def stop_observing_writes(callback: Any) -> None:
+    if callback in _before_write:
+        _before_write.remove(callback)
+
 
 def atomic_write(path: Path, write: Any) -> None:
     """Write `path` through `write(file)`; an OSError (disk full, no permission, ...) becomes a one-line
     WriteError naming the file, and the previous version stays as it was."""
     path = Path(path)
+    for callback in list(_before_write):
+        callback(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
