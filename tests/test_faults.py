@@ -504,3 +504,73 @@ def test_a_run_dir_in_use_is_refused_naming_the_process(synthetic_root: Path, tm
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     check_run_dir(other, resume=False, force=False)  # the kernel dropped the lock with the process
+
+
+# ---- a stop signal to the whole process group (issue 15, item 6) --------------------------------------
+
+_SLOW_AT = """
+import sys, time
+from pathlib import Path
+import visiontl.data.classification as classification
+from visiontl.cli import main
+from visiontl.data.sampling import split_item
+from visiontl.tasks.classification import ClassificationTask
+marker, where = Path(sys.argv[1]), sys.argv[2]
+real_loss, real_item = ClassificationTask.loss, classification.ClassificationDataset.__getitem__
+calls = [0]
+def loss(self, model, batch, device):
+    calls[0] += 1
+    if where == "train" and calls[0] == 5:  # epoch 2, the second of its three batches
+        marker.touch()
+        time.sleep(1.5)  # the signal arrives while this step is in hand
+    return real_loss(self, model, batch, device)
+def getitem(self, item):  # in a DataLoader worker
+    if where == "val" and "val" in Path(self.file_of(split_item(item)[0])).parts:
+        marker.touch()
+        time.sleep(0.3)  # validation is under way in the workers when the signal arrives
+    return real_item(self, item)
+ClassificationTask.loss = loss
+classification.ClassificationDataset.__getitem__ = getitem
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize(("where", "sig"), [("train", "SIGTERM"), ("val", "SIGINT")])
+def test_stop_signal_to_the_process_group(synthetic_root: Path, tmp_path: Path, where: str, sig: str) -> None:
+    """scancel, timeout(1) and Ctrl-C signal every process of the job: the DataLoader workers too. The run
+    stops as if the trainer alone had been signalled: the step (or the epoch's training) is kept in last.pt,
+    the exit status is 128 + the signal, and --resume finishes the run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    run = tmp_path / "run"
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(synthetic_root, run, train={"epochs": 2, "workers": 2})))
+    marker = tmp_path / "marker"
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_AT, str(marker), where, "train", str(config)],
+                            cwd=Path(__file__).parent, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, getattr(signal, sig))  # the trainer and its workers
+    stderr = proc.communicate(timeout=240)[1]
+    number = getattr(signal, sig)
+    last = run / "checkpoints" / "last.pt"
+    assert proc.returncode == 128 + number, stderr
+    where_stopped = "in epoch 2 after 2 batches (step 5)" if where == "train" else "while validating epoch 1 (step 3)"
+    assert stderr.strip().splitlines()[-1] == (f"visiontl: error: stopped by {sig} {where_stopped}: {last} written; add "
+                                               "--resume to continue")
+    ckpt = torch.load(last, weights_only=True)
+    assert (ckpt["epoch"], ckpt["step"], ckpt["progress"]["batches"]) == ((1, 5, 2) if where == "train" else (0, 3, 3))
+    done = subprocess.run([sys.executable, "-m", "visiontl", "train", str(config), "--resume"], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    with open(run / "log.csv", newline="") as f:
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["1", "2"]
+    assert torch.load(last, weights_only=True)["step"] == 6

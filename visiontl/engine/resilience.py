@@ -42,14 +42,16 @@ LEGACY_FILES = ("config.yaml", "log.csv", "metrics.json", "eval_raw.npz", "eval_
 SHOWN = 4  # names shown when a folder is refused for what it holds
 
 
-def check_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
+def check_run_dir(run_dir: Path, resume: bool, force: bool, contents: bool = True) -> None:
     """Everything that refuses a run directory, before any work and without writing anything: a path that is not
-    a folder or cannot be created, a folder in use by another run, a folder that holds files of anything but a
-    visiontl run, and a run that would be replaced without --force or started over without --resume."""
+    a folder or cannot be created, a folder in use by another run, and (`contents`) a folder that holds files of
+    anything but a visiontl run, or a run that would be replaced without --force or started over without
+    --resume. `evaluate --out` checks no contents: it writes its files into the folder it is given."""
     _check_location(run_dir)
     if run_dir.is_dir():
         _check_not_locked(run_dir)
-        _check_contents(run_dir, resume, force)
+        if contents:
+            _check_contents(run_dir, resume, force)
 
 
 def _check_contents(run_dir: Path, resume: bool, force: bool) -> None:
@@ -147,14 +149,15 @@ class RunDir:
         self.fd: int | None = None
 
     @classmethod
-    def open(cls, run_dir: Path, resume: bool, force: bool) -> RunDir:
+    def open(cls, run_dir: Path, resume: bool, force: bool, contents: bool = True) -> RunDir:
         """Create and lock `run_dir`, check it again under the lock, and (a new run) remove the previous run's
         files: those its manifest lists, or for a run from before the manifest the files `train` writes by name."""
         run = cls(run_dir)
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
             run.lock()
-            _check_contents(run_dir, resume, force)  # again, under the lock: another start may have won the race
+            if contents:  # again, under the lock: another start may have won the race
+                _check_contents(run_dir, resume, force)
             previous = run.previous_files()
             if resume:
                 run.files = previous
@@ -423,8 +426,9 @@ class EpochProgress:
 
 
 class ResumableBatches(Sampler[list]):
-    """Batches of an inner batch sampler; `skip` drops the first ones of the next pass only (resuming an epoch
-    half-way). Length counts what the next pass yields."""
+    """Batches of an inner batch sampler without the first `skip` (resuming an epoch half-way); the trainer
+    sets `skip` before each pass. Length counts what a pass yields. Iterating does not reset `skip`: torch's
+    multi-worker iterator makes the sampler's iterator twice as it starts (the first is thrown away)."""
 
     def __init__(self, batches: Sampler):
         self.batches = batches
@@ -434,8 +438,7 @@ class ResumableBatches(Sampler[list]):
         return len(self.batches) - self.skip
 
     def __iter__(self) -> Iterator[list]:
-        skip, self.skip = self.skip, 0
-        return itertools.islice(iter(self.batches), skip, None)
+        return itertools.islice(iter(self.batches), self.skip, None)
 
 
 class SkipBadImages(Dataset):

@@ -13,6 +13,7 @@ finetune plan says what trains at which LR; this module runs the loop and writes
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import csv
 import io
@@ -21,6 +22,7 @@ import math
 import os
 import signal
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -103,11 +105,32 @@ def make_loader(dataset: Any, sampler: Any, batch_size: int, workers: int, colla
 
 class _Loader(DataLoader):
     """Workers that leave SIGINT/SIGTERM to the main process (resilience.worker_start), with no window between
-    their fork and that setting."""
+    their fork and that setting, and that are shut down before the interpreter exits (below)."""
+
+    with_workers: weakref.WeakSet[_Loader] = weakref.WeakSet()
 
     def _get_iterator(self) -> Any:
         with stop_signals_blocked():
-            return super()._get_iterator()
+            iterator = super()._get_iterator()
+        if self.num_workers > 0:
+            _Loader.with_workers.add(self)
+        return iterator
+
+
+@atexit.register
+def _shut_down_workers() -> None:
+    """At exit torch leaves persistent workers to multiprocessing, which SIGTERMs its daemon children and waits
+    for them: workers that ignore SIGTERM would be waited for forever. This handler, registered after theirs, runs
+    first: it stops the workers as torch does between passes, and kills one that does not end."""
+    for loader in list(_Loader.with_workers):
+        iterator = getattr(loader, "_iterator", None)  # torch keeps a persistent-worker loader's iterator there
+        if iterator is None or not hasattr(iterator, "_shutdown_workers"):
+            continue
+        iterator._shutdown_workers()
+        for worker in getattr(iterator, "_workers", []):
+            if worker.is_alive():
+                worker.kill()
+                worker.join()
 
 
 def build_optimizer(cfg: Config, groups: list[dict]) -> torch.optim.Optimizer:
