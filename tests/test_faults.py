@@ -491,6 +491,10 @@ def test_a_run_dir_in_use_is_refused_naming_the_process(synthetic_root: Path, tm
             train(build_config(tiny_config(synthetic_root, run, train={"epochs": 1})))
         assert str(err.value) == (f"run.dir {run} is in use by process {os.getpid()} (visiontl.lock); wait for it to "
                                   "end, or choose another run.dir")
+        from visiontl.engine.inference import evaluate_checkpoint
+
+        with pytest.raises(ConfigError, match=rf"is in use by process {os.getpid()} "):  # before any work
+            evaluate_checkpoint(tmp_path / "any.pt", [], run)
     other = tmp_path / "other"
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from pathlib import Path; from visiontl.engine.resilience import "
@@ -535,7 +539,7 @@ sys.exit(main(sys.argv[3:]))
 """
 
 
-@pytest.mark.parametrize(("where", "sig"), [("train", "SIGTERM"), ("val", "SIGINT")])
+@pytest.mark.parametrize(("where", "sig"), [("train", "SIGINT"), ("val", "SIGTERM")])
 def test_stop_signal_to_the_process_group(synthetic_root: Path, tmp_path: Path, where: str, sig: str) -> None:
     """scancel, timeout(1) and Ctrl-C signal every process of the job: the DataLoader workers too. The run
     stops as if the trainer alone had been signalled: the step (or the epoch's training) is kept in last.pt,

@@ -116,7 +116,7 @@ def _is_run(folder: Path) -> bool:
 def _check_not_locked(run_dir: Path) -> None:
     """Refuse early (and without creating anything) when another process holds the run's lock."""
     try:
-        fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not block
     except OSError:
         return  # no lock file: nobody has run here yet (RunDir.lock settles a race)
     try:
@@ -178,7 +178,7 @@ class RunDir:
     def lock(self) -> None:
         """flock, which the kernel drops when the process ends however it ends (SIGKILL too). The lock file is
         never deleted: a process that opened it before a deletion would lock a file nobody else sees."""
-        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -206,9 +206,13 @@ class RunDir:
     def previous_files(self) -> set[str]:
         manifest = self.path / MANIFEST
         if manifest.is_file():
+            with open(manifest, "rb") as f:
+                text = f.read(MANIFEST_MAX + 1)
             try:
-                listed = json.loads(manifest.read_bytes()[:MANIFEST_MAX])["files"]
-            except (ValueError, KeyError, TypeError):
+                if len(text) > MANIFEST_MAX:
+                    raise ValueError("too large")
+                listed = json.loads(text)["files"]
+            except (ValueError, KeyError, TypeError, RecursionError):
                 raise ConfigError(f"{_p(manifest)}: not a visiontl manifest (damaged?); remove the run's files "
                                   "yourself or choose another run.dir") from None
             return {name for name in listed if isinstance(name, str) and self._inside(name)}
@@ -227,8 +231,11 @@ class RunDir:
         """Delete the listed files (a folder entry, `tensorboard/`, whole), the temporaries a kill left of them,
         and the folders that held them once empty; nothing else."""
         folders = set()
+        inside = self.path.resolve()
         for name in sorted(names):
             path = self.path / name
+            if not path.parent.resolve().is_relative_to(inside):
+                continue  # a folder of the run replaced by a link to elsewhere: not ours to delete in
             if name.endswith("/"):
                 if path.is_dir() and not path.is_symlink():
                     shutil.rmtree(path)
