@@ -48,10 +48,10 @@ from visiontl.engine.resilience import (
     StoppableBatches,
     StoppedInValidation,
     StopRequest,
-    until_stopped,
     check_run_dir,
     stop_signals_blocked,
     translated_worker_errors,
+    until_stopped,
     worker_start,
 )
 from visiontl.engine.schedule import lr_factor
