@@ -31,10 +31,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from visiontl.engine.trainer import train
 
     dist.init(cfg.train.device)  # under torchrun: join the group before logging, so only rank 0 writes train.log
-    if dist.active():
-        log.info("distributed: rank %d of %d, backend %s", dist.rank(), dist.world_size(), dist.backend())
-        if not dist.is_main():
-            log.setLevel(logging.WARNING)  # one copy of the epoch lines: rank 0's
+    if dist.active() and not dist.is_main():
+        log.setLevel(logging.WARNING)  # one copy of the epoch lines: rank 0's
     try:
         # train.log is written from the start of the run on, never for a start that was refused
         metrics = train(cfg, resume=args.resume, force=args.force, log_file=dist.is_main())

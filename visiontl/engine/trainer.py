@@ -213,6 +213,8 @@ def _train(cfg: Config, resume: bool, force: bool, log_file: bool, held: context
         _check_resumable(cfg, resumed, last_path)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     dist.init(cfg.train.device)  # under torchrun; a no-op in one process (and when the CLI did it)
+    if dist.active():
+        log.info("distributed: rank %d of %d, backend %s", dist.rank(), dist.world_size(), dist.backend())
     device = dist.device_for(resolve_device(cfg.train.device))
     task = get_task(cfg.task)
     data = task.prepare_data(cfg)  # every file checked before anything is written or built
