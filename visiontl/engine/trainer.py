@@ -19,6 +19,7 @@ import csv
 import io
 import logging
 import math
+import multiprocessing
 import os
 import signal
 import time
@@ -127,10 +128,14 @@ def _shut_down_workers() -> None:
         if iterator is None or not hasattr(iterator, "_shutdown_workers"):
             continue
         iterator._shutdown_workers()
-        for worker in getattr(iterator, "_workers", []):
-            if worker.is_alive():
-                worker.kill()
-                worker.join()
+    # Workers of loaders collected earlier: torch's clean-up asked them to stop and, when one was slow, sent
+    # SIGTERM, which they ignore. They would be waited for forever; nothing they hold is worth keeping.
+    from torch.utils.data._utils.worker import _worker_loop
+
+    for child in multiprocessing.active_children():
+        if getattr(child, "_target", None) is _worker_loop:
+            child.kill()
+            child.join()
 
 
 def build_optimizer(cfg: Config, groups: list[dict]) -> torch.optim.Optimizer:
