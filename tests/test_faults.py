@@ -66,7 +66,7 @@ def test_finished_run_is_not_overwritten_without_force(synthetic_root: Path, tmp
         train(build_config(raw))
     assert (run / "gallery" / "stale.png").exists()  # nothing touched
     train(build_config(raw), force=True)
-    assert not (run / "gallery" / "stale.png").exists()
+    assert (run / "gallery" / "stale.png").read_bytes() == b"old"  # not a file the run wrote: --force keeps it
     with open(run / "log.csv", newline="") as f:
         assert [r["epoch"] for r in csv.DictReader(f)] == ["1"]
 
@@ -338,3 +338,243 @@ def test_disk_full_inside_torch_save(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.undo()
     assert torch.equal(torch.load(path, weights_only=True)["model"]["w"], torch.ones(3))
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+# ---- the run directory: only visiontl's own files, one run at a time (issue 15, items 4, 5, 11, 13) ------
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_force_removes_only_the_files_the_run_wrote(synthetic_root: Path, tmp_path: Path) -> None:
+    import json
+
+    run = tmp_path / "run"
+    raw = tiny_config(synthetic_root, run, train={"epochs": 1})
+    train(build_config(raw))
+    listed = json.loads((run / "visiontl-manifest.json").read_text())["files"]
+    assert {"config.yaml", "log.csv", "run.json", "checkpoints/last.pt", "gallery/index.json",
+            "gallery/worst_1.png"} <= set(listed)
+    ours = {"gallery/holiday.jpg": b"a", "gallery/holiday.png": b"b", "checkpoints/other_model.pt": b"c",
+            "notes.txt": b"d"}
+    for name, data in ours.items():
+        (run / name).write_bytes(data)
+    (run / "gallery" / "worst_4.png").unlink()  # a file of the run already gone: no matter
+    train(build_config(raw), force=True)
+    assert {name: (run / name).read_bytes() for name in ours} == ours  # the user's files, untouched
+    with open(run / "log.csv", newline="") as f:
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["1"]
+    assert (run / "gallery" / "worst_4.png").is_file()  # the new run's own
+
+
+def test_force_on_a_run_from_before_the_manifest(synthetic_root: Path, tmp_path: Path) -> None:
+    """A run directory written before the manifest existed: --force removes the files train writes by name (the
+    gallery's pictures by their worst_N / best_N names) and nothing else; --resume starts its manifest."""
+    import json
+
+    run = tmp_path / "run"
+    raw = tiny_config(synthetic_root, run, train={"epochs": 1})
+    train(build_config(raw))
+    (run / "visiontl-manifest.json").unlink()
+    (run / "gallery" / "holiday.png").write_bytes(b"mine")
+    (run / "checkpoints" / "other_model.pt").write_bytes(b"mine")
+    train(build_config(raw), force=True)
+    assert (run / "gallery" / "holiday.png").read_bytes() == (run / "checkpoints" / "other_model.pt").read_bytes() == b"mine"
+    (run / "visiontl-manifest.json").unlink()
+    (run / "run.json").unlink()
+    train(build_config(tiny_config(synthetic_root, run, train={"epochs": 2})), resume=True)
+    listed = set(json.loads((run / "visiontl-manifest.json").read_text())["files"])
+    assert {"checkpoints/best.pt", "checkpoints/last.pt", "config.yaml", "gallery/best_1.png"} <= listed
+    assert "gallery/holiday.png" not in listed
+
+
+def test_a_folder_that_is_not_a_run_is_refused(synthetic_root: Path, tmp_path: Path) -> None:
+    from visiontl.errors import ConfigError
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "report.md").write_text("my report")
+    (folder / "metrics.json").write_text("{}")
+    for force in (False, True):
+        with pytest.raises(ConfigError) as err:
+            train(build_config(tiny_config(synthetic_root, folder)), force=force)
+        assert str(err.value) == (f"run.dir {folder} holds files that are not a visiontl run's (metrics.json, report.md); "
+                                  "visiontl starts a run only in a new or empty folder or in one of its own runs: "
+                                  "choose another run.dir")
+    assert _tree(folder) == {"metrics.json": b"{}", "report.md": b"my report"}
+    with pytest.raises(ConfigError, match=r"^run.dir / holds files that are not a visiontl run's \("):
+        train(build_config(tiny_config(synthetic_root, Path("/"))), force=True)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    train(build_config(tiny_config(synthetic_root, empty, train={"epochs": 1})))  # an empty folder is fine
+    assert (empty / "run.json").is_file()
+
+
+@pytest.mark.parametrize("where", ["file", "under_file", "dev_null", "cannot_create", "unwritable"])
+def test_a_run_dir_that_cannot_be_used_is_one_line(synthetic_root: Path, tmp_path: Path, where: str) -> None:
+    import os
+
+    from visiontl.errors import ConfigError, WriteError
+
+    (tmp_path / "a_file").write_text("x")
+    run, expected = {
+        "file": (tmp_path / "a_file", f"run.dir {tmp_path / 'a_file'} is not a folder (a file); choose a folder"),
+        "under_file": (tmp_path / "a_file" / "run",
+                       f"run.dir {tmp_path / 'a_file' / 'run'} cannot be created: {tmp_path / 'a_file'} is a file, "
+                       "not a folder"),
+        "dev_null": (Path("/dev/null"), "run.dir /dev/null is not a folder (a device); choose a folder"),
+        "cannot_create": (Path("/proc/visiontl-run"), None),  # /proc takes no new folder, not even from root
+        "unwritable": (tmp_path / "ro" / "run", f"run.dir {tmp_path / 'ro' / 'run'} cannot be created: "
+                                                f"{tmp_path / 'ro'} is not writable (permission denied); choose another run.dir"),
+    }[where]
+    if where == "unwritable":
+        if os.geteuid() == 0:
+            pytest.skip("root may write into any folder")
+        (tmp_path / "ro").mkdir(mode=0o555)
+    with pytest.raises((ConfigError, WriteError)) as err:
+        train(build_config(tiny_config(synthetic_root, run, train={"epochs": 1})), log_file=True)
+    if expected is not None:
+        assert str(err.value) == expected
+    assert str(err.value).startswith(f"run.dir {run}") and "\n" not in str(err.value)
+    assert (tmp_path / "a_file").read_text() == "x"
+
+
+def test_a_failed_resume_changes_nothing(synthetic_root: Path, tmp_path: Path) -> None:
+    from visiontl.errors import CheckpointError
+
+    run = tmp_path / "run"
+    raw = tiny_config(synthetic_root, run, train={"epochs": 2, "max_steps": 2})
+    train(build_config(raw), log_file=True)
+    (run / "run.json").unlink()  # as if stopped in epoch 1
+    before = _tree(run)
+    other = tiny_config(synthetic_root, run, model={"backbone": "mobilenet_v2", "weights": "none"}, train={"epochs": 2})
+    with pytest.raises(CheckpointError) as err:
+        train(build_config(other), resume=True, log_file=True)
+    assert str(err.value) == (f"--resume: {run / 'checkpoints' / 'last.pt'} was trained with model.backbone resnet18, "
+                              f"the config says mobilenet_v2; resume with the run's own config ({run / 'config.yaml'}), "
+                              "or choose another run.dir")
+    head = tiny_config(synthetic_root, run, model={"head": "mlp"}, train={"epochs": 2})
+    with pytest.raises(CheckpointError, match=r"does not fit the model this config builds \(Error\(s\) in loading "
+                                              r"state_dict for Classifier: .*Missing key"):
+        train(build_config(head), resume=True, log_file=True)
+    assert _tree(run) == before  # config.yaml, train.log, the manifest: nothing rewritten
+
+
+def test_a_refused_start_writes_nothing(synthetic_root: Path, tmp_path: Path) -> None:
+    from visiontl.errors import DataError
+
+    bad = tiny_config(tmp_path / "no_data", tmp_path / "new", train={"epochs": 1})
+    with pytest.raises(DataError):
+        train(build_config(bad), log_file=True)
+    assert not (tmp_path / "new").exists()
+    run = tmp_path / "run"
+    train(build_config(tiny_config(synthetic_root, run, train={"epochs": 1})), log_file=True)
+    before = _tree(run)
+    with pytest.raises(DataError):  # not even --force removes the previous run before the new one can start
+        train(build_config(tiny_config(tmp_path / "no_data", run, train={"epochs": 1})), force=True, log_file=True)
+    assert _tree(run) == before
+
+
+def test_a_run_dir_in_use_is_refused_naming_the_process(synthetic_root: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from visiontl.engine.resilience import RunDir, check_run_dir
+    from visiontl.errors import ConfigError
+
+    run = tmp_path / "run"
+    with RunDir.open(run, resume=False, force=False):
+        with pytest.raises(ConfigError) as err:
+            train(build_config(tiny_config(synthetic_root, run, train={"epochs": 1})))
+        assert str(err.value) == (f"run.dir {run} is in use by process {os.getpid()} (visiontl.lock); wait for it to "
+                                  "end, or choose another run.dir")
+        from visiontl.engine.inference import evaluate_checkpoint
+
+        with pytest.raises(ConfigError, match=rf"is in use by process {os.getpid()} "):  # before any work
+            evaluate_checkpoint(tmp_path / "any.pt", [], run)
+    other = tmp_path / "other"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from visiontl.engine.resilience import "
+         f"RunDir; RunDir.open(Path({str(other)!r}), False, False); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(ConfigError, match=rf"is in use by process {holder.pid} \(visiontl.lock\)"):
+            check_run_dir(other, resume=False, force=False)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    check_run_dir(other, resume=False, force=False)  # the kernel dropped the lock with the process
+
+
+# ---- a stop signal to the whole process group (issue 15, item 6) --------------------------------------
+
+_SLOW_AT = """
+import sys, time
+from pathlib import Path
+import visiontl.data.classification as classification
+from visiontl.cli import main
+from visiontl.data.sampling import split_item
+from visiontl.tasks.classification import ClassificationTask
+marker, where = Path(sys.argv[1]), sys.argv[2]
+real_loss, real_item = ClassificationTask.loss, classification.ClassificationDataset.__getitem__
+calls = [0]
+def loss(self, model, batch, device):
+    calls[0] += 1
+    if where == "train" and calls[0] == 5:  # epoch 2, the second of its three batches
+        marker.touch()
+        time.sleep(1.5)  # the signal arrives while this step is in hand
+    return real_loss(self, model, batch, device)
+def getitem(self, item):  # in a DataLoader worker
+    if where == "val" and "val" in Path(self.file_of(split_item(item)[0])).parts:
+        marker.touch()
+        time.sleep(0.3)  # validation is under way in the workers when the signal arrives
+    return real_item(self, item)
+ClassificationTask.loss = loss
+classification.ClassificationDataset.__getitem__ = getitem
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize(("where", "sig"), [("train", "SIGINT"), ("val", "SIGTERM")])
+def test_stop_signal_to_the_process_group(synthetic_root: Path, tmp_path: Path, where: str, sig: str) -> None:
+    """scancel, timeout(1) and Ctrl-C signal every process of the job: the DataLoader workers too. The run
+    stops as if the trainer alone had been signalled: the step (or the epoch's training) is kept in last.pt,
+    the exit status is 128 + the signal, and --resume finishes the run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    run = tmp_path / "run"
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(synthetic_root, run, train={"epochs": 2, "workers": 2})))
+    marker = tmp_path / "marker"
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_AT, str(marker), where, "train", str(config)],
+                            cwd=Path(__file__).parent, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, getattr(signal, sig))  # the trainer and its workers
+    stderr = proc.communicate(timeout=240)[1]
+    number = getattr(signal, sig)
+    last = run / "checkpoints" / "last.pt"
+    assert proc.returncode == 128 + number, stderr
+    where_stopped = "in epoch 2 after 2 batches (step 5)" if where == "train" else "while validating epoch 1 (step 3)"
+    assert stderr.strip().splitlines()[-1] == (f"visiontl: error: stopped by {sig} {where_stopped}: {last} written; add "
+                                               "--resume to continue")
+    ckpt = torch.load(last, weights_only=True)
+    assert (ckpt["epoch"], ckpt["step"], ckpt["progress"]["batches"]) == ((1, 5, 2) if where == "train" else (0, 3, 3))
+    done = subprocess.run([sys.executable, "-m", "visiontl", "train", str(config), "--resume"], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    with open(run / "log.csv", newline="") as f:
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["1", "2"]
+    assert torch.load(last, weights_only=True)["step"] == 6

@@ -46,6 +46,20 @@ def _umask() -> int:
 
 _FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone makes files private (0600)
 
+# Called with each target path before it is written: a run directory's manifest records what visiontl writes
+# there (engine/resilience.py), so `train --force` removes exactly that. Recorded before the write, so a kill
+# in between leaves at most a listed file that does not exist, never a written file that is not listed.
+_before_write: list[Any] = []
+
+
+def observe_writes(callback: Any) -> None:
+    _before_write.append(callback)
+
+
+def stop_observing_writes(callback: Any) -> None:
+    if callback in _before_write:
+        _before_write.remove(callback)
+
 
 class _Batch:
     """The writes of a `written_together` block: target -> its finished temporary, and removals."""
@@ -141,6 +155,8 @@ def atomic_write(path: Path, write: Any) -> None:
     regular file gets is in the module's docstring."""
     path = Path(path)
     batch = _BATCH.get()
+    for callback in list(_before_write):
+        callback(path)
     try:
         if batch is not None and not path.parent.is_dir():
             batch.new_folders += _missing_folders(path.parent)

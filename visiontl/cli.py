@@ -33,19 +33,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from visiontl.engine.trainer import train
 
     dist.init(cfg.train.device)  # under torchrun: join the group before logging, so only rank 0 writes train.log
-    if dist.is_main():
-        from visiontl.engine.resilience import prepare_run_dir
-
-        prepare_run_dir(Path(cfg.run.dir), args.resume, args.force)  # before train.log is opened in it
-        if args.force and not args.resume:
-            (Path(cfg.run.dir) / "train.log").unlink(missing_ok=True)
-        _log_to_file(Path(cfg.run.dir) / "train.log")
-    if dist.active():
-        log.info("distributed: rank %d of %d, backend %s", dist.rank(), dist.world_size(), dist.backend())
-        if not dist.is_main():
-            log.setLevel(logging.WARNING)  # one copy of the epoch lines: rank 0's
+    if dist.active() and not dist.is_main():
+        log.setLevel(logging.WARNING)  # one copy of the epoch lines: rank 0's
     try:
-        metrics = train(cfg, resume=args.resume, force=args.force)
+        # train.log is written from the start of the run on, never for a start that was refused
+        metrics = train(cfg, resume=args.resume, force=args.force, log_file=dist.is_main())
     finally:
         dist.shutdown()
     if int(os.environ.get("RANK", "0")) != 0:  # the group is gone by now; the launcher's rank remains
@@ -551,13 +543,6 @@ class ConsoleHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, value: Any) -> None:  # StreamHandler.__init__ assigns it; the property decides
         pass
-
-
-def _log_to_file(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(PrintableFormatter("%(asctime)s %(message)s"))
-    log.addHandler(handler)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -83,11 +83,7 @@ class Tracker:
         """Check the packages on every rank and open the stores on rank 0 (`main`), before training: a missing
         package or an unusable store is a ConfigError here, never a failure after hours of training."""
         run = cfg.run
-        if run.tensorboard:
-            _require(("tensorboard",), "run.tensorboard")
-        if run.mlflow:
-            store, _ = mlflow_store(run.mlflow)
-            _require(("mlflow", "sqlalchemy", "alembic") if store.startswith("sqlite:") else ("mlflow",), "run.mlflow")
+        cls.require(cfg)
         if not main:
             return cls()
         backends: list[Any] = []
@@ -96,6 +92,16 @@ class Tracker:
         if run.mlflow:
             backends.append(MlflowLog(cfg, Path(run_dir), resumed_epoch))
         return cls(backends)
+
+    @staticmethod
+    def require(cfg: Any) -> None:
+        """The packages the configured trackers need (a ConfigError naming them), checked without writing."""
+        run = cfg.run
+        if run.tensorboard:
+            _require(("tensorboard",), "run.tensorboard")
+        if run.mlflow:
+            store, _ = mlflow_store(run.mlflow)
+            _require(("mlflow", "sqlalchemy", "alembic") if store.startswith("sqlite:") else ("mlflow",), "run.mlflow")
 
     def log_epoch(self, epoch: int, row: dict[str, Any]) -> None:
         """One epoch's log.csv row (numbers only; `epoch` is the step)."""

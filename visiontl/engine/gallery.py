@@ -9,6 +9,7 @@ Only the chosen images (at most 2 x 4) are run through the model again, so this 
 from __future__ import annotations
 
 import math
+import re
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -38,14 +39,19 @@ def pick_examples(images: list[dict[str, Any]], k: int = EXAMPLES_PER_KIND) -> l
     return [("worst", r) for r in worst] + [("best", r) for r in best]
 
 
+GALLERY_PNG = re.compile(r"(worst|best)_[0-9]+\.png")  # the names write_gallery gives its pictures
+
+
 def write_gallery(folder: Path, images: list[dict[str, Any]], task: Any, model: nn.Module, dataset: Dataset,
                   device: torch.device, autocast: AbstractContextManager, classes: list[str]) -> list[dict[str, Any]]:
     """Draw the picked examples (`task.render_examples`) into folder/gallery and return its index."""
     gallery = Path(folder) / "gallery"
-    # The previous gallery goes first, index before pictures, so a reader never mixes two runs.
+    # The previous gallery goes first, index before pictures, so a reader never mixes two runs; only the names
+    # visiontl gives its pictures: other files in the folder are not ours.
     (gallery / "index.json").unlink(missing_ok=True)
     for old in gallery.glob("*.png"):
-        old.unlink()
+        if GALLERY_PNG.fullmatch(old.name):
+            old.unlink()
     picked = pick_examples(images)
     pictures = task.render_examples(model, dataset, [r["index"] for _, r in picked], device, autocast, classes)
     index, rank = [], {"worst": 0, "best": 0}

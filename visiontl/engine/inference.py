@@ -60,9 +60,14 @@ def evaluate_checkpoint(path: str | Path, overrides: list[str], out_dir: Path) -
     from visiontl.data.sampling import EpochSampler
     from visiontl.engine.environment import Stopwatch, write_run_json
     from visiontl.config import save_config
+    from visiontl.engine.resilience import RunDir, check_run_dir
     from visiontl.engine.trainer import autocast_for, make_loader, resolve_device, write_evaluation, write_run_report
 
     watch = Stopwatch()
+    out_dir = Path(out_dir)
+    # A folder that is not one, or is in use by a run, is refused before any work; what is there is kept
+    # (resume=True), and the evaluation's files are added to its manifest.
+    check_run_dir(out_dir, resume=True, force=False, contents=False)
     loaded = load_trained(path, overrides)
     cfg, task = loaded.config, loaded.task
     data = task.prepare_data(cfg)
@@ -77,11 +82,12 @@ def evaluate_checkpoint(path: str | Path, overrides: list[str], out_dir: Path) -
     metrics = task.evaluate(model, loader, device, loaded.classes, autocast)
     metrics["checkpoint"] = str(path)
     metrics["split"] = cfg.data.val
-    write_evaluation(Path(out_dir), metrics, task, model, val_set, device, autocast, loaded.classes)
-    # train_images: the train split the checkpoint's config names (what the model learnt from, unless overridden)
-    write_run_json(Path(out_dir), "evaluate", cfg.task, device, watch, len(train_set), len(val_set))
-    save_config(cfg, Path(out_dir) / "config.yaml")  # what was evaluated, overrides included, for the report
-    write_run_report(Path(out_dir))
+    with RunDir.open(out_dir, resume=True, force=False, contents=False):  # locked while its files are written
+        write_evaluation(out_dir, metrics, task, model, val_set, device, autocast, loaded.classes)
+        # train_images: the train split the checkpoint's config names (what the model learnt from, unless overridden)
+        write_run_json(out_dir, "evaluate", cfg.task, device, watch, len(train_set), len(val_set))
+        save_config(cfg, out_dir / "config.yaml")  # what was evaluated, overrides included, for the report
+        write_run_report(out_dir)
     return metrics
 
 

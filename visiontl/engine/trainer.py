@@ -13,14 +13,17 @@ finetune plan says what trains at which LR; this module runs the loop and writes
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import csv
 import io
 import logging
 import math
+import multiprocessing
 import os
 import signal
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,18 +41,26 @@ from visiontl.engine.checkpoint import atomic_write_bytes, atomic_write_json, at
 from visiontl.engine.environment import Stopwatch, write_run_json
 from visiontl.engine.gallery import write_gallery
 from visiontl.engine.resilience import (
+    EarlyLog,
     EpochProgress,
     ResumableBatches,
+    RunDir,
     SkipBadImages,
+    StoppableBatches,
+    StoppedInValidation,
     StopRequest,
-    prepare_run_dir,
+    check_run_dir,
+    stop_signals_blocked,
     translated_worker_errors,
+    until_stopped,
+    worker_start,
 )
 from visiontl.engine.schedule import lr_factor
-from visiontl.engine.seed import rng_state, seed_everything, set_rng_state, worker_init
+from visiontl.engine.seed import rng_state, seed_everything, set_rng_state
 from visiontl.errors import CheckpointError, ConfigError, Interrupted, TrainingError
 from visiontl.finetune import Phase, apply_phase, group_lrs, param_groups, phase_at, plan_phases, set_train_mode
 from visiontl.tasks import get_task
+from visiontl.text import printable
 from visiontl.tracking import Tracker
 
 log = logging.getLogger("visiontl")
@@ -82,15 +93,49 @@ def make_loader(dataset: Any, sampler: Any, batch_size: int, workers: int, colla
         # (the epoch is set on `sampler` itself, which every batch sampler here draws from)
         batches = batching.get("batch_sampler") or BatchSampler(sampler, batch_size, drop_last=False)
         batching = {"batch_sampler": ResumableBatches(batches)}
-    return DataLoader(
+    return _Loader(
         dataset,
         **batching,
         num_workers=workers,
         collate_fn=collate,
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,
-        worker_init_fn=worker_init,
+        worker_init_fn=worker_start,
     )
+
+
+class _Loader(DataLoader):
+    """Workers that leave SIGINT/SIGTERM to the main process (resilience.worker_start), with no window between
+    their fork and that setting, and that are shut down before the interpreter exits (below)."""
+
+    with_workers: weakref.WeakSet[_Loader] = weakref.WeakSet()
+
+    def _get_iterator(self) -> Any:
+        with stop_signals_blocked():
+            iterator = super()._get_iterator()
+        if self.num_workers > 0:
+            _Loader.with_workers.add(self)
+        return iterator
+
+
+@atexit.register
+def _shut_down_workers() -> None:
+    """At exit torch leaves persistent workers to multiprocessing, which SIGTERMs its daemon children and waits
+    for them: workers that ignore SIGTERM would be waited for forever. This handler, registered after theirs, runs
+    first: it stops the workers as torch does between passes, and kills one that does not end."""
+    for loader in list(_Loader.with_workers):
+        iterator = getattr(loader, "_iterator", None)  # torch keeps a persistent-worker loader's iterator there
+        if iterator is None or not hasattr(iterator, "_shutdown_workers"):
+            continue
+        iterator._shutdown_workers()
+    # Workers of loaders collected earlier: torch's clean-up asked them to stop and, when one was slow, sent
+    # SIGTERM, which they ignore. They would be waited for forever; nothing they hold is worth keeping.
+    from torch.utils.data._utils.worker import _worker_loop
+
+    for child in multiprocessing.active_children():
+        if getattr(child, "_target", None) is _worker_loop:
+            child.kill()
+            child.join()
 
 
 def build_optimizer(cfg: Config, groups: list[dict]) -> torch.optim.Optimizer:
@@ -147,34 +192,58 @@ def _fmt(value: Any) -> Any:
     return f"{value:.6g}" if isinstance(value, float) else value
 
 
-def train(cfg: Config, resume: bool = False, force: bool = False) -> dict[str, Any]:
+def train(cfg: Config, resume: bool = False, force: bool = False, log_file: bool = False) -> dict[str, Any]:
     """Run `cfg` end to end and return the final val metrics. A run directory holding another run is
-    refused unless `resume` (continue it) or `force` (start over)."""
+    refused unless `resume` (continue it) or `force` (start over); one in use by another run is refused.
+    `log_file`: the log also goes to <run.dir>/train.log (the CLI's), once the run has started."""
+    with contextlib.ExitStack() as held:  # the run directory's lock and train.log, released however train ends
+        return _train(cfg, resume, force, log_file, held)
+
+
+def _train(cfg: Config, resume: bool, force: bool, log_file: bool, held: contextlib.ExitStack) -> dict[str, Any]:
+    """Everything that can refuse the run (the run directory, the config, the data, the checkpoint to resume,
+    the model) comes before `start_run`; before it nothing is written, train.log included."""
     watch = Stopwatch()
     run_dir = Path(cfg.run.dir)
     ckpt_dir = run_dir / "checkpoints"
     last_path = ckpt_dir / "last.pt"
-    if int(os.environ.get("RANK", "0")) == 0:
-        prepare_run_dir(run_dir, resume, force)
-        remove_stale_temporaries(ckpt_dir)  # what a kill during a checkpoint write left behind
+    writes = int(os.environ.get("RANK", "0")) == 0  # only rank 0 writes the run directory
+    if writes:
+        check_run_dir(run_dir, resume, force)
+    early_log = held.enter_context(EarlyLog(log)) if log_file and writes else None
     resumed = load_checkpoint(last_path) if resume else None
     if resume and resumed is None:
         raise CheckpointError(f"--resume: {last_path} not found")
+    if resumed is not None:
+        _check_resumable(cfg, resumed, last_path)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     dist.init(cfg.train.device)  # under torchrun; a no-op in one process (and when the CLI did it)
+    if dist.active():
+        log.info("distributed: rank %d of %d, backend %s", dist.rank(), dist.world_size(), dist.backend())
     device = dist.device_for(resolve_device(cfg.train.device))
     task = get_task(cfg.task)
     data = task.prepare_data(cfg)  # every file checked before anything is written or built
     classes = data.classes
-    main = dist.is_main()  # only rank 0 writes the run directory
-    # A missing tracking package or an unusable store stops here, before training (tracking.py).
-    tracker = Tracker.open(cfg, run_dir, main, int(resumed["epoch"]) if resumed is not None else None)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if main:
-        save_config(cfg, run_dir / "config.yaml")
+    main = dist.is_main()
+    Tracker.require(cfg)  # a missing tracking package stops here, before anything is written
     log.info("data: %s", data.summary())
     if resumed is not None and list(resumed["classes"]) != classes:
-        raise CheckpointError(f"{last_path}: trained on classes {resumed['classes']}, the data now has {classes}")
+        raise CheckpointError(f"{last_path}: trained on classes {printable(resumed['classes'], 300)}, the data now "
+                              f"has {printable(classes, 300)}")
+
+    def start_run() -> Tracker:
+        """Take the run directory (lock it; for a new run remove the previous run's files) and write its first
+        files. An unusable tracking store still stops the run here, before training (tracking.py)."""
+        if main:
+            run = held.enter_context(RunDir.open(run_dir, resume, force))
+            remove_stale_temporaries(ckpt_dir)  # what a kill during a checkpoint write left behind
+            if early_log is not None:
+                run.record("train.log")
+                early_log.to_file(run_dir / "train.log")
+            if cfg.run.tensorboard and not (run_dir / "tensorboard").exists():
+                run.record("tensorboard/")
+            save_config(cfg, run_dir / "config.yaml")
+        return Tracker.open(cfg, run_dir, main, int(resumed["epoch"]) if resumed is not None else None)
 
     backbone = create_backbone(cfg.model.backbone, cfg.model.weights, log=log.info)
     model = task.build_model(cfg, backbone, classes)
@@ -190,7 +259,8 @@ def train(cfg: Config, resume: bool = False, force: bool = False) -> dict[str, A
     if closed_form:
         if dist.active():
             raise ConfigError(f"model.head: {cfg.model.head!r} is fitted in one process; run it without torchrun")
-        return _fit_closed_form(cfg, task, data, model, backbone, train_set, val_set, run_dir, device, watch, tracker)
+        return _fit_closed_form(cfg, task, data, model, backbone, train_set, val_set, run_dir, device, watch,
+                                start_run())
 
     model = dist.sync_batchnorm(model, cfg.train.sync_bn, device)
     model.to(device)
@@ -236,8 +306,15 @@ def train(cfg: Config, resume: bool = False, force: bool = False) -> dict[str, A
     ddp_model, ddp_phase = model, None  # the DDP wrapper, rebuilt when a phase changes what trains
     progress = EpochProgress()
     if resumed is not None:
-        model.load_state_dict(resumed["model"])
-        optimizer.load_state_dict(resumed["optimizer"])
+        try:
+            model.load_state_dict(resumed["model"])
+            optimizer.load_state_dict(resumed["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            # torch's message: a header line, then one line per mismatch; the first two say what is wrong
+            what = " ".join(line.strip() for line in str(exc).strip().splitlines()[:2])
+            raise CheckpointError(f"--resume: {last_path} does not fit the model this config builds "
+                                  f"({printable(what, 300)}); resume with the run's own config, or choose another "
+                                  "run.dir") from None
         scaler.load_state_dict(resumed["scaler"])
         start_epoch, step = int(resumed["epoch"]), int(resumed["step"])
         best, bad_epochs = dict(resumed["best"]), int(resumed["bad_epochs"])
@@ -251,6 +328,7 @@ def train(cfg: Config, resume: bool = False, force: bool = False) -> dict[str, A
             log.info("resumed from %s at epoch %d, step %d", last_path, start_epoch, step)
 
     metrics: dict[str, Any] = dict(resumed.get("metrics", {})) if resumed is not None else {}
+    tracker = start_run()
     monitor, sign = t.monitor, (1.0 if t.monitor_mode == "max" else -1.0)
     with StopRequest() as stop:  # SIGINT / SIGTERM: finish the step, write last.pt, stop
         for epoch in range(start_epoch, t.epochs):
@@ -305,12 +383,21 @@ def train(cfg: Config, resume: bool = False, force: bool = False) -> dict[str, A
                 name = signal.Signals(progress.interrupted).name
                 raise Interrupted(f"stopped by {name} in epoch {epoch + 1} after {progress.batches} batches (step {step}): "
                                   f"{last_path} written; add --resume to continue", progress.interrupted)
-            loss_sum, seen, skipped = float(progress.loss_total), progress.seen, progress.skipped
-            progress = EpochProgress()
+            trained, progress = progress, EpochProgress()
+            loss_sum, seen, skipped = float(trained.loss_total), trained.seen, trained.skipped
             loss_sum, seen = dist.sum_over_ranks(loss_sum, seen)  # the logged loss is the mean over all ranks
             train_seconds = time.perf_counter() - started
             if main:
-                metrics = task.evaluate(model, val_loader, device, classes, autocast)
+                # One process: a stop signal ends validation too (it can take minutes). Under torchrun the other
+                # ranks wait for rank 0's numbers, so validation finishes and the next epoch's start stops them.
+                batches = val_loader if dist.active() else StoppableBatches(val_loader, stop)
+                try:
+                    metrics = task.evaluate(model, batches, device, classes, autocast)
+                except StoppedInValidation:
+                    save_progress(trained, step)  # the whole epoch trained: --resume validates it
+                    name = signal.Signals(stop.signal or signal.SIGTERM).name
+                    raise Interrupted(f"stopped by {name} while validating epoch {epoch + 1} (step {step}): {last_path} "
+                                      "written; add --resume to continue", stop.signal or signal.SIGTERM) from None
             # Every rank takes the same best.pt / early-stopping decisions from rank 0's numbers.
             scalars = dist.from_main(_scalars(metrics) if main else None)
             if not main:
@@ -446,7 +533,7 @@ def _train_epoch(
 
     micro_at_step = [micro]
     stop_now, consumed = False, 0
-    for i, batch in enumerate(_until_stopped(bar, stop)):
+    for i, batch in enumerate(until_stopped(bar, stop)):
         consumed = i + 1
         micro += 1
         last_micro = micro % t.accumulate == 0 or i + 1 == n_batches
@@ -492,22 +579,6 @@ def _train_epoch(
     if stop.requested and (stop_now or consumed < n_batches):
         return done(stop.signal), step
     return done(), step
-
-
-def _until_stopped(batches: Any, stop: StopRequest) -> Iterator[Any]:
-    """The loader's batches; when a signal has arrived and the workers died of it too (Ctrl-C reaches the
-    whole process group), the epoch ends there instead of failing on the dead workers."""
-    iterator = iter(batches)
-    while True:
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            return
-        except RuntimeError:
-            if stop.requested:
-                return
-            raise
-        yield batch
 
 
 def _nonfinite(cfg: Config, dataset: Any, keys: list[Any], loss: torch.Tensor, step: int, epoch: int) -> int:
@@ -557,6 +628,18 @@ def _fit_closed_form(cfg, task, data, model, backbone, train_set, val_set, run_d
     write_run_report(run_dir)
     tracker.finish(run_dir)
     return final
+
+
+def _check_resumable(cfg: Config, resumed: dict[str, Any], last_path: Path) -> None:
+    """--resume continues the run's own model: another task, architecture or backbone is refused before anything
+    is read or written (config.yaml keeps the run's config)."""
+    model = (resumed.get("config") or {}).get("model") or {}
+    for key, was, now in (("task", resumed.get("task"), cfg.task), ("model.arch", model.get("arch"), cfg.model.arch),
+                          ("model.backbone", model.get("backbone"), cfg.model.backbone)):
+        if was is not None and was != now:
+            raise CheckpointError(f"--resume: {last_path} was trained with {key} {printable(was, 100)}, the config says "
+                                  f"{printable(now, 100)}; resume with the run's own config "
+                                  f"({last_path.parent.parent / 'config.yaml'}), or choose another run.dir")
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
