@@ -357,19 +357,32 @@ def stop_signals_blocked() -> Iterator[None]:
 
 
 def worker_start(worker_id: int) -> None:
-    """A DataLoader worker's first act. SIGINT and SIGTERM are the main process's to act on: sent to the whole
-    process group (Ctrl-C, scancel, timeout(1)) they would kill the workers first and lose the epoch; ignored
-    here, the workers serve batches until the main process has finished its step and shuts them down (a worker
-    whose main process died exits on its own, torch checks). The run lock's inherited fds are closed, so the
-    lock goes with the main process."""
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    """A DataLoader worker's first act. SIGINT and SIGTERM sent to the whole process group (Ctrl-C, scancel,
+    timeout(1)) are the main process's to act on: had they killed the workers, the epoch would be lost before
+    the main process could finish its step. So a worker ignores SIGINT and keeps SIGTERM blocked, and a thread
+    takes each SIGTERM with its sender: from the main process (torch shutting the workers down,
+    multiprocessing's clean-up at exit) it ends the worker at once, from anyone else it is the main process's
+    business and is dropped. A worker whose main process died exits on its own (torch checks). The run lock's
+    inherited fds are closed, so the lock goes with the main process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # already, where forked inside stop_signals_blocked
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    threading.Thread(target=_sigterm_from_parent_only, args=(os.getppid(),), daemon=True,
+                     name="visiontl-sigterm").start()
     for fd in list(_held_locks):
         with contextlib.suppress(OSError):
             os.close(fd)
     _held_locks.clear()
     worker_init(worker_id)
+
+
+def _sigterm_from_parent_only(parent: int) -> None:
+    """In a worker: wait for SIGTERM (blocked in every thread, so it waits here) and end the worker when the
+    main process sent it; a signal to the process group comes from a shell, a scheduler or timeout(1)."""
+    while True:
+        info = signal.sigwaitinfo({signal.SIGTERM})
+        if info.si_pid == parent:
+            os._exit(0)  # as torch's own worker handler does: a non-zero status would be reported as a crash
 
 
 class StoppedInValidation(Exception):

@@ -13,17 +13,14 @@ finetune plan says what trains at which LR; this module runs the loop and writes
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import csv
 import io
 import logging
 import math
-import multiprocessing
 import os
 import signal
 import time
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -105,37 +102,12 @@ def make_loader(dataset: Any, sampler: Any, batch_size: int, workers: int, colla
 
 
 class _Loader(DataLoader):
-    """Workers that leave SIGINT/SIGTERM to the main process (resilience.worker_start), with no window between
-    their fork and that setting, and that are shut down before the interpreter exits (below)."""
-
-    with_workers: weakref.WeakSet[_Loader] = weakref.WeakSet()
+    """Workers forked with SIGINT/SIGTERM blocked, so no signal to the process group reaches one before
+    resilience.worker_start has decided what it does with them."""
 
     def _get_iterator(self) -> Any:
         with stop_signals_blocked():
-            iterator = super()._get_iterator()
-        if self.num_workers > 0:
-            _Loader.with_workers.add(self)
-        return iterator
-
-
-@atexit.register
-def _shut_down_workers() -> None:
-    """At exit torch leaves persistent workers to multiprocessing, which SIGTERMs its daemon children and waits
-    for them: workers that ignore SIGTERM would be waited for forever. This handler, registered after theirs, runs
-    first: it stops the workers as torch does between passes, and kills one that does not end."""
-    for loader in list(_Loader.with_workers):
-        iterator = getattr(loader, "_iterator", None)  # torch keeps a persistent-worker loader's iterator there
-        if iterator is None or not hasattr(iterator, "_shutdown_workers"):
-            continue
-        iterator._shutdown_workers()
-    # Workers of loaders collected earlier: torch's clean-up asked them to stop and, when one was slow, sent
-    # SIGTERM, which they ignore. They would be waited for forever; nothing they hold is worth keeping.
-    from torch.utils.data._utils.worker import _worker_loop
-
-    for child in multiprocessing.active_children():
-        if getattr(child, "_target", None) is _worker_loop:
-            child.kill()
-            child.join()
+            return super()._get_iterator()
 
 
 def build_optimizer(cfg: Config, groups: list[dict]) -> torch.optim.Optimizer:
