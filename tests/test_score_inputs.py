@@ -166,6 +166,7 @@ CASES: dict[str, tuple[Callable[[dict, list], None], str, str]] = {
     "bbox with a bool": (_annotation(0, bbox=[1, 2, True, 4]), "bbox",
                          "annotation 1: 'bbox' is [1, 2, True, 4], not 4 finite numbers"),
     "category id as a string": (_result(0, category_id="1"), "bbox", "result #0: 'category_id' is '1', not an integer"),
+    "category id a fraction": (_result(0, category_id=1.5), "bbox", "result #0: 'category_id' is 1.5, not an integer"),
     "image id as a bool": (_result(0, image_id=True), "bbox", "result #0: 'image_id' is True, not an integer"),
     "5000-digit score": (_result(0, score="BIG_INTEGER"), "bbox",
                          "holds an integer of more than 4,300 digits; no COCO value has that many"),
@@ -397,3 +398,14 @@ def test_an_empty_bbox_on_a_mask_result_means_no_box(tmp_path: Path, engine: str
     expected = score_files(gt_path, res_path, "segm", engine)
     res_path.write_text(json.dumps(empty))
     assert json.dumps(score_files(gt_path, res_path, "segm", engine)) == json.dumps(expected)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_result_ids_written_as_whole_floats_are_the_integers(tmp_path: Path, engine: str) -> None:
+    """`image_id: 1.0`, `category_id: 2.0` (what `.tolist()` of a float array writes) name images and
+    categories 1 and 2, as in pycocotools' lookups; `1.5` is refused (CASES)."""
+    gt_path, res_path = _write(tmp_path, GT, RESULTS)
+    expected = score_files(gt_path, res_path, "bbox", engine)
+    res_path.write_text(json.dumps([{**r, "image_id": float(r["image_id"]), "category_id": float(r["category_id"])}
+                                    for r in RESULTS]))
+    assert json.dumps(score_files(gt_path, res_path, "bbox", engine)) == json.dumps(expected)

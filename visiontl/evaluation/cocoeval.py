@@ -136,6 +136,14 @@ def _is_integer(value: Any) -> bool:
     return type(value) is int  # JSON true/false are bools, not integers
 
 
+def _whole_floats_as_ints(values: list) -> list:
+    """Result ids written as whole floats (`1.0`: what `.tolist()` of a float array gives) as the integers they
+    name, as pycocotools' dict lookups take them; anything else stays for `_index` to refuse."""
+    if {type(v) for v in values} <= {int}:
+        return values
+    return [int(v) if type(v) is float and v.is_integer() and abs(v) <= 2**53 else v for v in values]
+
+
 def _is_number(value: Any) -> bool:
     """A finite JSON number: not a string, not a boolean, not an integer beyond any float."""
     if type(value) is float:
@@ -336,6 +344,7 @@ def detections(results: list, gt: GroundTruth, iou_type: str = "bbox", source: s
         raise DataError(f"{source}: a COCO results file is a list of detections, got {type(results).__name__}")
     shape_key = "bbox" if iou_type == "bbox" else "segmentation"
     image_ids, category_ids, scores, _ = _fields(results, ("image_id", "category_id", "score", shape_key), source)
+    image_ids, category_ids = _whole_floats_as_ints(image_ids), _whole_floats_as_ints(category_ids)
     image = _index(image_ids, gt.image_index, source, "result", "image_id", results)
     for i in [] if set(map(type, category_ids)) <= {int} else range(len(category_ids)):
         if not _is_integer(category_ids[i]):
