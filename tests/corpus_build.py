@@ -79,6 +79,14 @@ def deeply_nested_json(tmp: Path) -> Path:
     return path
 
 
+def huge_integer_json(tmp: Path) -> Path:
+    """A COCO file whose category id has 5000 digits (Python refuses to convert more than 4300)."""
+    _copy(IMAGES / "good.png", tmp / "images" / "good.png")
+    path = tmp / "annotations.json"
+    path.write_text('{"images": [], "annotations": [], "categories": [{"id": ' + "9" * 5000 + ', "name": "a"}]}')
+    return path
+
+
 def voc(tmp: Path, name: str) -> Path:
     """A VOC root: Annotations/a.xml (tests/corpus/voc/<name>.xml), JPEGImages/good.png, ImageSets/Main/train.txt;
     and outside.png beside the root, where the escaping file names point."""

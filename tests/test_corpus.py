@@ -406,6 +406,8 @@ CASES = [
     Case("coco_not_json", "convert", "exit2", "annotations.json: not valid JSON", coco_convert("not_json")),
     Case("coco_deeply_nested_json", "convert", "exit2", "annotations.json: not valid JSON (nested too deeply",
          lambda tmp: cb.convert(cb.deeply_nested_json(tmp), "coco", "coco", tmp / "out")),
+    Case("coco_5000_digit_integer", "check", "exit1", "annotations.json: holds an integer of more than 4,300 digits",
+         lambda tmp: cb.check(cb.huge_integer_json(tmp), "coco")),
     Case("coco_non_utf8_json", "convert", "exit2", "annotations.json: cannot read", coco_convert("latin1")),
     Case("coco_top_level_list", "convert", "exit2", "annotations.json: not a COCO file",
          coco_convert("top_level_list")),

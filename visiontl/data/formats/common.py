@@ -67,6 +67,9 @@ def parse_json(text: str | bytes, where: str | Path) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except ValueError:  # Python's guard against slow conversions: an integer of more than 4,300 digits
+        raise DataError(f"{where}: holds an integer of more than 4,300 digits; no annotation value has that many") \
+            from None
     except RecursionError:
         raise DataError(f"{where}: not valid JSON (nested too deeply for an annotation file)") from None
 
