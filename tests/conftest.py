@@ -85,3 +85,15 @@ def fresh_log() -> Iterator[None]:
             if handler not in saved[0]:
                 handler.close()
         logger.handlers[:], logger.propagate, logger.level = saved
+
+
+def run_main(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    """visiontl's main() in this process (a subprocess per case would import torch each time): its exit
+    status and what it printed to stdout and stderr."""
+    from visiontl.cli import main
+
+    capsys.readouterr()
+    with fresh_log():
+        code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import fresh_log
+from conftest import run_main as _cli
 from visiontl.config import Config, load_config
 from visiontl.errors import ConfigError
 
@@ -106,17 +106,6 @@ def test_shipped_configs_validate(path: Path) -> None:
 
 
 # --- what the loader and the schema refuse (issue 15) --------------------------------------------------------
-
-
-def _cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
-    """visiontl's main() in this process (a subprocess per case would import torch each time)."""
-    from visiontl.cli import main
-
-    capsys.readouterr()
-    with fresh_log():
-        code = main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_a_key_written_twice_is_refused_naming_both_lines(tmp_path: Path) -> None:

@@ -30,8 +30,8 @@ import torch
 import yaml
 
 import corpus_build as cb
-from conftest import fresh_log, tiny_config
-from visiontl.cli import main
+from conftest import run_main as _cli
+from conftest import tiny_config
 from visiontl.errors import CheckpointError, ConfigError, DataError, WeightsError
 
 CORPUS = cb.CORPUS
@@ -54,14 +54,6 @@ def _evil(path: Path, marker: Path, **entries: Any) -> Path:
     assert marker.exists(), "the payload is live"
     marker.unlink()
     return path
-
-
-def _cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
-    capsys.readouterr()
-    with fresh_log():
-        code = main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # --- checkpoints and weights -------------------------------------------------------------------------------
