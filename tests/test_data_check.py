@@ -12,7 +12,7 @@ from PIL import Image
 
 from visiontl.data.annotations import AnnotationSet, Category, ImageRecord, Instance
 from visiontl.data.check import check_annotations
-from visiontl.data.formats import read_coco
+from visiontl.data.formats.coco import read_coco
 from visiontl.data.split import class_presence, split_images
 from visiontl.data.stats import dataset_stats, stats_png
 

@@ -11,7 +11,7 @@ import pytest
 
 from test_data_check import broken_coco
 from visiontl.cli import ANNOTATION_FORMATS
-from visiontl.data.formats.registry import FORMAT_NAMES, read_dataset
+from visiontl.data.formats.registry import FORMAT_NAMES, FORMATS, read_dataset
 from visiontl.data.synthetic import make_detection_coco
 
 
@@ -19,8 +19,18 @@ def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "visiontl", *args], capture_output=True, text=True, timeout=300)
 
 
-def test_cli_knows_every_format() -> None:
+def test_every_format_name_comes_from_the_registry_and_the_parser_imports_no_reader() -> None:
+    from typing import get_args
+
+    from visiontl.config import TASK_FORMATS, DataConfig
+
     assert ANNOTATION_FORMATS == FORMAT_NAMES
+    assert set(FORMAT_NAMES) <= set(get_args(DataConfig.model_fields["format"].annotation))
+    assert TASK_FORMATS["detection"] == tuple(n for n, f in FORMATS.items() if "detection" in f.tasks)
+    code = ("import sys, visiontl.cli as c; c.build_parser(); "
+            "print(sorted(m for m in sys.modules if m.startswith('visiontl.data.formats.') or m == 'numpy'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "['visiontl.data.formats.registry']", done.stderr
 
 
 def test_check_a_broken_dataset_lists_every_problem_and_exits_1(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from conftest import with_sections
 from visiontl.backbones import create_backbone
 from visiontl.config import build_config
 from visiontl.data.annotations import LabelMap
-from visiontl.data.formats import read_coco
+from visiontl.data.formats.coco import read_coco
 from visiontl.data.synthetic import make_detection_coco
 from visiontl.engine.checkpoint import load_checkpoint
 from visiontl.engine.trainer import train

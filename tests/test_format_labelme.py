@@ -17,7 +17,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from visiontl.data.annotations import AnnotationSet, Category, ImageRecord, Instance
-from visiontl.data.formats import read_coco, read_voc
+from visiontl.data.formats.coco import read_coco
+from visiontl.data.formats.voc import read_voc
 from visiontl.data.formats.labelme import circle_polygon, circle_vertices, read_labelme, write_labelme
 from visiontl.errors import DataError
 

@@ -10,7 +10,10 @@ import yaml
 from PIL import Image
 
 from visiontl.data.annotations import AnnotationSet, Category, ImageRecord, Instance, LabelMap
-from visiontl.data.formats import read_annotations, read_coco, read_voc, read_yolo, write_coco
+from visiontl.data.formats.coco import read_coco, write_coco
+from visiontl.data.formats.registry import read_split
+from visiontl.data.formats.voc import read_voc
+from visiontl.data.formats.yolo import read_yolo
 from visiontl.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -418,7 +421,7 @@ def test_yolo_data_yaml_with_dict_names_and_list_file(tmp_path: Path) -> None:
     assert train.report.source == str(tmp_path / "ds" / "data.yaml")
     assert [i.file_name for i in train.images] == ["a.jpg", "sub/b.png"]
     assert [c.name for c in train.categories] == ["cat", "dog", "cow"]
-    val = read_annotations("yolo", tmp_path / "ds", "val")
+    val = read_split("yolo", tmp_path / "ds", "val")
     assert val.image_root == (root / "images" / "val").absolute()
     assert val.images == [ImageRecord(1, "c.jpg", 32, 24)]
     assert val.instances == [Instance(1, 1, 2, (8.0, 6.0, 16.0, 12.0))]
@@ -505,13 +508,13 @@ def test_yolo_reads_coco128_seg_labels(tmp_path: Path) -> None:
 # --- dispatch -----------------------------------------------------------------------------------------
 
 
-def test_read_annotations_dispatch(tmp_path: Path) -> None:
+def test_read_split_dispatch(tmp_path: Path) -> None:
     _write_json(tmp_path / "coco" / "ann" / "train.json", _coco())
-    aset = read_annotations("coco", tmp_path / "coco", "ann/train.json", images="pics")
+    aset = read_split("coco", tmp_path / "coco", "ann/train.json", images=tmp_path / "coco" / "pics")
     assert aset.image_root == tmp_path / "coco" / "pics" and len(aset.instances) == 3
-    assert read_annotations("coco", tmp_path, str(tmp_path / "coco" / "ann" / "train.json")).images[0].id == 0
-    assert len(read_annotations("voc", _voc(tmp_path / "voc"), "train").images) == 3
+    assert read_split("coco", tmp_path, str(tmp_path / "coco" / "ann" / "train.json")).images[0].id == 0
+    assert len(read_split("voc", _voc(tmp_path / "voc"), "train").images) == 3
     with pytest.raises(DataError) as err:
-        read_annotations("pascal", tmp_path, "train")
+        read_split("pascal", tmp_path, "train")
     assert str(err.value) == ("unknown annotation format 'pascal' (expected one of: coco, voc, yolo, cvat, labelstudio, "
                               "labelme)")

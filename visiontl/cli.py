@@ -18,9 +18,8 @@ from visiontl.text import PrintableFormatter, printable
 
 log = logging.getLogger("visiontl")
 
-# visiontl.data.formats.registry.FORMAT_NAMES, spelled out so that building the parser imports nothing heavy
-# (`visiontl score` must start fast); tests/test_data_cli.py keeps the two equal.
-ANNOTATION_FORMATS = ("coco", "voc", "yolo", "cvat", "labelstudio", "labelme")
+# The registry imports no reader, so building the parser stays fast (`visiontl score` must start fast).
+from visiontl.data.formats.registry import FORMAT_NAMES as ANNOTATION_FORMATS  # noqa: E402
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticUndefined
 
 from visiontl import safe_yaml
+from visiontl.data.formats.registry import FORMAT_NAMES, formats_for
 from visiontl.errors import ConfigError
 from visiontl.text import printable
 
@@ -32,9 +33,12 @@ DEFAULT_ARCH = {"classification": "classifier", "detection": "faster_rcnn", "seg
                 "instance_segmentation": "mask_rcnn"}
 TASK_ARCHS = {"classification": ("classifier",), "detection": ("faster_rcnn", "ssd", "ssdlite"),
               "segmentation": ("unet", "fpn", "deeplabv3plus"), "instance_segmentation": ("mask_rcnn",)}
-TASK_FORMATS = {"classification": ("imagefolder", "csv"),
-                "detection": ("coco", "voc", "yolo", "cvat", "labelstudio", "labelme"),
-                "segmentation": ("masks", "coco"), "instance_segmentation": ("coco", "cvat", "labelstudio", "labelme")}
+# classification's and semantic segmentation's own layouts come first; the annotation formats come from their
+# registry (visiontl.data.formats.registry), which says which tasks read each.
+TASK_FORMATS = {"classification": ("imagefolder", "csv"), "detection": formats_for("detection"),
+                "segmentation": ("masks",) + formats_for("segmentation"),
+                "instance_segmentation": formats_for("instance_segmentation")}
+DataFormat = Literal[tuple(dict.fromkeys(("imagefolder", "csv", "masks") + FORMAT_NAMES))]  # type: ignore[valid-type]
 
 
 # Bounds on sizes and counts. A value above them can only be a mistake (a digit too many, a pasted number), and
@@ -122,7 +126,7 @@ class ModelConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    format: Literal["imagefolder", "csv", "coco", "voc", "yolo", "cvat", "labelstudio", "labelme", "masks"] = _f(
+    format: DataFormat = _f(
         "imagefolder", "classification: imagefolder (root/<split>/<class>/*) or csv (path,label); detection: coco "
         "(JSON), voc (Annotations/ + ImageSets/Main/<split>.txt), yolo (data.yaml or images/ + labels/), cvat "
         "(XML export), labelstudio (JSON export) or labelme (folder of JSON); instance_segmentation: coco, cvat, "
@@ -131,10 +135,17 @@ class DataConfig(_Strict):
     train: str = _f("train", "train split: a folder (imagefolder), a CSV file (csv), a JSON file (coco), an "
                     "ImageSets/Main list name (voc), a data.yaml key / images sub-folder (yolo), an export file "
                     "(cvat, labelstudio) or a JSON folder (labelme), relative to root")
-    val: str = _f("val", "validation split, as data.train")
+    val: str | float = _f("val", "validation split, as data.train; or a fraction of the train split (0.2: a "
+                          "seeded split, stratified by class, whose val images are listed in the run folder and "
+                          "reused by evaluate and --resume)")
     classes: list[str] | None = _f(None, "class names in label order; default: sorted folder names / CSV labels")
-    images: str | None = _f(None, "coco, cvat, labelstudio, labelme: the image folder, relative to root (default: "
-                            "found next to the annotation file; labelstudio: root)")
+    images: str | None = _f(None, "the image folder of both splits, relative to root (default: found among the "
+                            "usual names next to the annotations; labelstudio: root)")
+    train_images: str | None = _f(None, "the image folder of the train split, when the splits' images are in "
+                                  "separate folders (default: data.images, else found)")
+    val_images: str | None = _f(None, "the image folder of the val split, as data.train_images")
+    annotations: str | None = _f(None, "voc: the folder of XML files, relative to root (default: found among "
+                                 "Annotations/, annotations/, annots/, or beside the images)")
     train_masks: str | None = _f(None, "masks: the label-image folder of the train split when data.train is an "
                                  "image folder (pairs by file name); unused when data.train is a list file")
     val_masks: str | None = _f(None, "masks: the label-image folder of the val split, as data.train_masks")
@@ -166,6 +177,17 @@ class DataConfig(_Strict):
     max_pixels: int = _f(120_000_000, "predict, serve: an image whose header declares more pixels (width x height) "
                          "is refused before it is decoded (120 M: a 100-megapixel photo fits; --max-pixels overrides)",
                          gt=0, le=16384 * 16384)
+
+    @field_validator("val", mode="before")
+    @classmethod
+    def _split_or_fraction(cls, value: Any) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ValueError(f"{value} is not a finite number")
+            if not 0 < value < 1:
+                raise ValueError(f"{value} is neither a split nor a fraction of the train split (0 < val < 1)")
+            return float(value)
+        return value
 
     @field_validator("pipeline")
     @classmethod

@@ -1,9 +1,14 @@
 """Data: decoding, datasets per task, augmentation presets, samplers and synthetic sets for tests."""
 
-from pathlib import Path
+from __future__ import annotations
 
-from visiontl.config import DataConfig
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from visiontl.errors import DataError
+
+if TYPE_CHECKING:  # visiontl.config imports the format registry from this package
+    from visiontl.config import DataConfig
 
 
 def dataset_root(data: DataConfig) -> Path:
@@ -13,3 +18,20 @@ def dataset_root(data: DataConfig) -> Path:
     if not data.root.is_dir():
         raise DataError(f"data.root: {str(data.root)!r} does not exist or is not a folder")
     return data.root
+
+
+def split_images(data: DataConfig, split: str) -> Path | None:
+    """The image folder of `split` ("train" or "val"): data.<split>_images, else data.images, relative to root;
+    None lets the format find it."""
+    folder = getattr(data, f"{split}_images") or data.images
+    return dataset_root(data) / folder if folder else None
+
+
+def read_annotation_split(data: DataConfig, split: str, classes: list[str] | None = None):  # -> AnnotationSet
+    """Read split `split` ("train" or "val") of an annotation-format dataset (coco, voc, yolo, ...) for
+    training: data.<split> as written, through the format registry."""
+    from visiontl.data.formats.registry import read_split
+
+    root = dataset_root(data)
+    return read_split(data.format, root, str(getattr(data, split)), images=split_images(data, split),
+                      annotations=root / data.annotations if data.annotations else None, classes=classes)

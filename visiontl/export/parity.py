@@ -111,14 +111,9 @@ def val_files(loaded: Any) -> list[Path]:
         from visiontl.data.masks import find_pairs
 
         return [s.image for s in find_pairs(dataset_root(d), d.val, d.val_masks)]
-    if cfg.task == "segmentation":
-        from visiontl.data.formats import read_annotations
+    from visiontl.data import read_annotation_split
 
-        aset = read_annotations("coco", dataset_root(d), d.val, d.images)
-    else:
-        from visiontl.tasks.detection import read_split
-
-        aset = read_split(cfg, "val", list(loaded.classes) if d.format == "voc" else None)
+    aset = read_annotation_split(d, "val", list(loaded.classes) if d.format == "voc" else None)
     return [aset.image_path(img) for img in aset.images]
 
 

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from visiontl.backbones import Backbone
 from visiontl.config import Config
-from visiontl.data import dataset_root
+from visiontl.data import dataset_root, read_annotation_split
 from visiontl.data.annotations import AnnotationSet, LabelMap
 from visiontl.data.detection import (
     DetectionDataset,
@@ -63,14 +63,7 @@ class DetectionData:
 
 
 def read_split(cfg: Config, split: str, classes: list[str] | None) -> AnnotationSet:
-    from visiontl.data.formats import read_annotations, read_voc
-
-    d = cfg.data
-    root = dataset_root(d)
-    name = getattr(d, split)
-    if d.format == "voc":
-        return read_voc(root, name, classes=classes)
-    return read_annotations(d.format, root, name, d.images)
+    return read_annotation_split(cfg.data, split, classes)
 
 
 # Formats whose category ids are made up by the reader (from names), so two splits' ids need not agree.

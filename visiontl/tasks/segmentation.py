@@ -59,12 +59,11 @@ class SegmentationTask:
         d = cfg.data
         root = dataset_root(d)
         if d.format == "coco":
-            from visiontl.data.formats import read_annotations
-
+            from visiontl.data import read_annotation_split
             from visiontl.data.check import check_images
 
-            train = read_annotations("coco", root, d.train, d.images)
-            val = read_annotations("coco", root, d.val, d.images)
+            train = read_annotation_split(d, "train")
+            val = read_annotation_split(d, "val")
             label_map = LabelMap.from_set(train)
             check_images(train)  # masks are painted in the annotation's pixels: the sizes must agree
             check_images(val)

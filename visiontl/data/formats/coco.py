@@ -264,3 +264,17 @@ def _int(rec: dict[str, Any], key: str, where: str) -> int:
         raise DataError(f"{where}: '{key}' {v!r} is not an integer")
     return int(v)
 
+
+# The registry's interface (visiontl.data.formats.registry).
+def read(src: Path, images: Path | None, split: str | None, *, sanitize: bool, problems: list[str] | None,
+         classes: list[str] | None) -> AnnotationSet:
+    return read_coco(src, images, sanitize=sanitize, problems=problems)
+
+
+def write(aset: AnnotationSet, out: Path, split: str, copy_images: bool, options: dict[str, Any]) -> WriteReport:
+    return write_coco(aset, out / f"{split}.json")
+
+
+def read_split(root: Path, split: str, *, images: Path | None, annotations: Path | None,
+               classes: list[str] | None) -> AnnotationSet:
+    return read_coco(root / split, images)

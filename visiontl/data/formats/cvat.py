@@ -846,3 +846,18 @@ def _angle(v: float) -> str:
 
 def _ids(ids: list[int]) -> str:
     return "[" + ", ".join(str(i) for i in ids[:5]) + (", ...]" if len(ids) > 5 else "]")
+
+
+# The registry's interface (visiontl.data.formats.registry).
+def read(src: Path, images: Path | None, split: str | None, *, sanitize: bool, problems: list[str] | None,
+         classes: list[str] | None) -> AnnotationSet:
+    return read_cvat(src, images, sanitize=sanitize)
+
+
+def write(aset: AnnotationSet, out: Path, split: str, copy_images: bool, options: dict[str, Any]) -> WriteReport:
+    return write_cvat(aset, out / "annotations.xml", **({"source": options["source"]} if "source" in options else {}))
+
+
+def read_split(root: Path, split: str, *, images: Path | None, annotations: Path | None,
+               classes: list[str] | None) -> AnnotationSet:
+    return read_cvat(root / split, images)

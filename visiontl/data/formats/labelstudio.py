@@ -839,3 +839,19 @@ def _jsonable(v: Any) -> bool:
         return False
     return True
 
+
+# The registry's interface (visiontl.data.formats.registry).
+def read(src: Path, images: Path | None, split: str | None, *, sanitize: bool, problems: list[str] | None,
+         classes: list[str] | None) -> AnnotationSet:
+    return read_labelstudio(src, images, sanitize=sanitize)
+
+
+def write(aset: AnnotationSet, out: Path, split: str, copy_images: bool, options: dict[str, Any]) -> WriteReport:
+    return write_labelstudio(aset, out / "tasks.json")
+
+
+def read_split(root: Path, split: str, *, images: Path | None, annotations: Path | None,
+               classes: list[str] | None) -> AnnotationSet:
+    # Task files name images by upload or storage paths; training resolves them against data.root unless
+    # data.images says otherwise.
+    return read_labelstudio(root / split, images if images is not None else root)

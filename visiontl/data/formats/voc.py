@@ -596,3 +596,18 @@ def _coord(box: ET.Element, tag: str, where: str) -> float:
 def _flag(obj: ET.Element, tag: str, where: str) -> int:
     text = (obj.findtext(tag) or "").strip()
     return int(parse_number(text, tag, where) != 0) if text else 0
+
+
+# The registry's interface (visiontl.data.formats.registry).
+def read(src: Path, images: Path | None, split: str | None, *, sanitize: bool, problems: list[str] | None,
+         classes: list[str] | None) -> AnnotationSet:
+    return read_voc(src, split, classes=classes, sanitize=sanitize)
+
+
+def write(aset: AnnotationSet, out: Path, split: str, copy_images: bool, options: dict[str, Any]) -> WriteReport:
+    return write_voc(aset, out, split, copy_images=copy_images)
+
+
+def read_split(root: Path, split: str, *, images: Path | None, annotations: Path | None,
+               classes: list[str] | None) -> AnnotationSet:
+    return read_voc(root, split, classes=classes)

@@ -460,3 +460,18 @@ def _span(names: dict[int, str]) -> str:
     if not keys:
         return "none"
     return f"{keys[0]}..{keys[-1]}" if keys == list(range(keys[0], keys[-1] + 1)) else ", ".join(map(str, keys))
+
+
+# The registry's interface (visiontl.data.formats.registry).
+def read(src: Path, images: Path | None, split: str | None, *, sanitize: bool, problems: list[str] | None,
+         classes: list[str] | None) -> AnnotationSet:
+    return read_yolo(src.parent if src.is_file() else src, split or "train", sanitize=sanitize)
+
+
+def write(aset: AnnotationSet, out: Path, split: str, copy_images: bool, options: dict[str, Any]) -> WriteReport:
+    return write_yolo(aset, out, split, task=options.get("yolo_task", "detect"), copy_images=copy_images)
+
+
+def read_split(root: Path, split: str, *, images: Path | None, annotations: Path | None,
+               classes: list[str] | None) -> AnnotationSet:
+    return read_yolo(root, split)
