@@ -99,7 +99,8 @@ def test_dataset_checks_before_training(synthetic_root: Path, tmp_path: Path) ->
     data = DataConfig(root=synthetic_root, image_size=32)
     classes = discover_classes(data)
     assert classes == ["class_0", "class_1", "class_2"]
-    assert len(load_split(data, "train", classes)) == 24
+    samples, left_out = load_split(data, "train", classes)
+    assert len(samples) == 24 and left_out == []
     with pytest.raises(DataError, match="class folder 'class_2' is not in the class list"):
         load_split(data, "val", ["class_0", "class_1"])
     csv = tmp_path / "list.csv"

@@ -230,6 +230,9 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     else:
         problems = [Problem("error", line) for line in collected]
         problems += check_annotations(aset, decode=not args.headers_only, progress=True)
+        how = "image headers read" if args.headers_only else "decoded in full"
+        print(f"checked {len(aset.images)} image(s) ({how}), {len(aset.instances)} object(s), "
+              f"{len(aset.categories)} class(es)")
     for problem in problems:
         print(problem)
     print(f"{printable(args.src)}: {summarize(problems)}")

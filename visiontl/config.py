@@ -438,6 +438,18 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     return build_config(raw, source=str(path) if path is not None else "config")
 
 
+def with_absolute_paths(config: Config) -> Config:
+    """A copy whose data.root is absolute, so the run's stored config (config.yaml, checkpoints) finds the
+    data from any working folder; the other data paths are relative to data.root and follow it."""
+    import os
+
+    if config.data.root is None or config.data.root.is_absolute():
+        return config
+    out = config.model_copy(deep=True)
+    out.data.root = Path(os.path.abspath(config.data.root))
+    return out
+
+
 def save_config(config: Config, path: Path) -> None:
     from visiontl.atomic import atomic_write_text
 

@@ -108,16 +108,44 @@ def _check_instance(inst: Instance, width: int, height: int, where: str) -> list
     return out
 
 
-def check_images(aset: AnnotationSet) -> None:
-    """Before training: every image decodes in full and has the size its annotation says (boxes and masks
-    are in those pixels). Raises DataError on the first problem, in one line."""
-    from visiontl.data.images import verify_images
+SKIP_HINT = "data.on_bad_image=skip trains without such images"
 
-    sizes = verify_images([aset.image_path(img) for img in aset.images])
-    for img, size in zip(aset.images, sizes):
-        if size != (img.width, img.height):
-            raise DataError(f"{aset.image_path(img)}: image is {size[0]}x{size[1]} but {aset.report.source} says "
-                            f"{img.width}x{img.height} (image id {img.id})")
+
+def usable_images(paths: list[Path], on_bad_image: str, expected: list[tuple[int, int]] | None = None,
+                  source: str = "", what: list[str] | None = None) -> tuple[list[bool], list[str]]:
+    """Before training: every image decodes in full and (with `expected`, the sizes the annotations give)
+    has that size, since boxes and masks are in those pixels. on_bad_image "error" raises DataError on the
+    first problem in list order, naming the key that skips; "skip" returns which images pass and one line per
+    image left out. `what` adds a record name per image to the size message (e.g. "image id 3")."""
+    from visiontl.data.images import image_problems
+
+    keep, left_out = [], []
+    for k, (path, found) in enumerate(zip(paths, image_problems(paths))):
+        problem = found if isinstance(found, str) else None
+        if problem is None and expected is not None and found != expected[k]:
+            record = f" ({what[k]})" if what else ""
+            problem = (f"{path}: image is {found[0]}x{found[1]} but {source} says "
+                       f"{expected[k][0]}x{expected[k][1]}{record}")
+        if problem is not None and on_bad_image != "skip":
+            raise DataError(f"{problem}; {SKIP_HINT}")
+        keep.append(problem is None)
+        if problem is not None:
+            left_out.append(problem)
+    return keep, left_out
+
+
+def check_images(aset: AnnotationSet, on_bad_image: str = "error") -> tuple[AnnotationSet, list[str]]:
+    """usable_images of an annotated set: the set without the images left out (and their instances), and
+    one line per image left out."""
+    keep, left_out = usable_images([aset.image_path(img) for img in aset.images], on_bad_image,
+                                   [(img.width, img.height) for img in aset.images], str(aset.report.source),
+                                   [f"image id {img.id}" for img in aset.images])
+    if not left_out:
+        return aset, []
+    kept = {img.id for img, ok in zip(aset.images, keep) if ok}
+    return AnnotationSet(aset.categories, [i for i in aset.images if i.id in kept],
+                         [a for a in aset.instances if a.image_id in kept], aset.image_root, aset.report,
+                         extra=aset.extra), left_out
 
 
 def summarize(problems: list[Problem]) -> str:

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from visiontl.config import DataConfig
 from visiontl.data import dataset_root
-from visiontl.data.images import is_image_file, read_image, verify_images
+from visiontl.data.images import is_image_file, read_image
 from visiontl.data.sampling import split_item
 from visiontl.errors import DataError
 
@@ -53,21 +53,28 @@ def discover_classes(data: DataConfig) -> list[str]:
     return names
 
 
-def load_split(data: DataConfig, split: str, classes: list[str]) -> list[Sample]:
-    """The samples of `split` ('train' or 'val'), every file checked to be a readable image."""
+def load_split(data: DataConfig, split: str, classes: list[str]) -> tuple[list[Sample], list[str]]:
+    """The samples of `split` ('train' or 'val'), every file decoded in full, so a truncated file stops here
+    and not mid-training; with data.on_bad_image=skip, the files that fail are left out: the samples kept and
+    one line per file left out."""
+    from visiontl.data.check import usable_images
+
     path = _split_path(data, split)
     index = {name: i for i, name in enumerate(classes)}
     samples = _imagefolder(path, index) if data.format == "imagefolder" else _csv(path, data.root, index)
     if not samples:
         raise DataError(f"{path}: no images found for split {split!r}")
-    if split == "train":
-        counts = class_counts(samples, len(classes))
-        empty = [name for name, n in zip(classes, counts) if not n]
-        if empty:  # a class never seen in training cannot be learned: say so now, not after the run
-            more = f" (nor {', '.join(map(repr, empty[1:]))})" if len(empty) > 1 else ""
-            raise DataError(f"{path}: class {empty[0]!r} has no images{more}")
-    verify_images([s.path for s in samples])  # decoded in full: a truncated file stops here, not mid-training
-    return samples
+    keep, left_out = usable_images([s.path for s in samples], data.on_bad_image)
+    return [s for s, ok in zip(samples, keep) if ok], left_out
+
+
+def check_every_class(samples: list[Sample], classes: list[str], where: str) -> None:
+    """A class never seen in training cannot be learned: say so now, not after the run."""
+    counts = class_counts(samples, len(classes))
+    empty = [name for name, n in zip(classes, counts) if not n]
+    if empty:
+        more = f" (nor {', '.join(map(repr, empty[1:]))})" if len(empty) > 1 else ""
+        raise DataError(f"{where}: class {empty[0]!r} has no images{more}")
 
 
 def _imagefolder(path: Path, index: dict[str, int]) -> list[Sample]:

@@ -163,6 +163,22 @@ def verify_images(paths: list[Path], workers: int | None = None) -> list[tuple[i
         return list(pool.map(verify_image, paths))
 
 
+def image_problems(paths: list[Path], workers: int | None = None) -> list[tuple[int, int] | str]:
+    """verify_image of every path, collecting: each path's (width, height), or the one-line reason it fails."""
+
+    def one(path: Path) -> tuple[int, int] | str:
+        try:
+            return verify_image(path)
+        except DataError as exc:
+            return str(exc)
+
+    workers = workers or min(8, os.cpu_count() or 1)
+    if workers <= 1 or len(paths) < 8:
+        return [one(p) for p in paths]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, paths))
+
+
 # data.cache (visiontl/data/cache.py): path -> decoded pixels, filled before training, read-only.
 CACHE: dict[str, np.ndarray] = {}
 

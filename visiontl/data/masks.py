@@ -187,21 +187,41 @@ def _match_palette(rgb: np.ndarray, palette: list[tuple[int, int, int]], ignore_
 
 
 def check_pairs(samples: list[MaskSample], num_classes: int, ignore_index: int,
-                palette: list[tuple[int, int, int]] | None = None) -> None:
-    """Every image opens, every mask decodes to the image's size with values in [0, num_classes) or
-    == ignore_index. Raises DataError on the first problem, in one line."""
+                palette: list[tuple[int, int, int]] | None = None,
+                on_bad_image: str = "error") -> tuple[list[MaskSample], list[str]]:
+    """Every image decodes in full, every mask decodes to the image's size with values in [0, num_classes)
+    or == ignore_index. on_bad_image "error" raises DataError on the first problem, in one line, naming the
+    key that skips; "skip" returns the pairs that pass and one line per pair left out."""
+    from visiontl.data.check import SKIP_HINT
+
+    kept, left_out = [], []
     for s in samples:
+        problem = _pair_problem(s, num_classes, ignore_index, palette)
+        if problem is None:
+            kept.append(s)
+        elif on_bad_image == "skip":
+            left_out.append(problem)
+        else:
+            raise DataError(f"{problem}; {SKIP_HINT}")
+    return kept, left_out
+
+
+def _pair_problem(s: MaskSample, num_classes: int, ignore_index: int,
+                  palette: list[tuple[int, int, int]] | None) -> str | None:
+    try:
         w, h = verify_image(s.image)
         mask = read_mask(s.mask, palette, ignore_index)
-        mh, mw = mask.shape
-        if (mw, mh) != (w, h):
-            raise DataError(f"{s.image} is {w}x{h} but its mask {s.mask} is {mw}x{mh}")
-        values = np.unique(mask)
-        bad = values[((values < 0) | (values >= num_classes)) & (values != ignore_index)]
-        if len(bad):
-            shown = ", ".join(str(v) for v in bad[:5].tolist()) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-            raise DataError(f"{s.mask}: values {shown} are not class ids 0..{num_classes - 1} "
-                            f"nor ignore_index {ignore_index}")
+    except DataError as exc:
+        return str(exc)
+    mh, mw = mask.shape
+    if (mw, mh) != (w, h):
+        return f"{s.image} is {w}x{h} but its mask {s.mask} is {mw}x{mh}"
+    values = np.unique(mask)
+    bad = values[((values < 0) | (values >= num_classes)) & (values != ignore_index)]
+    if len(bad):
+        shown = ", ".join(str(v) for v in bad[:5].tolist()) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        return f"{s.mask}: values {shown} are not class ids 0..{num_classes - 1} nor ignore_index {ignore_index}"
+    return None
 
 
 def rle_problem(seg: dict[str, Any], height: int, width: int) -> str | None:

@@ -42,7 +42,7 @@ class Stopwatch:
         return time.perf_counter() - self.counter
 
 
-def run_record(command: str, task: str, device: torch.device, watch: Stopwatch, train_images: int,
+def run_record(command: str, task: str, device: torch.device, watch: Stopwatch, train_images: int | None,
                val_images: int) -> dict[str, Any]:
     """The run.json dict, keys in the order docs/run-directory.md lists them."""
     record: dict[str, Any] = {"command": command, "task": task}
@@ -55,12 +55,12 @@ def run_record(command: str, task: str, device: torch.device, watch: Stopwatch, 
         "started": watch.started.isoformat(timespec="seconds"),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "wall_seconds": round(watch.seconds(), 3),
-        "train_images": int(train_images),
+        "train_images": int(train_images) if train_images is not None else None,
         "val_images": int(val_images),
     })
     return record
 
 
-def write_run_json(folder: Path, command: str, task: str, device: torch.device, watch: Stopwatch, train_images: int,
-                   val_images: int) -> None:
+def write_run_json(folder: Path, command: str, task: str, device: torch.device, watch: Stopwatch,
+                   train_images: int | None, val_images: int) -> None:
     atomic_write_json(Path(folder) / "run.json", run_record(command, task, device, watch, train_images, val_images))

@@ -70,7 +70,8 @@ def evaluate_checkpoint(path: str | Path, overrides: list[str], out_dir: Path) -
     check_run_dir(out_dir, resume=True, force=False, contents=False)
     loaded = load_trained(path, overrides)
     cfg, task = loaded.config, loaded.task
-    data = task.prepare_data(cfg)
+    # only the split evaluated is read (a named val split), or the train split it was taken from (a fraction)
+    data = task.prepare_data(cfg, val_files=loaded.checkpoint.get("val_files"), trained=loaded.checkpoint)
     if data.classes != loaded.classes:
         raise CheckpointError(f"{path}: trained on classes {loaded.classes}, the data has {data.classes}")
     device = resolve_device(cfg.train.device)
@@ -84,8 +85,8 @@ def evaluate_checkpoint(path: str | Path, overrides: list[str], out_dir: Path) -
     metrics["split"] = cfg.data.val
     with RunDir.open(out_dir, resume=True, force=False, contents=False):  # locked while its files are written
         write_evaluation(out_dir, metrics, task, model, val_set, device, autocast, loaded.classes)
-        # train_images: the train split the checkpoint's config names (what the model learnt from, unless overridden)
-        write_run_json(out_dir, "evaluate", cfg.task, device, watch, len(train_set), len(val_set))
+        # train_images: null when only the val split was read
+        write_run_json(out_dir, "evaluate", cfg.task, device, watch, len(train_set) or None, len(val_set))
         save_config(cfg, out_dir / "config.yaml")  # what was evaluated, overrides included, for the report
         write_run_report(out_dir)
     return metrics

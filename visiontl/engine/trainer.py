@@ -30,7 +30,8 @@ from torch.utils.data import BatchSampler, DataLoader
 
 from visiontl import __version__
 from visiontl.backbones import create_backbone
-from visiontl.config import Config, save_config
+from visiontl.config import Config, save_config, with_absolute_paths
+from visiontl.data.holdout import DATA_FILE
 from visiontl.data.sampling import EpochSampler, GroupedBatchSampler
 from visiontl.engine import distributed as dist
 from visiontl.atomic import remove_stale_temporaries
@@ -129,8 +130,31 @@ def checkpoint_dict(cfg: Config, task: Any, data: Any, model: torch.nn.Module, b
         "backbone_prefix": task.backbone_prefix,
         "normalization": {"mean": list(backbone.mean), "std": list(backbone.std)},
         "visiontl_version": __version__,
+        # data.val as a fraction: the val images, so resume, evaluate and export take the same ones
+        "val_files": data.holdout.files if data.holdout is not None else None,
         **state,
     }
+
+
+def log_data_choices(data: Any) -> None:
+    """What the data preparation decided beyond the summary: the val split taken from train, the images left
+    out by data.on_bad_image=skip (each named)."""
+    if data.holdout is not None:
+        log.info("data.val: %s", data.holdout.describe())
+    if data.left_out:
+        log.warning("data.on_bad_image=skip: %d image(s) left out before training:", len(data.left_out))
+        for line in data.left_out:
+            log.warning("  left out: %s", printable(line, 500))
+
+
+def write_data_record(run_dir: Path, data: Any) -> None:
+    """<run.dir>/data.json: the val list of data.val as a fraction, and the images left out, for the report
+    and for whoever evaluates the run later."""
+    record: dict[str, Any] = {"val_from_train": None, "left_out": list(data.left_out)}
+    if data.holdout is not None:
+        h = data.holdout
+        record["val_from_train"] = {"fraction": h.fraction, "seed": h.seed, "images": h.files}
+    atomic_write_json(run_dir / DATA_FILE, record)
 
 
 class CsvLog:
@@ -176,6 +200,7 @@ def _train(cfg: Config, resume: bool, force: bool, log_file: bool, held: context
     """Everything that can refuse the run (the run directory, the config, the data, the checkpoint to resume,
     the model) comes before `start_run`; before it nothing is written, train.log included."""
     watch = Stopwatch()
+    cfg = with_absolute_paths(cfg)  # the run's config.yaml and checkpoints then work from any folder
     run_dir = Path(cfg.run.dir)
     ckpt_dir = run_dir / "checkpoints"
     last_path = ckpt_dir / "last.pt"
@@ -194,11 +219,13 @@ def _train(cfg: Config, resume: bool, force: bool, log_file: bool, held: context
         log.info("distributed: rank %d of %d, backend %s", dist.rank(), dist.world_size(), dist.backend())
     device = dist.device_for(resolve_device(cfg.train.device))
     task = get_task(cfg.task)
-    data = task.prepare_data(cfg)  # every file checked before anything is written or built
+    # every file checked before anything is written or built; a resumed run keeps its own val split
+    data = task.prepare_data(cfg, val_files=resumed.get("val_files") if resumed is not None else None)
     classes = data.classes
     main = dist.is_main()
     Tracker.require(cfg)  # a missing tracking package stops here, before anything is written
     log.info("data: %s", data.summary())
+    log_data_choices(data)
     if resumed is not None and list(resumed["classes"]) != classes:
         raise CheckpointError(f"{last_path}: trained on classes {printable(resumed['classes'], 300)}, the data now "
                               f"has {printable(classes, 300)}")
@@ -215,6 +242,7 @@ def _train(cfg: Config, resume: bool, force: bool, log_file: bool, held: context
             if cfg.run.tensorboard and not (run_dir / "tensorboard").exists():
                 run.record("tensorboard/")
             save_config(cfg, run_dir / "config.yaml")
+            write_data_record(run_dir, data)
         return Tracker.open(cfg, run_dir, main, int(resumed["epoch"]) if resumed is not None else None)
 
     backbone = create_backbone(cfg.model.backbone, cfg.model.weights, log=log.info)

@@ -103,10 +103,12 @@ def val_files(loaded: Any) -> list[Path]:
 
     cfg = loaded.config
     d = cfg.data
+    if isinstance(d.val, float):  # taken from the train split when the run started: the checkpoint lists it
+        return [dataset_root(d) / name for name in loaded.checkpoint.get("val_files") or []]
     if cfg.task == "classification":
         from visiontl.data.classification import load_split
 
-        return [s.path for s in load_split(d, "val", loaded.classes)]
+        return [s.path for s in load_split(d, "val", loaded.classes)[0]]
     if cfg.task == "segmentation" and d.format == "masks":
         from visiontl.data.masks import find_pairs
 

@@ -52,6 +52,7 @@ class Run:
     raw: dict[str, np.ndarray] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)  # run.json
     eval_images: dict[str, Any] | None = None
+    data: dict[str, Any] = field(default_factory=dict)  # data.json: val taken from train, images left out
     gallery: list[GalleryImage] | None = None  # None: the run has no gallery/index.json
     missing: list[str] = field(default_factory=list)
 
@@ -106,6 +107,8 @@ def read_run(path: Path) -> Run:
         run.info = _read_json(path / "run.json", dict)
     if (path / "eval_images.json").is_file():
         run.eval_images = _read_json(path / "eval_images.json", dict)
+    if (path / "data.json").is_file():
+        run.data = _read_json(path / "data.json", dict)
     if (path / "gallery" / "index.json").is_file():
         run.gallery = _read_gallery(path)
     return run

@@ -125,6 +125,7 @@ def header_facts(run: Run) -> list[tuple[str, str]]:
             arch += f" ({run.setting('model.head', '?')} head)"
         facts.append(("model", f"{arch} on {run.setting('model.backbone', '?')}, {weights_summary(run)}"))
         facts.append(("fine-tuning", finetune_summary(run)))
+    facts += data_facts(run)
     monitor = monitor_of(run)
     if monitor:
         final = run.metrics.get(monitor)
@@ -135,6 +136,25 @@ def header_facts(run: Run) -> list[tuple[str, str]]:
         if isinstance(best, dict) and best.get("epoch") is not None:
             facts.append((f"{monitor} (best)", f"{format_metric(best.get(monitor))} at epoch {best['epoch']}"))
     return facts
+
+
+def data_facts(run: Run) -> list[tuple[str, str]]:
+    """From data.json: the val split taken from the train split, and the images left out before training."""
+    facts = []
+    val = run.data.get("val_from_train")
+    if isinstance(val, dict) and isinstance(val.get("images"), list):
+        facts.append(("val split", f"{_number(val.get('fraction'))} of the train split, seed {_number(val.get('seed'))}: "
+                                   f"{len(val['images'])} images (listed in data.json)"))
+    left = run.data.get("left_out")
+    if isinstance(left, list) and left:
+        shown = "; ".join(str(line) for line in left[:5]) + (f"; and {len(left) - 5} more" if len(left) > 5 else "")
+        facts.append(("left out", f"{len(left)} image(s) failed the checks before training and were left out "
+                                  f"(data.on_bad_image=skip): {shown}"))
+    return facts
+
+
+def _number(value: object) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "?"
 
 
 def missing_files(run: Run) -> list[str]:

@@ -19,6 +19,8 @@ class PreparedData(Protocol):
     """What a task found in the dataset before any model is built (everything validated)."""
 
     classes: list[str]
+    holdout: Any  # visiontl.data.holdout.Holdout when data.val is a fraction of the train split, else None
+    left_out: list[str]  # data.on_bad_image=skip: one line per image that failed the checks and was left out
 
     def summary(self) -> str: ...
 
@@ -29,7 +31,12 @@ class TaskAdapter(Protocol):
     log_metrics: tuple[str, ...]  # scalar val metrics that go into log.csv
     fixed_shapes: bool  # training batches all have one shape: cudnn's autotuning pays off (else it re-tunes per shape)
 
-    def prepare_data(self, cfg: Config) -> PreparedData: ...
+    def prepare_data(self, cfg: Config, *, val_files: list[str] | None = None,
+                     trained: dict[str, Any] | None = None) -> PreparedData:
+        """Read and check the data. `val_files`: a run's recorded val list (data.val as a fraction).
+        `trained`: the checkpoint being evaluated: its classes (and label map) are the model's, and with a
+        named val split only that split is read."""
+        ...
 
     def build_model(self, cfg: Config, backbone: Backbone, classes: list[str]) -> nn.Module: ...
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,9 @@ from visiontl.backbones import Backbone
 from visiontl.config import Config
 from visiontl.data import dataset_root
 from visiontl.data.augment import classification_transform
-from visiontl.data.classification import ClassificationDataset, Sample, class_counts, discover_classes, load_split
+from visiontl.data.classification import (ClassificationDataset, Sample, check_every_class, class_counts,
+                                          discover_classes, load_split)
+from visiontl.data.holdout import Holdout, choose, relative_name
 from visiontl.evaluation.classification import ClassificationMetrics
 from visiontl.models.classifier import BACKBONE_PREFIX, Classifier, build_classifier
 from visiontl.tasks.base import relative_file
@@ -35,6 +37,8 @@ class ClassificationData:
     classes: list[str]
     train: list[Sample]
     val: list[Sample]
+    holdout: Holdout | None = None  # data.val as a fraction: which train images are val
+    left_out: list[str] = field(default_factory=list)  # data.on_bad_image=skip: images that failed the checks
 
     def summary(self) -> str:
         k = len(self.classes)
@@ -50,9 +54,30 @@ class ClassificationTask:
     log_metrics = ("accuracy", "macro_f1")
     data_root: Path | None = None  # set by datasets(): per-image records name files relative to it
 
-    def prepare_data(self, cfg: Config) -> ClassificationData:
-        classes = discover_classes(cfg.data)
-        return ClassificationData(classes, load_split(cfg.data, "train", classes), load_split(cfg.data, "val", classes))
+    def prepare_data(self, cfg: Config, *, val_files: list[str] | None = None,
+                     trained: dict[str, Any] | None = None) -> ClassificationData:
+        """Both splits, every image checked. `val_files`: a run's own val list (data.val as a fraction;
+        resume, evaluate). `trained`: a checkpoint whose classes the data must have; with a named val split,
+        only that split is read (evaluate)."""
+        d = cfg.data
+        if trained is not None and isinstance(d.val, str):
+            classes = list(trained["classes"])
+            val, left_out = load_split(d, "val", classes)
+            return ClassificationData(classes, [], val, left_out=left_out)
+        classes = list(trained["classes"]) if trained is not None else discover_classes(d)
+        train, left_out = load_split(d, "train", classes)
+        holdout = None
+        if isinstance(d.val, float):
+            root = dataset_root(d)
+            holdout = choose([relative_name(s.path, root) for s in train], [{s.label} for s in train], d.val,
+                             cfg.train.seed, val_files, str(root / d.train))
+            val = [s for s, v in zip(train, holdout.is_val) if v]
+            train = [s for s, v in zip(train, holdout.is_val) if not v]
+        else:
+            val, left_val = load_split(d, "val", classes)
+            left_out += left_val
+        check_every_class(train, classes, str(dataset_root(d) / d.train))
+        return ClassificationData(classes, train, val, holdout, left_out)
 
     def build_model(self, cfg: Config, backbone: Backbone, classes: list[str]) -> Classifier:
         m = cfg.model

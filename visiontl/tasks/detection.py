@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from visiontl.backbones import Backbone
 from visiontl.config import Config
 from visiontl.data import dataset_root, read_annotation_split
-from visiontl.data.annotations import AnnotationSet, LabelMap
+from visiontl.data.annotations import AnnotationSet, Category, LabelMap, ReadReport
 from visiontl.data.detection import (
     DetectionDataset,
     collate_detection,
@@ -27,6 +27,7 @@ from visiontl.data.detection import (
     preset_ops,
 )
 from visiontl.data.check import check_images
+from visiontl.data.holdout import Holdout, choose, relative_name
 from visiontl.errors import CheckpointError, DataError
 from visiontl.evaluation.coco import evaluate_coco
 from visiontl.evaluation.detection_confusion import detection_confusion
@@ -45,6 +46,8 @@ class DetectionData:
     val: AnnotationSet
     label_map: LabelMap
     dropped_empty: int = 0
+    holdout: Holdout | None = None  # data.val as a fraction: which train images are val
+    left_out: list[str] = field(default_factory=list)  # data.on_bad_image=skip: images that failed the checks
 
     @property
     def classes(self) -> list[str]:
@@ -96,6 +99,16 @@ def _same_categories(train: AnnotationSet, val: AnnotationSet) -> None:
         raise DataError(f"{val.report.source}: category ids {unknown} do not occur in the train split's categories")
 
 
+def _holdout(train: AnnotationSet, root: Path, fraction: float, seed: int, recorded: list[str] | None) -> Holdout:
+    classes_of: dict[int, set[int]] = {img.id: set() for img in train.images}
+    for a in train.instances:
+        if not a.iscrowd:
+            classes_of[a.image_id].add(a.category_id)
+    names = [relative_name(train.image_path(img), root) for img in train.images]
+    return choose(names, [classes_of[img.id] for img in train.images], fraction, seed, recorded,
+                  str(train.report.source))
+
+
 def subset(aset: AnnotationSet, image_ids: set[int]) -> AnnotationSet:
     return AnnotationSet(aset.categories, [i for i in aset.images if i.id in image_ids],
                          [a for a in aset.instances if a.image_id in image_ids], aset.image_root, aset.report)
@@ -110,23 +123,47 @@ class DetectionTask:
     masks = False
     data_root: Path | None = None  # set by datasets(): per-image records name files relative to it
 
-    def prepare_data(self, cfg: Config) -> DetectionData:
-        train = read_split(cfg, "train", cfg.data.classes)
+    def prepare_data(self, cfg: Config, *, val_files: list[str] | None = None,
+                     trained: dict[str, Any] | None = None) -> DetectionData:
+        """Both splits, checked. `val_files`: a run's own val list (data.val as a fraction; resume, evaluate).
+        `trained`: a checkpoint whose label map the data must fit; with a named val split, only that split is
+        read (evaluate)."""
+        d = cfg.data
+        holdout = None
+        if trained is not None and isinstance(d.val, str):
+            label_map = LabelMap.from_dict(trained["label_map"])
+            train = AnnotationSet([Category(c, n) for c, n in zip(label_map.category_ids, label_map.names)], [], [],
+                                  None, ReadReport(source="the checkpoint's classes"))
+            val = self._read_val(cfg, train)
+        else:
+            train = read_split(cfg, "train", d.classes)
+            if isinstance(d.val, float):
+                holdout = _holdout(train, dataset_root(d), d.val, cfg.train.seed, val_files)
+                val = subset(train, {img.id for img, v in zip(train.images, holdout.is_val) if v})
+                train = subset(train, {img.id for img, v in zip(train.images, holdout.is_val) if not v})
+            else:
+                val = self._read_val(cfg, train)
+            label_map = (LabelMap.from_set(train) if d.classes is None else _label_map_for(train, d.classes))
+        dropped = 0
+        if d.drop_empty and train.images:
+            keep = {a.image_id for a in train.instances if not a.iscrowd}
+            dropped = len(train.images) - len(keep)
+            train = subset(train, keep)
+        train, left_train = check_images(train, d.on_bad_image)
+        val, left_val = check_images(val, d.on_bad_image)
+        if not train.images and trained is None:
+            raise DataError(f"{train.report.source}: no training images")
+        if not val.images:
+            raise DataError(f"{val.report.source}: no val images")
+        return DetectionData(train, val, label_map, dropped, holdout, left_train + left_val)
+
+    def _read_val(self, cfg: Config, train: AnnotationSet) -> AnnotationSet:
+        """The named val split, with the train split's category ids."""
         val = read_split(cfg, "val", [c.name for c in train.categories] if cfg.data.format == "voc" else None)
         if cfg.data.format in NAMED_CATEGORY_FORMATS:
             val = align_categories(val, train)
         _same_categories(train, val)
-        dropped = 0
-        if cfg.data.drop_empty:
-            keep = {a.image_id for a in train.instances if not a.iscrowd}
-            dropped = len(train.images) - len(keep)
-            train = subset(train, keep)
-        if not train.images:
-            raise DataError(f"{train.report.source}: no training images")
-        label_map = LabelMap.from_set(train) if cfg.data.classes is None else _label_map_for(train, cfg.data.classes)
-        check_images(train)
-        check_images(val)
-        return DetectionData(train, val, label_map, dropped)
+        return val
 
     def build_model(self, cfg: Config, backbone: Backbone, classes: list[str]) -> nn.Module:
         m = cfg.model

@@ -17,10 +17,11 @@ from torch.utils.data import DataLoader, Dataset
 from visiontl.backbones import Backbone
 from visiontl.config import Config
 from visiontl.data import dataset_root
-from visiontl.data.annotations import AnnotationSet, LabelMap
+from visiontl.data.annotations import AnnotationSet, LabelMap, ReadReport
+from visiontl.data.holdout import Holdout, choose, relative_name
 from visiontl.data.masks import MaskSample, check_pairs, find_pairs
 from visiontl.data.segmentation import PadCollate, SegmentationDataset, segmentation_transform
-from visiontl.errors import ConfigError
+from visiontl.errors import ConfigError, DataError
 from visiontl.evaluation.per_image import image_confusions, segmentation_image_scores
 from visiontl.evaluation.segmentation import SegmentationMetrics
 from visiontl.models.segmentation import BACKBONE_PREFIX, SegmentationModel
@@ -35,6 +36,8 @@ class SegmentationData:
     val: list[MaskSample] | AnnotationSet
     label_map: LabelMap | None = None
     notes: list[str] = field(default_factory=list)
+    holdout: Holdout | None = None  # data.val as a fraction: which train images are val
+    left_out: list[str] = field(default_factory=list)  # data.on_bad_image=skip: images that failed the checks
 
     def summary(self) -> str:
         return (f"{_count(self.train)} train / {_count(self.val)} val images, {len(self.classes)} classes "
@@ -55,26 +58,61 @@ class SegmentationTask:
     def __init__(self) -> None:
         self._collate = PadCollate(255)
 
-    def prepare_data(self, cfg: Config) -> SegmentationData:
+    def prepare_data(self, cfg: Config, *, val_files: list[str] | None = None,
+                     trained: dict[str, Any] | None = None) -> SegmentationData:
+        """Both splits, checked. `val_files`: a run's own val list (data.val as a fraction; resume, evaluate).
+        `trained`: a checkpoint whose classes the data must fit; with a named val split, only that split is
+        read (evaluate)."""
         d = cfg.data
         root = dataset_root(d)
+        val_only = trained is not None and isinstance(d.val, str)
         if d.format == "coco":
-            from visiontl.data import read_annotation_split
-            from visiontl.data.check import check_images
-
-            train = read_annotation_split(d, "train")
-            val = read_annotation_split(d, "val")
-            label_map = LabelMap.from_set(train)
-            check_images(train)  # masks are painted in the annotation's pixels: the sizes must agree
-            check_images(val)
-            return SegmentationData(["background", *label_map.names], d.ignore_index, train, val, label_map)
+            return self._prepare_coco(cfg, root, val_files, trained if val_only else None)
         if not d.classes:
             raise ConfigError("data.classes: name the classes of a masks dataset, in class-id order")
-        train = find_pairs(root, d.train, d.train_masks)
-        val = find_pairs(root, d.val, d.val_masks)
-        for samples in (train, val):
-            check_pairs(samples, len(d.classes), d.ignore_index, d.palette)
-        return SegmentationData(list(d.classes), d.ignore_index, train, val)
+        train = [] if val_only else find_pairs(root, d.train, d.train_masks)
+        holdout = None
+        if isinstance(d.val, float) and not val_only:
+            # stratifying would decode every mask to learn its classes: a seeded shuffle is the split here
+            holdout = choose([relative_name(x.image, root) for x in train], [set() for _ in train], d.val,
+                             cfg.train.seed, val_files, str(root / d.train))
+            val = [x for x, v in zip(train, holdout.is_val) if v]
+            train = [x for x, v in zip(train, holdout.is_val) if not v]
+        else:
+            val = find_pairs(root, str(d.val), d.val_masks)
+        train, left_train = check_pairs(train, len(d.classes), d.ignore_index, d.palette, d.on_bad_image)
+        val, left_val = check_pairs(val, len(d.classes), d.ignore_index, d.palette, d.on_bad_image)
+        if not val:
+            raise DataError(f"{root / str(d.val)}: no val images left")
+        return SegmentationData(list(d.classes), d.ignore_index, train, val, holdout=holdout,
+                                left_out=left_train + left_val)
+
+    def _prepare_coco(self, cfg: Config, root: Path, val_files: list[str] | None,
+                      trained: dict[str, Any] | None) -> SegmentationData:
+        from visiontl.data import read_annotation_split
+        from visiontl.data.check import check_images
+        from visiontl.tasks.detection import _holdout, subset
+
+        d = cfg.data
+        holdout = None
+        if trained is not None:
+            label_map = LabelMap.from_dict(trained["label_map"])
+            train = AnnotationSet([], [], [], None, ReadReport(source="the checkpoint's classes"))
+            val = read_annotation_split(d, "val")
+        else:
+            train = read_annotation_split(d, "train")
+            if isinstance(d.val, float):
+                holdout = _holdout(train, root, d.val, cfg.train.seed, val_files)
+                val = subset(train, {img.id for img, v in zip(train.images, holdout.is_val) if v})
+                train = subset(train, {img.id for img, v in zip(train.images, holdout.is_val) if not v})
+            else:
+                val = read_annotation_split(d, "val")
+            label_map = LabelMap.from_set(train)
+        # masks are painted in the annotation's pixels: the sizes must agree
+        train, left_train = check_images(train, d.on_bad_image)
+        val, left_val = check_images(val, d.on_bad_image)
+        return SegmentationData(["background", *label_map.names], d.ignore_index, train, val, label_map, holdout=holdout,
+                                left_out=left_train + left_val)
 
     def build_model(self, cfg: Config, backbone: Backbone, classes: list[str]) -> nn.Module:
         if cfg.model.class_weights is not None and len(cfg.model.class_weights) != len(classes):
