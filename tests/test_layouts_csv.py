@@ -95,6 +95,15 @@ def test_header_in_any_order_with_aliases_and_no_size(tmp_path: Path) -> None:
     assert [i.attributes for i in aset.instances] == [{"difficult": "1"}, {}]
 
 
+def test_hand_written_rows_with_spaces_after_the_commas(tmp_path: Path) -> None:
+    _jpegs(tmp_path / "images", ["a.jpg"])
+    (tmp_path / "classes.csv").write_text("class,id\n dog, 4\n")
+    (tmp_path / "boxes.csv").write_text("images/a.jpg, 1, 2, 10, 12, dog\n")
+    aset = read_dataset("csv", tmp_path / "boxes.csv")
+    assert [(c.id, c.name) for c in aset.categories] == [(4, "dog")]
+    assert [(im.file_name, i.bbox) for im, i in zip(aset.images, aset.instances)] == [("images/a.jpg", (1.0, 2.0, 9.0, 10.0))]
+
+
 def test_detection_csv_validates_and_classification_csv_is_unchanged() -> None:
     from visiontl.config import TASK_FORMATS, DataConfig, build_config
 

@@ -91,7 +91,9 @@ def _csv_files(folder: Path) -> list[Path]:
 
 def _listing(folder: Path) -> str:
     names = [p.name for p in _csv_files(folder)]
-    return f"CSV files there: {', '.join(names[:10])}" + (" ..." if len(names) > 10 else "") if names else "no CSV files there"
+    if not names:
+        return "no CSV files there"
+    return f"CSV files there: {', '.join(names[:10])}" + (" ..." if len(names) > 10 else "")
 
 
 def class_file(csv_path: Path) -> Path | None:
@@ -229,8 +231,8 @@ def _columns(names: list[str], path: Path, line: int) -> tuple[dict[str, int], d
 
 
 def _row(fields: list[str], columns: dict[str, int], extra: dict[str, int], where: str, line: int) -> _Row:
-    image = fields[columns["image"]]
-    if not image.strip():
+    image = fields[columns["image"]].strip()  # "a.jpg, 1, 2": hand-written files put spaces after commas
+    if not image:
         raise DataError(f"{where}: no image file name")
     rel = relative_name(image, where, "image file name").as_posix()
     size = None
@@ -239,11 +241,11 @@ def _row(fields: list[str], columns: dict[str, int], extra: dict[str, int], wher
         if w or h:
             size = (_side(w, "width", where), _side(h, "height", where))
     values = [fields[columns[key]] for key in BOX_FIELDS]
-    attributes = {name: fields[k] for name, k in extra.items() if fields[k].strip()}
+    attributes = {name: fields[k].strip() for name, k in extra.items() if fields[k].strip()}
     if not any(v.strip() for v in values):
         return _Row(line, rel, size, None)  # keras-retinanet's `path,,,,,`: an image without objects
-    name = values[0]
-    if not name.strip():
+    name = values[0].strip()
+    if not name:
         raise DataError(f"{where}: a box without a class")
     x1, y1, x2, y2 = (parse_number(v.strip() or None, key, where) for v, key in zip(values[1:], BOX_FIELDS[1:]))
     if x2 < x1 or y2 < y1:
@@ -268,20 +270,20 @@ def _is_number(text: str) -> bool:
 
 
 def _read_class_file(path: Path) -> dict[str, int]:
-    """keras-retinanet's class file: `class_name,id` per line (a header row `class,id` is allowed)."""
+    """keras-retinanet's class file: `class_name,id` per line (a header row such as `class,id` is allowed)."""
     ids: dict[str, int] = {}
     seen: dict[int, str] = {}
     for n, fields in _records(path, "class file"):
         where = f"{path}: line {n}"
         if len(fields) != 2:
             raise DataError(f"{where}: {len(fields)} fields; expected class_name,id")
-        name, text = fields[0], fields[1].strip()
-        if not ids and not seen and not _is_integer(text) and not _is_number(text):
+        name, text = fields[0].strip(), fields[1].strip()
+        if not ids and text.lower() in ("id", "class_id", "label_id", "index"):
             continue  # a header row
         if not _is_integer(text):
             raise DataError(f"{where}: id {short(text)!r} is not a whole number")
         cid = int(text)
-        if not name.strip():
+        if not name:
             raise DataError(f"{where}: no class name")
         if name in ids:
             raise DataError(f"{where}: class {short(name)!r} is listed twice")

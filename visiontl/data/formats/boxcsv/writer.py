@@ -47,6 +47,9 @@ def write_box_csv(aset: AnnotationSet, root: Path, split: str = "train", copy_im
     rows: list[list[str]] = [list(HEADER)]
     for img in aset.images:
         rel = relative_name(img.file_name, f"{aset.report.source}: image {img.id}").as_posix()
+        if rel != rel.strip():
+            report.lost.append(f"{img.file_name!r}: the reader strips the spaces at the ends of a file name, so it "
+                               "will not find this image")
         report.lost += image_losses(img, "CSV")
         image = [rel, str(img.width), str(img.height)]
         boxes = 0
@@ -85,6 +88,9 @@ def _class_names(aset: AnnotationSet, report: WriteReport) -> dict[int, str]:
     for c in sorted(aset.categories, key=lambda c: c.id):
         if not c.name.strip():
             raise DataError(f"{aset.report.source}: category {c.id} has no name; a box CSV names classes")
+        if c.name != c.name.strip():
+            report.lost.append(f"category {c.id} ({c.name!r}): read back as {c.name.strip()!r} (the reader strips "
+                               "the spaces at the ends of a field)")
         if c.name in first:
             report.lost.append(f"category {c.id} ({c.name}): same name as category {first[c.name]}; "
                                "a CSV names classes, so they merge")
