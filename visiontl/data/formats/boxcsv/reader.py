@@ -171,7 +171,7 @@ def _open(path: Path, what: str):  # -> csv reader over the file's lines
 
 def _records(path: Path, what: str):  # -> iterator of (line number, fields), blank lines left out
     with _open(path, what) as f:
-        reader = csv.reader(f, strict=True)  # a stray quote is an error, not a field read some other way
+        reader = csv.reader(f, strict=True)  # "a"b or an unclosed quote: an error, not a guess
         try:
             for fields in reader:
                 if any(v.strip() for v in fields):
