@@ -517,4 +517,4 @@ def test_read_split_dispatch(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         read_split("pascal", tmp_path, "train")
     assert str(err.value) == ("unknown annotation format 'pascal' (expected one of: coco, voc, yolo, cvat, labelstudio, "
-                              "labelme)")
+                              "labelme, csv)")

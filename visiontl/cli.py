@@ -450,14 +450,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("src", help="the annotations: a file or folder, as the format has them (docs/formats.md)")
         p.add_argument(fmt_flag, dest="format", required=True, choices=ANNOTATION_FORMATS, help="the source's format")
         p.add_argument("--images", default=None, help="the image folder, where the format does not say")
-        p.add_argument("--split", default=None, help="voc: an ImageSets/Main list; yolo: the split (default train)")
+        p.add_argument("--split", default=None, help="voc: an ImageSets/Main list; yolo: the split (default train); csv: a split folder or <split>.csv")
 
     p = d.add_parser("convert", help="convert annotations between formats, saying what the target cannot hold")
     source(p, "--from")
     p.add_argument("--to", required=True, choices=ANNOTATION_FORMATS)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--no-copy-images", dest="copy_images", action="store_false",
-                   help="voc, yolo: do not copy the images into the new layout (YOLO finds images only there)")
+                   help="voc, yolo, csv: do not copy the images into the new layout (YOLO finds images only there)")
     p.add_argument("--cvat-source", default=None, help="cvat: the source attribute of every shape (e.g. auto)")
     p.set_defaults(func=cmd_data_convert)
     p = d.add_parser("check", help="every problem of a dataset in one pass, one line each; exit 1 on any error")

@@ -129,10 +129,12 @@ class DataConfig(_Strict):
     format: DataFormat = _f(
         "imagefolder", "classification: imagefolder (root/<split>/<class>/*) or csv (path,label); detection: coco "
         "(JSON), voc (Annotations/ + ImageSets/Main/<split>.txt), yolo (data.yaml or images/ + labels/), cvat "
-        "(XML export), labelstudio (JSON export) or labelme (folder of JSON); instance_segmentation: coco, cvat, "
-        "labelstudio, labelme; segmentation: masks (images + label PNGs) or coco (polygons / RLE rasterised)")
+        "(XML export), labelstudio (JSON export), labelme (folder of JSON) or csv (a row per box: filename,width,"
+        "height,class,xmin,ymin,xmax,ymax with a header, or path,x1,y1,x2,y2,class); instance_segmentation: coco, "
+        "cvat, labelstudio, labelme; segmentation: masks (images + label PNGs) or coco (polygons / RLE rasterised)")
     root: Path | None = _f(None, "dataset folder (checked before training)")
-    train: str = _f("train", "train split: a folder (imagefolder), a CSV file (csv), a JSON file (coco), an "
+    train: str = _f("train", "train split: a folder (imagefolder), a CSV file (csv; detection: or a folder "
+                    "holding _annotations.csv, or <name>.csv / <name>_labels.csv), a JSON file (coco), an "
                     "ImageSets/Main list name (voc), a data.yaml key / images sub-folder (yolo), an export file "
                     "(cvat, labelstudio) or a JSON folder (labelme), relative to root")
     val: str | float = _f("val", "validation split, as data.train; or a fraction of the train split (0.2: a "

@@ -70,7 +70,7 @@ def read_split(cfg: Config, split: str, classes: list[str] | None) -> Annotation
 
 
 # Formats whose category ids are made up by the reader (from names), so two splits' ids need not agree.
-NAMED_CATEGORY_FORMATS = ("voc", "cvat", "labelstudio", "labelme")
+NAMED_CATEGORY_FORMATS = ("voc", "cvat", "labelstudio", "labelme", "csv")
 
 
 def align_categories(val: AnnotationSet, train: AnnotationSet) -> AnnotationSet:

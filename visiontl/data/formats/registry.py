@@ -55,6 +55,9 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            "the export JSON (--images: where the files the tasks name are)"),
     Format("labelme", "labelme", "visiontl.data.formats.labelme", _INSTANCES,
            "a folder of labelme JSON files, or one file"),
+    Format("csv", "CSV", "visiontl.data.formats.boxcsv", _DETECTION,
+           "the box CSV, or a folder holding it (--split: a split folder or <split>.csv in it; --images: the "
+           "image folder, default: the CSV's folder)"),
 )}
 FORMAT_NAMES = tuple(FORMATS)
 
