@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from visiontl.data.annotations import AnnotationSet, WriteReport
-from visiontl.data.formats.coco.layout import find_image_root
+from visiontl.data.formats.coco.layout import find_image_root, split_of
 from visiontl.data.formats.coco.reader import read_coco
 from visiontl.data.formats.coco.writer import write_coco
 
-__all__ = ["find_image_root", "read", "read_coco", "read_split", "write", "write_coco"]
+__all__ = ["find_image_root", "read", "read_coco", "read_split", "split_of", "write", "write_coco"]
 
 
 # The registry's interface (visiontl.data.formats.registry).
