@@ -108,6 +108,14 @@ def test_coco2017_trains_segmentation_from_the_same_files(tmp_path: Path) -> Non
     assert data.classes == ["background", "person", "bicycle", "car"]
 
 
+def test_an_image_name_the_file_system_cannot_hold_is_looked_for_not_a_traceback(tmp_path: Path) -> None:
+    long = "x" * 300 + ".jpg"  # longer than a file name may be (ENAMETOOLONG from stat)
+    json_path = _write(tmp_path / "annotations.json", _coco_document([(1, long)], COCO_CATEGORIES, 1))
+    with pytest.raises(DataError) as err:
+        read_split("coco", tmp_path, "annotations.json")
+    assert str(err.value).startswith(f"{json_path}: its images ('{'x' * 60}...') are in none of the folders tried")
+
+
 # --- Datumaro's COCO export -----------------------------------------------------------------------------
 
 

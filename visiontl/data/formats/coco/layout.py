@@ -17,8 +17,10 @@ JSON at `D/F.json`, with `P` the folder above `D`:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from visiontl.data.formats.common import short
 from visiontl.errors import DataError
 
 # COCO names its files <task>_<split>.json (instances_val2017.json, person_keypoints_train2017.json,
@@ -34,7 +36,7 @@ def split_of(json_path: Path) -> str | None:
     """The split a COCO file's name gives (instances_train2017.json: train2017), None when it gives none."""
     stem = Path(json_path).stem
     for prefix in TASK_PREFIXES:
-        if stem.startswith(prefix) and len(stem) > len(prefix):
+        if stem.startswith(prefix) and stem[len(prefix):] not in ("", ".", ".."):
             return stem[len(prefix):]
     return None
 
@@ -52,8 +54,7 @@ def candidates(json_path: Path) -> tuple[Path, list[tuple[str, list[Path]]]]:
              at / "images", Path("images")]
     groups = [(f"{rel}/", [above / rel]) for rel in named]
     for rel in (at / "images", Path("images")):  # Ultralytics-style: names relative to images/<split>/
-        folder = above / rel
-        groups.append((f"{rel}/*/", sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []))
+        groups.append((f"{rel}/*/", _subfolders(above / rel)))
     seen: set[Path] = set()
     unique = []
     for shown, folders in groups:
@@ -64,6 +65,13 @@ def candidates(json_path: Path) -> tuple[Path, list[tuple[str, list[Path]]]]:
     return above, unique
 
 
+def _subfolders(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir())
+    except OSError:  # not a folder, or not readable: nothing to look in
+        return []
+
+
 def find_image_root(json_path: Path, file_names: list[str]) -> Path:
     """The first candidate folder holding one of the first `PROBE` images `file_names` lists; when none
     holds any, one line naming the JSON, the images looked for and every folder tried."""
@@ -71,9 +79,10 @@ def find_image_root(json_path: Path, file_names: list[str]) -> Path:
     above, tried = candidates(json_path)
     for _, folders in tried:
         for folder in folders:
-            if any((folder / name).is_file() for name in probe):
+            # os.path.isfile: a name the file system cannot hold (too long, a NUL) is simply not there
+            if any(os.path.isfile(folder / name) for name in probe):
                 return folder
-    shown = ", ".join(repr(name) for name in probe[:3]) + (", ..." if len(probe) > 3 else "")
+    shown = ", ".join(repr(short(name, 60)) for name in probe[:3]) + (", ..." if len(probe) > 3 else "")
     raise DataError(f"{json_path}: its images ({shown}) are in none of the folders tried in {above}: "
                     f"{', '.join(s for s, _ in tried)}; name their folder with data.images (per split: "
                     f"data.train_images, data.val_images; data commands: --images)")
