@@ -94,6 +94,23 @@ def test_coco2017_without_its_val_images_is_one_line_naming_the_folders_tried(tm
         "data.val_images; data commands: --images)")
 
 
+def test_a_split_name_finds_its_json_in_each_layout(tmp_path: Path) -> None:
+    coco = coco2017(tmp_path / "coco")
+    datumaro = datumaro_coco(tmp_path / "datumaro")
+    roboflow = roboflow_coco(tmp_path / "roboflow")
+    found = {(root, split): read_split("coco", root, split).report.source
+             for root, split in ((coco, "val2017"), (datumaro, "val"), (roboflow, "val"), (roboflow, "test"))}
+    assert found == {(coco, "val2017"): str(coco / "annotations" / "instances_val2017.json"),
+                     (datumaro, "val"): str(datumaro / "annotations" / "instances_val.json"),
+                     (roboflow, "val"): str(roboflow / "valid" / "_annotations.coco.json"),
+                     (roboflow, "test"): str(roboflow / "test" / "_annotations.coco.json")}
+    with pytest.raises(DataError) as err:
+        read_split("coco", coco, "val")
+    assert str(err.value) == (f"{coco}: no COCO file for split 'val': none of val/_annotations.coco.json, "
+                              "valid/_annotations.coco.json, annotations/instances_val.json, val.json exists; "
+                              "name the JSON file (data.train / data.val, relative to data.root)")
+
+
 def test_coco2017_trains_segmentation_from_the_same_files(tmp_path: Path) -> None:
     """task: segmentation reads data.format coco through the same reader: the image folders are found."""
     from visiontl.config import build_config
@@ -136,11 +153,10 @@ def datumaro_coco(root: Path) -> Path:
     return root
 
 
-def test_datumaro_coco_export_trains(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+def test_datumaro_coco_export_trains_with_the_default_split_names(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     root = datumaro_coco(tmp_path / "export")
     check_convert_train(capsys, tmp_path, "coco", root / "annotations" / "instances_train.json",
-                        {"root": root, "train": "annotations/instances_train.json",
-                         "val": "annotations/instances_val.json"}, images=3, boxes=_boxes(3))
+                        {"root": root}, images=3, boxes=_boxes(3))  # data.train / data.val: train, val
 
 
 def test_the_split_in_the_json_name_picks_its_folder_among_folders_holding_the_same_names(tmp_path: Path) -> None:
@@ -176,11 +192,10 @@ def roboflow_coco(root: Path) -> Path:
     return root
 
 
-def test_roboflow_coco_export_trains(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+def test_roboflow_coco_export_trains_with_the_default_split_names(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     root = roboflow_coco(tmp_path / "cells.v1i.coco")
     check_convert_train(capsys, tmp_path, "coco", root / "train" / "_annotations.coco.json",
-                        {"root": root, "train": "train/_annotations.coco.json",
-                         "val": "valid/_annotations.coco.json"}, images=3, boxes=_boxes(3))
+                        {"root": root}, images=3, boxes=_boxes(3))  # val: Roboflow's valid/
 
 
 # --- image folders named per split ----------------------------------------------------------------------

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from visiontl.data.annotations import AnnotationSet, WriteReport
-from visiontl.data.formats.coco.layout import find_image_root, split_of
+from visiontl.data.formats.coco.layout import find_image_root, split_file, split_of
 from visiontl.data.formats.coco.reader import read_coco
 from visiontl.data.formats.coco.writer import write_coco
 
-__all__ = ["find_image_root", "read", "read_coco", "read_split", "split_of", "write", "write_coco"]
+__all__ = ["find_image_root", "read", "read_coco", "read_split", "split_file", "split_of", "write", "write_coco"]
 
 
 # The registry's interface (visiontl.data.formats.registry).
@@ -37,6 +37,6 @@ def write(aset: AnnotationSet, out: Path, split: str, copy_images: bool, options
 
 def read_split(root: Path, split: str, *, images: Path | None, annotations: Path | None,
                classes: list[str] | None) -> AnnotationSet:
-    """`split`: the JSON relative to `root`; `images`: its image folder as the config names it (None: found
-    from the JSON's place and name, `layout`)."""
-    return read_coco(root / split, images)
+    """`split`: the JSON relative to `root`, or a split name (`layout.split_file`); `images`: its image folder
+    as the config names it (None: found from the JSON's place and name, `layout.find_image_root`)."""
+    return read_coco(split_file(root, split), images)

@@ -6,10 +6,11 @@ the layouts datasets come in put that folder in different places:
     Roboflow             train/_annotations.coco.json           train/ (the JSON beside its images)
     Ultralytics coco128  annotations.json                       images/train2017/
 
-So the folder is looked for: the candidates below, in this fixed order, and the first that holds one of the
-file's first images is it. The split in the JSON's name (instances_<split>.json) names the folders that are
-tried first after the JSON's own; the files themselves decide, so a name that misleads costs nothing. For a
-JSON at `D/F.json`, with `P` the folder above `D`:
+`data.train` / `data.val` name the JSON file, or a split whose JSON these layouts keep in a known place
+(`split_file`). The image folder is looked for among the candidates below, in this fixed order: the first
+that holds one of the file's first images is it. The split in the JSON's name (instances_<split>.json) names
+the folders tried first after the JSON's own; the files themselves decide, so a name that misleads costs
+nothing. For a JSON at `D/F.json`, with `P` the folder above `D`:
 
     D,  D/<split>,  D/images/<split>,  P/<split>,  P/images/<split>,  D/images,  P/images,
     then each sub-folder of D/images, then each of P/images (in name order)
@@ -86,3 +87,21 @@ def find_image_root(json_path: Path, file_names: list[str]) -> Path:
     raise DataError(f"{json_path}: its images ({shown}) are in none of the folders tried in {above}: "
                     f"{', '.join(s for s, _ in tried)}; name their folder with data.images (per split: "
                     f"data.train_images, data.val_images; data commands: --images)")
+
+
+def split_file(root: Path, split: str) -> Path:
+    """The JSON of training split `split` (data.train / data.val as written): the file it names relative to
+    `root`, or for a split name the first of <split>/_annotations.coco.json (Roboflow; `val` also tries
+    Roboflow's `valid/`), annotations/instances_<split>.json (COCO, Datumaro) and <split>.json (visiontl's own
+    `data convert --to coco`) that exists; one line naming them all when none does."""
+    path = root / split
+    if path.suffix.lower() == ".json" or path.is_file():
+        return path  # a missing file is named by the reader
+    tried = [path / "_annotations.coco.json", *([root / "valid" / "_annotations.coco.json"] if split == "val" else []),
+             root / "annotations" / f"instances_{split}.json", root / f"{split}.json"]
+    for candidate in tried:
+        if candidate.is_file():
+            return candidate
+    raise DataError(f"{root}: no COCO file for split {split!r}: none of "
+                    f"{', '.join(str(p.relative_to(root)) for p in tried)} exists; name the JSON file "
+                    f"(data.train / data.val, relative to data.root)")
