@@ -519,6 +519,7 @@ def test_read_split_dispatch(tmp_path: Path) -> None:
     _write_json(tmp_path / "coco" / "ann" / "train.json", _coco())
     aset = read_split("coco", tmp_path / "coco", "ann/train.json", images=tmp_path / "coco" / "pics")
     assert aset.image_root == tmp_path / "coco" / "pics" and len(aset.instances) == 3
+    _image(tmp_path / "coco" / "ann" / "a.jpg")  # found beside the JSON (a folder holding none is an error)
     assert read_split("coco", tmp_path, str(tmp_path / "coco" / "ann" / "train.json")).images[0].id == 0
     assert len(read_split("voc", _voc(tmp_path / "voc"), "train").images) == 3
     with pytest.raises(DataError) as err:

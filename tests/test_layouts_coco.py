@@ -153,7 +153,8 @@ def datumaro_coco(root: Path) -> Path:
     return root
 
 
-def test_datumaro_coco_export_trains_with_the_default_split_names(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+def test_datumaro_coco_export_trains_with_the_default_split_names(capsys: pytest.CaptureFixture,
+                                                                   tmp_path: Path) -> None:
     root = datumaro_coco(tmp_path / "export")
     check_convert_train(capsys, tmp_path, "coco", root / "annotations" / "instances_train.json",
                         {"root": root}, images=3, boxes=_boxes(3))  # data.train / data.val: train, val
@@ -192,7 +193,8 @@ def roboflow_coco(root: Path) -> Path:
     return root
 
 
-def test_roboflow_coco_export_trains_with_the_default_split_names(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+def test_roboflow_coco_export_trains_with_the_default_split_names(capsys: pytest.CaptureFixture,
+                                                                   tmp_path: Path) -> None:
     root = roboflow_coco(tmp_path / "cells.v1i.coco")
     check_convert_train(capsys, tmp_path, "coco", root / "train" / "_annotations.coco.json",
                         {"root": root}, images=3, boxes=_boxes(3))  # val: Roboflow's valid/
