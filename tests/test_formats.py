@@ -172,18 +172,25 @@ def test_coco_finds_its_image_folder(tmp_path: Path, where: str) -> None:
     assert read_coco(json_path).image_root.resolve() == folder
 
 
-def test_coco_image_folder_defaults_to_json_folder_and_size_comes_from_header(tmp_path: Path) -> None:
+def test_coco_without_its_images_is_one_line_and_size_comes_from_header(tmp_path: Path) -> None:
     data = _coco()
     json_path = _write_json(tmp_path / "annotations.json", data)
-    assert read_coco(json_path).image_root == tmp_path  # nothing found: a later check names a.jpg
+    with pytest.raises(DataError) as err:
+        read_coco(json_path)
+    here = tmp_path.name
+    assert str(err.value) == (
+        f"{json_path}: its images ('a.jpg', 'sub/b.jpg', 'empty.jpg') are in none of the folders tried in "
+        f"{tmp_path.parent}: {here}/, {here}/images/, images/; name their folder with data.images (per split: "
+        "data.train_images, data.val_images; data commands: --images)")
     del data["images"][1]["width"]
     data["images"][1]["height"] = 0
     del data["annotations"][2]["segmentation"]  # a 24x32 RLE: the image is read as 40x30 below
     _write_json(json_path, data)
     _image(tmp_path / "images" / "sub" / "b.jpg", (40, 30))
     with pytest.raises(DataError, match=r"sub/b\.jpg: image file not found$"):
-        read_coco(json_path)
-    aset = read_coco(json_path, image_root=tmp_path / "images")
+        read_coco(json_path, image_root=tmp_path)  # a folder named is used as it is
+    aset = read_coco(json_path)  # found by the second image: a missing first one does not hide the folder
+    assert aset.image_root == tmp_path / "images"
     assert aset.images[1] == ImageRecord(7, "sub/b.jpg", 40, 30)
 
 
@@ -512,6 +519,7 @@ def test_read_split_dispatch(tmp_path: Path) -> None:
     _write_json(tmp_path / "coco" / "ann" / "train.json", _coco())
     aset = read_split("coco", tmp_path / "coco", "ann/train.json", images=tmp_path / "coco" / "pics")
     assert aset.image_root == tmp_path / "coco" / "pics" and len(aset.instances) == 3
+    _image(tmp_path / "coco" / "ann" / "a.jpg")  # found beside the JSON (a folder holding none is an error)
     assert read_split("coco", tmp_path, str(tmp_path / "coco" / "ann" / "train.json")).images[0].id == 0
     assert len(read_split("voc", _voc(tmp_path / "voc"), "train").images) == 3
     with pytest.raises(DataError) as err:

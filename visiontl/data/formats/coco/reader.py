@@ -1,34 +1,23 @@
-"""COCO detection / instance-segmentation JSON <-> `AnnotationSet`.
-
-A COCO file has three lists: `images` (id, file_name, width, height), `annotations` (id, image_id,
-category_id, bbox [x, y, w, h] in pixels, iscrowd, segmentation, area) and `categories` (id, name,
-supercategory). The model uses COCO's own conventions, so the mapping is one to one: every id is kept as
-the file writes it (0 and gaps allowed), `segmentation` is kept as written (polygons or an RLE dict), a
-missing `iscrowd` means 0 and a missing `area` means "the box's". An empty segmentation list carries no
-shape, so it reads as None (and None writes as []). Categories are kept even when nothing uses them
-(Roboflow's supercategory-only entry included); leaving those out of the model's labels is `LabelMap`'s job.
-Every other field (top-level `info`, `licenses`; an image's `license`, `coco_url`; an annotation's `keypoints`,
-`num_keypoints`; a category's `keypoints`, `skeleton`; a tool's own fields) is kept as written in the `extra`
-of the set or record: the COCO writer writes it back, other writers report it as not written.
-"""
+"""COCO JSON -> `AnnotationSet`: every record parsed and checked, one line naming the file and the record
+otherwise (the mapping rules are the package's docstring). Fields beyond the model's are kept in `extra`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from visiontl.data.annotations import (AnnotationSet, Category, ImageRecord, Instance, ReadReport, WriteReport,
-                                       check_text_names, sanitize_boxes)
+from visiontl.data.annotations import AnnotationSet, Category, ImageRecord, Instance, ReadReport, sanitize_boxes
+from visiontl.data.formats.coco.layout import find_image_root
+from visiontl.data.formats.common import is_number, read_json, relative_name
 from visiontl.data.images import check_image
 from visiontl.data.masks import rle_problem
-from visiontl.atomic import atomic_write_json
-from visiontl.data.formats.common import is_number, read_json, relative_name
 from visiontl.errors import DataError
 
 
 def read_coco(json_path: Path, image_root: Path | None = None, sanitize: bool = True,
               problems: list[str] | None = None) -> AnnotationSet:
-    """Read a COCO JSON file. Without `image_root`, find the folder its file names are relative to.
+    """Read a COCO JSON file. Without `image_root`, find the folder its file names are relative to
+    (`layout.find_image_root`).
     sanitize=False keeps boxes exactly as written (scoring must see the ground truth pycocotools sees).
     With a `problems` list (`visiontl data check`), a bad record is appended there as one line and left out
     instead of stopping the read, so one pass finds every problem; without it, the first one raises."""
@@ -60,7 +49,7 @@ def read_coco(json_path: Path, image_root: Path | None = None, sanitize: bool = 
     if not images:
         raise DataError(f"{json_path}: no readable image records")
     if image_root is None:
-        image_root = _find_image_root(json_path, images[0].file_name)
+        image_root = find_image_root(json_path, [img.file_name for img in images])
     for img in images:
         if not img.width or not img.height:  # some exporters leave the size out
             try:
@@ -94,48 +83,6 @@ def _first_of_each_id(records: list, what: str, path: Path, problems: list[str] 
     return kept
 
 
-def write_coco(aset: AnnotationSet, path: Path) -> WriteReport:
-    """Write `aset` as COCO JSON, atomically. Ids, names and shapes are written as they are; instance
-    attributes go into each annotation's `attributes` object (as CVAT's and Datumaro's COCO exports do)."""
-    check_text_names(aset, "COCO")
-    report = WriteReport(f"COCO {path}", images=len(aset.images))
-    annotations = []
-    for inst in aset.instances:
-        x, y, w, h = inst.bbox
-        ann: dict[str, Any] = {
-            "id": inst.id,
-            "image_id": inst.image_id,
-            "category_id": inst.category_id,
-            "bbox": [x, y, w, h],
-            "area": inst.area if inst.area is not None else w * h,
-            "iscrowd": int(inst.iscrowd),
-            "segmentation": inst.segmentation if inst.segmentation is not None else [],
-        }
-        if inst.score is not None:
-            ann["score"] = inst.score
-        if inst.attributes:
-            ann["attributes"] = inst.attributes
-        annotations.append(_with_extra(ann, inst.extra))
-        if isinstance(inst.segmentation, list):
-            report.polygons += 1
-        elif isinstance(inst.segmentation, dict):
-            report.masks += 1
-        else:
-            report.boxes += 1
-    images = []
-    for i in aset.images:
-        record: dict[str, Any] = {"id": i.id, "file_name": i.file_name, "width": i.width, "height": i.height}
-        if i.attributes:
-            record["attributes"] = i.attributes
-        images.append(_with_extra(record, i.extra))
-    categories = [_with_extra({"id": c.id, "name": c.name, "supercategory": c.supercategory}, c.extra)
-                  for c in aset.categories]
-    # info and licenses first, where COCO's own files have them
-    document = {**aset.extra, "images": images, "annotations": annotations, "categories": categories}
-    atomic_write_json(Path(path), document)
-    return report
-
-
 # The fields the model holds; any other is kept in `extra` and written back as it was.
 _SET_FIELDS = frozenset({"images", "annotations", "categories"})
 _IMAGE_FIELDS = frozenset({"id", "file_name", "width", "height", "attributes"})
@@ -151,30 +98,11 @@ def _extra(record: dict[str, Any], known: frozenset[str]) -> dict[str, Any]:
             if k not in known or (k == "attributes" and not isinstance(v, dict))}
 
 
-def _with_extra(record: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    record.update((k, v) for k, v in extra.items() if k not in record)
-    return record
-
-
 def _load_json(path: Path) -> dict[str, Any]:
     data = read_json(path)
     if not isinstance(data, dict):
         raise DataError(f"{path}: not a COCO file (the top level is not an object)")
     return data
-
-
-def _find_image_root(json_path: Path, first_file: str) -> Path:
-    """The first candidate folder holding the first image; the JSON's folder when none does (the image
-    check then names the missing file)."""
-    base = json_path.parent
-    candidates = [base, base / "images", base.parent / "images"]
-    # Ultralytics-style layouts keep file names relative to images/<split>/ (e.g. coco128's train2017).
-    if (base / "images").is_dir():
-        candidates += sorted(p for p in (base / "images").iterdir() if p.is_dir())
-    for folder in candidates:
-        if (folder / first_file).is_file():
-            return folder
-    return base
 
 
 def _category(path: Path, index: int, rec: Any) -> Category:
@@ -263,18 +191,3 @@ def _int(rec: dict[str, Any], key: str, where: str) -> int:
     if isinstance(v, bool) or not (isinstance(v, int) or (isinstance(v, float) and v.is_integer())):
         raise DataError(f"{where}: '{key}' {v!r} is not an integer")
     return int(v)
-
-
-# The registry's interface (visiontl.data.formats.registry).
-def read(src: Path, images: Path | None, split: str | None, *, sanitize: bool, problems: list[str] | None,
-         classes: list[str] | None) -> AnnotationSet:
-    return read_coco(src, images, sanitize=sanitize, problems=problems)
-
-
-def write(aset: AnnotationSet, out: Path, split: str, copy_images: bool, options: dict[str, Any]) -> WriteReport:
-    return write_coco(aset, out / f"{split}.json")
-
-
-def read_split(root: Path, split: str, *, images: Path | None, annotations: Path | None,
-               classes: list[str] | None) -> AnnotationSet:
-    return read_coco(root / split, images)
