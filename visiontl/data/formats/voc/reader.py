@@ -1,0 +1,184 @@
+"""Pascal VOC XML <-> `AnnotationSet`.
+
+Layout: `root/Annotations/<id>.xml` (one file per image), `root/JPEGImages/<file>`, and split lists
+`root/ImageSets/Main/<split>.txt` with one image id per line. Mapping rules:
+
+- images get ids 1..N in list order (sorted file names when no split is named); `file_name` is the XML's
+  `<filename>`, relative to `root/JPEGImages`; the size is `<size>`, or the image header when that is
+  missing or 0;
+- categories get ids 1..K in order of first appearance, or in the order of a given class list; without a
+  class list, `root/labels.txt` (one name per line, as `write_voc` writes it) fixes the order of the names it
+  lists, and names it does not list follow in order of first appearance;
+- instances get ids 1..N in reading order; the box is `(xmin, ymin, xmax - xmin, ymax - ymin)`. The original
+  devkit's coordinates are 1-based and inclusive, but labelImg, CVAT, Roboflow and BCCD write 0-based ones,
+  so coordinates are read as plain pixel positions with no +1/-1;
+- `difficult` and `truncated` are kept as 0/1 in `Instance.attributes` (0 when absent); `occluded` too, when
+  the object has the tag;
+- with `masks` (the default), an image that has `root/SegmentationObject/<id>.png` gives each object its mask,
+  a full-image COCO RLE: the pixels whose index is the object's position among the XML's objects (1-based;
+  0 is background, 255 void: VOC's convention). An object with no pixels keeps no segmentation;
+  images without such a PNG (most detection sets) are read from the XML alone. `SegmentationClass` is not
+  read: the class is the XML's.
+
+`write_voc` is the reader's inverse (see its docstring for what VOC cannot hold).
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from visiontl.data.annotations import AnnotationSet, Category, ImageRecord, Instance, ReadReport, sanitize_boxes
+from visiontl.data.formats.common import note_input, parse_number, relative_name
+from visiontl.data.formats.voc.codec import object_masks
+from visiontl.data.images import check_image
+from visiontl.errors import DataError
+
+_EXTENSIONS = (".jpg", ".jpeg", ".png")
+LABELS_FILE = "labels.txt"  # the category names in category id order, written by write_voc
+
+
+def read_voc(root: Path, split: str | None = None, classes: list[str] | None = None,
+             masks: bool = True, sanitize: bool = True) -> AnnotationSet:
+    """Read a VOC folder: the images listed in `ImageSets/Main/<split>.txt`, or every XML when split is None;
+    with `masks`, the objects of an image with a `SegmentationObject/<id>.png` get their masks from it."""
+    root = Path(root)
+    ann_dir, image_root = root / "Annotations", root / "JPEGImages"
+    if not ann_dir.is_dir():
+        raise DataError(f"{root}: no Annotations folder (a Pascal VOC dataset has Annotations/ and JPEGImages/)")
+    ids = sorted(p.stem for p in ann_dir.glob("*.xml")) if split is None else _split_ids(root, split)
+    if not ids:
+        raise DataError(f"{ann_dir if split is None else split_file(root, split)}: no images")
+
+    order = classes if classes is not None else labels_txt(root / LABELS_FILE)
+    cat_ids: dict[str, int] = {name: i + 1 for i, name in enumerate(order)}
+    images: list[ImageRecord] = []
+    instances: list[Instance] = []
+    unpaired: list[str] = []  # SegmentationObject PNGs that do not pair with their XML: masks left out
+    for image_id, stem in enumerate(ids, start=1):
+        xml_path = ann_dir / f"{stem}.xml"
+        tree = _parse(xml_path)
+        file_name = _file_name(tree, stem, image_root, xml_path)
+        width, height = _int_text(tree, "size/width", xml_path), _int_text(tree, "size/height", xml_path)
+        if not width or not height:
+            width, height = check_image(image_root / file_name)
+        images.append(ImageRecord(image_id, file_name, width, height))
+        objects = tree.findall("object")
+        png = root / "SegmentationObject" / f"{stem}.png"
+        shapes = object_masks(png, xml_path, width, height, len(objects), unpaired) if masks and png.is_file() else {}
+        for k, obj in enumerate(objects, start=1):
+            where = f"{xml_path}: object {k}"
+            name = (obj.findtext("name") or "").strip()
+            if not name:
+                raise DataError(f"{where}: no <name>")
+            if name not in cat_ids:
+                if classes is not None:
+                    raise DataError(f"{where}: class {name!r} is not in the class list {list(classes)}")
+                cat_ids[name] = len(cat_ids) + 1
+            box = obj.find("bndbox")
+            if box is None:
+                raise DataError(f"{where}: no <bndbox>")
+            x1, y1, x2, y2 = (_coord(box, tag, where) for tag in ("xmin", "ymin", "xmax", "ymax"))
+            attributes = {tag: _flag(obj, tag, where) for tag in ("difficult", "truncated")}
+            if obj.find("occluded") is not None:
+                attributes["occluded"] = _flag(obj, "occluded", where)
+            instances.append(Instance(len(instances) + 1, image_id, cat_ids[name], (x1, y1, x2 - x1, y2 - y1),
+                                      segmentation=shapes.get(k), attributes=attributes))
+
+    categories = [Category(cid, name) for name, cid in cat_ids.items()]
+    aset = AnnotationSet(categories, images, instances, image_root, ReadReport(source=str(ann_dir), dropped=unpaired))
+    aset.validate()
+    return sanitize_boxes(aset) if sanitize else aset  # False: boxes as written (check, convert)
+
+
+def labels_txt(path: Path) -> list[str]:
+    if not path.is_file():
+        return []
+    note_input(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from None
+    names: list[str] = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        name = line.strip()
+        if name in names:
+            raise DataError(f"{path}: line {n}: class {name!r} is listed twice")
+        if name:
+            names.append(name)
+    return names
+
+
+def split_file(root: Path, split: str) -> Path:
+    return root / "ImageSets" / "Main" / f"{split}.txt"
+
+
+def _split_ids(root: Path, split: str) -> list[str]:
+    path = split_file(root, split)
+    if not path.is_file():
+        found = sorted(p.stem for p in path.parent.glob("*.txt")) if path.parent.is_dir() else []
+        raise DataError(f"{path}: split list not found (lists there: {', '.join(found) or 'none'})")
+    ids: list[str] = []
+    seen: set[str] = set()
+    note_input(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from None
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        # Per-class lists write "<id> 1" / "<id> -1": only the id counts.
+        stem = line.split()[0]
+        if stem in seen:
+            raise DataError(f"{path}: line {n}: image id {stem!r} is listed twice")
+        seen.add(stem)
+        ids.append(stem)
+    return ids
+
+
+def _parse(xml_path: Path) -> ET.Element:
+    import defusedxml.ElementTree as SafeET
+    from defusedxml import DefusedXmlException
+
+    note_input(xml_path)
+    try:
+        return SafeET.parse(xml_path).getroot()  # entity expansion and external references are refused
+    except DefusedXmlException as exc:
+        raise DataError(f"{xml_path}: refused, the XML declares entities or external references ({type(exc).__name__})") from None
+    except FileNotFoundError:
+        raise DataError(f"{xml_path}: annotation file not found") from None
+    except ET.ParseError as exc:
+        raise DataError(f"{xml_path}: not valid XML ({str(exc).splitlines()[0]})") from None
+    except OSError as exc:
+        raise DataError(f"{xml_path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _file_name(tree: ET.Element, stem: str, image_root: Path, xml_path: Path) -> str:
+    name = (tree.findtext("filename") or "").strip() or f"{stem}.jpg"
+    relative_name(name, str(xml_path), "<filename>")  # inside JPEGImages/, even when stale
+    if not (image_root / name).is_file():
+        # <filename> is often stale (renamed files, no extension): fall back to the annotation's own id.
+        for ext in _EXTENSIONS:
+            if (image_root / f"{stem}{ext}").is_file():
+                return f"{stem}{ext}"
+    return name
+
+
+def _int_text(tree: ET.Element, path: str, xml_path: Path) -> int:
+    text = tree.findtext(path)
+    if text is None or not text.strip():
+        return 0
+    return int(parse_number(text.strip(), path.split("/")[-1], f"{xml_path}: <size>"))
+
+
+def _coord(box: ET.Element, tag: str, where: str) -> float:
+    text = box.findtext(tag)
+    if text is None:
+        raise DataError(f"{where}: no <bndbox>/<{tag}>")
+    return parse_number(text.strip(), tag, where)
+
+
+def _flag(obj: ET.Element, tag: str, where: str) -> int:
+    text = (obj.findtext(tag) or "").strip()
+    return int(parse_number(text, tag, where) != 0) if text else 0
