@@ -29,7 +29,7 @@ __all__ = ["LABELS_FILE", "category_losses", "copy_image", "flag_value", "has_sh
 # The registry's interface (visiontl.data.formats.registry).
 def read(src: Path, images: Path | None, split: str | None, *, sanitize: bool, problems: list[str] | None,
          classes: list[str] | None) -> AnnotationSet:
-    return read_voc(src, split, classes=classes, sanitize=sanitize)
+    return read_voc(src, split, classes=classes, sanitize=sanitize, images=images)
 
 
 def write(aset: AnnotationSet, out: Path, split: str, copy_images: bool, options: dict[str, Any]) -> WriteReport:
@@ -38,4 +38,4 @@ def write(aset: AnnotationSet, out: Path, split: str, copy_images: bool, options
 
 def read_split(root: Path, split: str, *, images: Path | None, annotations: Path | None,
                classes: list[str] | None) -> AnnotationSet:
-    return read_voc(root, split, classes=classes)
+    return read_voc(root, split, classes=classes, images=images, annotations=annotations)

@@ -1,11 +1,15 @@
-"""Pascal VOC XML <-> `AnnotationSet`.
+"""Pascal VOC XML -> `AnnotationSet`.
 
-Layout: `root/Annotations/<id>.xml` (one file per image), `root/JPEGImages/<file>`, and split lists
-`root/ImageSets/Main/<split>.txt` with one image id per line. Mapping rules:
+Layout: one XML per image, `<id>.xml`, in the annotation folder, the images in the image folder, and split
+lists `ImageSets/Main/<split>.txt` with one image id per line; the devkit's `Annotations/` + `JPEGImages/`
+and the other layouts sets come in are found as `layout` says. Mapping rules:
 
 - images get ids 1..N in list order (sorted file names when no split is named); `file_name` is the XML's
-  `<filename>`, relative to `root/JPEGImages`; the size is `<size>`, or the image header when that is
-  missing or 0;
+  `<filename>`, relative to the image folder (when no such file exists, e.g. a stale name or one without
+  its extension, the image named by the XML's own id and an image extension); `<path>`, an absolute path on
+  the annotator's machine, is never read. Split folders read together (Roboflow's train/, valid/, test/)
+  share their parent as the image folder: `file_name` is then `train/<filename>`. The size is `<size>`, or
+  the image header when that is missing or 0;
 - categories get ids 1..K in order of first appearance, or in the order of a given class list; without a
   class list, `root/labels.txt` (one name per line, as `write_voc` writes it) fixes the order of the names it
   lists, and names it does not list follow in order of first appearance;
@@ -25,68 +29,73 @@ Layout: `root/Annotations/<id>.xml` (one file per image), `root/JPEGImages/<file
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from visiontl.data.annotations import AnnotationSet, Category, ImageRecord, Instance, ReadReport, sanitize_boxes
 from visiontl.data.formats.common import note_input, parse_number, relative_name
 from visiontl.data.formats.voc.codec import object_masks
-from visiontl.data.images import check_image
+from visiontl.data.formats.voc.layout import select
+from visiontl.data.images import IMAGE_EXTENSIONS, check_image
 from visiontl.errors import DataError
 
-_EXTENSIONS = (".jpg", ".jpeg", ".png")
 LABELS_FILE = "labels.txt"  # the category names in category id order, written by write_voc
 
 
-def read_voc(root: Path, split: str | None = None, classes: list[str] | None = None,
-             masks: bool = True, sanitize: bool = True) -> AnnotationSet:
-    """Read a VOC folder: the images listed in `ImageSets/Main/<split>.txt`, or every XML when split is None;
-    with `masks`, the objects of an image with a `SegmentationObject/<id>.png` get their masks from it."""
+def read_voc(root: Path, split: str | None = None, classes: list[str] | None = None, masks: bool = True,
+             sanitize: bool = True, images: Path | None = None, annotations: Path | None = None) -> AnnotationSet:
+    """Read the VOC set in `root` (any layout of `layout`'s docstring): split `split` (an ImageSets/Main list
+    or a split folder), or every XML when split is None; `images` / `annotations` override the folders
+    found. With `masks`, the objects of an image with a `SegmentationObject/<id>.png` get their masks."""
     root = Path(root)
-    ann_dir, image_root = root / "Annotations", root / "JPEGImages"
-    if not ann_dir.is_dir():
-        raise DataError(f"{root}: no Annotations folder (a Pascal VOC dataset has Annotations/ and JPEGImages/)")
-    ids = sorted(p.stem for p in ann_dir.glob("*.xml")) if split is None else _split_ids(root, split)
-    if not ids:
-        raise DataError(f"{ann_dir if split is None else split_file(root, split)}: no images")
-
-    order = classes if classes is not None else labels_txt(root / LABELS_FILE)
+    parts = select(root, split, images, annotations)
+    # One image root for the set; each part's <filename>s are relative to its own image folder inside it.
+    image_root = parts[0].layout.images if len(parts) == 1 else Path(os.path.commonpath([p.layout.images for p in parts]))
+    order = classes if classes is not None else (labels_txt(root / LABELS_FILE)
+                                                 or labels_txt(parts[0].layout.root / LABELS_FILE))
     cat_ids: dict[str, int] = {name: i + 1 for i, name in enumerate(order)}
-    images: list[ImageRecord] = []
+    records: list[ImageRecord] = []
     instances: list[Instance] = []
     unpaired: list[str] = []  # SegmentationObject PNGs that do not pair with their XML: masks left out
-    for image_id, stem in enumerate(ids, start=1):
-        xml_path = ann_dir / f"{stem}.xml"
-        tree = _parse(xml_path)
-        file_name = _file_name(tree, stem, image_root, xml_path)
-        width, height = _int_text(tree, "size/width", xml_path), _int_text(tree, "size/height", xml_path)
-        if not width or not height:
-            width, height = check_image(image_root / file_name)
-        images.append(ImageRecord(image_id, file_name, width, height))
-        objects = tree.findall("object")
-        png = root / "SegmentationObject" / f"{stem}.png"
-        shapes = object_masks(png, xml_path, width, height, len(objects), unpaired) if masks and png.is_file() else {}
-        for k, obj in enumerate(objects, start=1):
-            where = f"{xml_path}: object {k}"
-            name = (obj.findtext("name") or "").strip()
-            if not name:
-                raise DataError(f"{where}: no <name>")
-            if name not in cat_ids:
-                if classes is not None:
-                    raise DataError(f"{where}: class {name!r} is not in the class list {list(classes)}")
-                cat_ids[name] = len(cat_ids) + 1
-            box = obj.find("bndbox")
-            if box is None:
-                raise DataError(f"{where}: no <bndbox>")
-            x1, y1, x2, y2 = (_coord(box, tag, where) for tag in ("xmin", "ymin", "xmax", "ymax"))
-            attributes = {tag: _flag(obj, tag, where) for tag in ("difficult", "truncated")}
-            if obj.find("occluded") is not None:
-                attributes["occluded"] = _flag(obj, "occluded", where)
-            instances.append(Instance(len(instances) + 1, image_id, cat_ids[name], (x1, y1, x2 - x1, y2 - y1),
-                                      segmentation=shapes.get(k), attributes=attributes))
+    for part in parts:
+        if not part.stems:
+            raise DataError(f"{part.source}: no images")
+        prefix = PurePosixPath(part.layout.images.relative_to(image_root).as_posix())
+        for stem in part.stems:
+            image_id = len(records) + 1
+            xml_path = part.layout.annotations / f"{stem}.xml"
+            tree = _parse(xml_path)
+            file_name = _file_name(tree, stem, part.layout.images, xml_path)
+            width, height = _int_text(tree, "size/width", xml_path), _int_text(tree, "size/height", xml_path)
+            if not width or not height:
+                width, height = check_image(part.layout.images / file_name)
+            records.append(ImageRecord(image_id, (prefix / file_name).as_posix(), width, height))
+            objects = tree.findall("object")
+            png = part.layout.root / "SegmentationObject" / f"{stem}.png"
+            shapes = object_masks(png, xml_path, width, height, len(objects), unpaired) if masks and png.is_file() else {}
+            for k, obj in enumerate(objects, start=1):
+                where = f"{xml_path}: object {k}"
+                name = (obj.findtext("name") or "").strip()
+                if not name:
+                    raise DataError(f"{where}: no <name>")
+                if name not in cat_ids:
+                    if classes is not None:
+                        raise DataError(f"{where}: class {name!r} is not in the class list {list(classes)}")
+                    cat_ids[name] = len(cat_ids) + 1
+                box = obj.find("bndbox")
+                if box is None:
+                    raise DataError(f"{where}: no <bndbox>")
+                x1, y1, x2, y2 = (_coord(box, tag, where) for tag in ("xmin", "ymin", "xmax", "ymax"))
+                attributes = {tag: _flag(obj, tag, where) for tag in ("difficult", "truncated")}
+                if obj.find("occluded") is not None:
+                    attributes["occluded"] = _flag(obj, "occluded", where)
+                instances.append(Instance(len(instances) + 1, image_id, cat_ids[name], (x1, y1, x2 - x1, y2 - y1),
+                                          segmentation=shapes.get(k), attributes=attributes))
 
     categories = [Category(cid, name) for name, cid in cat_ids.items()]
-    aset = AnnotationSet(categories, images, instances, image_root, ReadReport(source=str(ann_dir), dropped=unpaired))
+    source = str(parts[0].layout.annotations if len(parts) == 1 else root)
+    aset = AnnotationSet(categories, records, instances, image_root, ReadReport(source=source, dropped=unpaired))
     aset.validate()
     return sanitize_boxes(aset) if sanitize else aset  # False: boxes as written (check, convert)
 
@@ -107,34 +116,6 @@ def labels_txt(path: Path) -> list[str]:
         if name:
             names.append(name)
     return names
-
-
-def split_file(root: Path, split: str) -> Path:
-    return root / "ImageSets" / "Main" / f"{split}.txt"
-
-
-def _split_ids(root: Path, split: str) -> list[str]:
-    path = split_file(root, split)
-    if not path.is_file():
-        found = sorted(p.stem for p in path.parent.glob("*.txt")) if path.parent.is_dir() else []
-        raise DataError(f"{path}: split list not found (lists there: {', '.join(found) or 'none'})")
-    ids: list[str] = []
-    seen: set[str] = set()
-    note_input(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from None
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        # Per-class lists write "<id> 1" / "<id> -1": only the id counts.
-        stem = line.split()[0]
-        if stem in seen:
-            raise DataError(f"{path}: line {n}: image id {stem!r} is listed twice")
-        seen.add(stem)
-        ids.append(stem)
-    return ids
 
 
 def _parse(xml_path: Path) -> ET.Element:
@@ -159,7 +140,7 @@ def _file_name(tree: ET.Element, stem: str, image_root: Path, xml_path: Path) ->
     relative_name(name, str(xml_path), "<filename>")  # inside JPEGImages/, even when stale
     if not (image_root / name).is_file():
         # <filename> is often stale (renamed files, no extension): fall back to the annotation's own id.
-        for ext in _EXTENSIONS:
+        for ext in IMAGE_EXTENSIONS + tuple(e.upper() for e in IMAGE_EXTENSIONS):
             if (image_root / f"{stem}{ext}").is_file():
                 return f"{stem}{ext}"
     return name

@@ -17,7 +17,8 @@ from visiontl.atomic import atomic_write, atomic_write_bytes, atomic_write_text,
 from visiontl.data.annotations import AnnotationSet, ImageRecord, Instance, WriteReport, check_text_names
 from visiontl.data.formats.common import relative_name
 from visiontl.data.formats.voc.codec import MAX_INDEX, palette_png
-from visiontl.data.formats.voc.reader import LABELS_FILE, labels_txt, split_file
+from visiontl.data.formats.voc.layout import list_file
+from visiontl.data.formats.voc.reader import LABELS_FILE, labels_txt
 from visiontl.data.masks import rle_problem
 from visiontl.errors import DataError
 
@@ -100,7 +101,7 @@ def write_voc(aset: AnnotationSet, root: Path, split: str = "train", copy_images
         if copy_images and not copy_image(aset.image_path(img), root / "JPEGImages" / img.file_name):
             report.lost.append(f"{img.file_name}: image file {aset.image_path(img)} not found; not copied")
         report.images += 1
-    _merge_list(split_file(root, split), [stems[img.id] for img in aset.images])
+    _merge_list(list_file(root, split), [stems[img.id] for img in aset.images])
     # each list written once: inside the writer's batch a list read back still holds what it held before
     segmentation_list = root / "ImageSets" / "Segmentation" / f"{split}.txt"
     if stale:
