@@ -20,9 +20,10 @@ VOID = 255
 
 
 def object_masks(png: Path, xml_path: Path, width: int, height: int, count: int,
-                  unpaired: list[str]) -> dict[int, dict[str, Any]]:
-    """Object position in the XML (1-based) -> its mask as a full-image COCO RLE, for the objects that have
-    pixels in the SegmentationObject PNG (0 background, 255 void). A PNG with more objects than its XML
+                  unpaired: list[str]) -> dict[int, tuple[dict[str, Any], int]]:
+    """Object position in the XML (1-based) -> its mask as a full-image COCO RLE and its pixel count (the
+    object's area), for the objects that have pixels in the SegmentationObject PNG (0 background, 255 void).
+    A PNG with more objects than its XML
     (some exporters list only the boxed objects) cannot be paired: its masks are left out, and said so."""
     from pycocotools import mask as mask_utils
 
@@ -39,8 +40,9 @@ def object_masks(png: Path, xml_path: Path, width: int, height: int, count: int,
     with warnings.catch_warnings():  # pycocotools' numpy-2 copy-keyword DeprecationWarning
         warnings.simplefilter("ignore", DeprecationWarning)
         for k in present:
-            rle = mask_utils.encode(np.asfortranarray((index == k).astype(np.uint8)))
-            out[k] = {"size": [h, w], "counts": rle["counts"].decode("ascii")}
+            binary = (index == k).astype(np.uint8)
+            rle = mask_utils.encode(np.asfortranarray(binary))
+            out[k] = {"size": [h, w], "counts": rle["counts"].decode("ascii")}, int(binary.sum())
     return out
 
 

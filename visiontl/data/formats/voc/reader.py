@@ -20,7 +20,8 @@ and the other layouts sets come in are found as `layout` says. Mapping rules:
   the object has the tag;
 - with `masks` (the default), an image that has `root/SegmentationObject/<id>.png` gives each object its mask,
   a full-image COCO RLE: the pixels whose index is the object's position among the XML's objects (1-based;
-  0 is background, 255 void: VOC's convention). An object with no pixels keeps no segmentation;
+  0 is background, 255 void: VOC's convention), and its `area` is the mask's pixel count; the box stays the
+  XML's. An object with no pixels keeps no segmentation (and the box's area);
   images without such a PNG (most detection sets) are read from the XML alone. `SegmentationClass` is not
   read: the class is the XML's.
 
@@ -90,8 +91,12 @@ def read_voc(root: Path, split: str | None = None, classes: list[str] | None = N
                 attributes = {tag: _flag(obj, tag, where) for tag in ("difficult", "truncated")}
                 if obj.find("occluded") is not None:
                     attributes["occluded"] = _flag(obj, "occluded", where)
+                # The box is the XML's, never the mask's extent (the void band and boxes drawn loosely differ
+                # from it); the area is the mask's, as COCO gives a segmented object.
+                mask, area = shapes.get(k, (None, None))
                 instances.append(Instance(len(instances) + 1, image_id, cat_ids[name], (x1, y1, x2 - x1, y2 - y1),
-                                          segmentation=shapes.get(k), attributes=attributes))
+                                          segmentation=mask, area=None if area is None else float(area),
+                                          attributes=attributes))
 
     categories = [Category(cid, name) for name, cid in cat_ids.items()]
     source = str(parts[0].layout.annotations if len(parts) == 1 else root)
