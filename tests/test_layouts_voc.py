@@ -80,6 +80,36 @@ def test_devkit_layout(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     check_convert_train(capsys, tmp_path, "voc", root, {"root": root, "train": "train", "val": "val"}, images=4, boxes=8)
 
 
+def cvat_xml(file_name: str) -> str:
+    """As CVAT's "PASCAL VOC 1.1" export (Datumaro) writes it: empty folder, occluded, <attributes>."""
+    objects = "".join(
+        f"  <object>\n    <name>{name}</name>\n    <truncated>0</truncated>\n    <occluded>0</occluded>\n"
+        f"    <difficult>0</difficult>\n    <bndbox>\n      <xmin>{x1:.1f}</xmin>\n      <ymin>{y1:.1f}</ymin>\n"
+        f"      <xmax>{x2:.1f}</xmax>\n      <ymax>{y2:.1f}</ymax>\n    </bndbox>\n    <attributes>\n      <attribute>\n"
+        "        <name>rotation</name>\n        <value>0.0</value>\n      </attribute>\n    </attributes>\n  </object>\n"
+        for name, x1, y1, x2, y2 in BOXES)
+    return (f"<annotation>\n  <folder></folder>\n  <filename>{file_name}</filename>\n  <source>\n"
+            "    <database>Unknown</database>\n    <annotation>Unknown</annotation>\n    <image>Unknown</image>\n"
+            "  </source>\n  <size>\n    <width>64</width>\n    <height>48</height>\n    <depth></depth>\n  </size>\n"
+            f"  <segmented>0</segmented>\n{objects}</annotation>\n")
+
+
+def test_cvat_voc_export(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    """CVAT's export: the devkit folders, the subset's list ImageSets/Main/default.txt beside per-class lists
+    (`<id> 1` / `<id> -1`), labelmap.txt (not read: the classes are the XMLs')."""
+    stems = ["frame_000000", "frame_000001", "frame_000002"]
+    root = _annotated(tmp_path / "task_7", "Annotations", "JPEGImages", stems, xml=cvat_xml)
+    main = root / "ImageSets" / "Main"
+    main.mkdir(parents=True)
+    (main / "default.txt").write_text("".join(f"{s}\n" for s in stems))
+    for name in ("cat", "dog"):
+        (main / f"{name}_default.txt").write_text("".join(f"{s} 1\n" for s in stems))
+    (root / "labelmap.txt").write_text("# label:color_rgb:parts:actions\nbackground:0,0,0::\ncat:250,50,83::\n"
+                                       "dog:51,221,255::\n")
+    check_convert_train(capsys, tmp_path, "voc", root, {"root": root, "train": "default", "val": "default"},
+                        images=3, boxes=6)
+
+
 @pytest.mark.parametrize("folders", [("annotations", "images"), ("annots", "images")])
 def test_annotation_and_image_folders_without_split_lists(capsys: pytest.CaptureFixture, tmp_path: Path,
                                                           folders: tuple[str, str]) -> None:

@@ -69,8 +69,8 @@ def find_layout(root: Path, images: Path | None = None, annotations: Path | None
 def layout_of(root: Path, images: Path | None = None, annotations: Path | None = None) -> Layout:
     found = find_layout(root, images, annotations)
     if found is None:
-        raise DataError(f"{root}: no Annotations folder and no XML files (looked for {', '.join(ANNOTATION_FOLDERS)}/, "
-                        f"and *.xml in the folder itself and in {', '.join(IMAGE_FOLDERS)}/)")
+        raise DataError(f"{root}: no Annotations folder and no XML files (looked for {_folders(ANNOTATION_FOLDERS)}, "
+                        f"and *.xml in the folder itself and in {_folders(IMAGE_FOLDERS)})")
     return found
 
 
@@ -136,6 +136,10 @@ def read_list(path: Path) -> list[str]:
 
 def _whole(found: Layout) -> Part:
     return Part(found, found.stems(), found.annotations)
+
+
+def _folders(names: tuple[str, ...]) -> str:
+    return ", ".join(f"{name}/" for name in names)
 
 
 def _first_folder(root: Path, names: tuple[str, ...]) -> Path | None:
