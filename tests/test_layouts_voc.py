@@ -245,3 +245,13 @@ def test_mask_keeps_the_box_and_gives_the_area(capsys: pytest.CaptureFixture, tm
     assert code == 0, out + err
     written = json.loads((tmp_path / "coco" / "train.json").read_text())["annotations"]
     assert [(a["bbox"], a["area"]) for a in written] == [([4.0, 6.0, 26.0, 34.0], 200.0), ([34.0, 8.0, 26.0, 36.0], 6.0)]
+
+
+def test_split_list_id_never_leaves_the_xml_folder(tmp_path: Path) -> None:
+    root = _annotated(tmp_path / "set", "Annotations", "JPEGImages", ["a"])
+    (tmp_path / "outside.xml").write_text(devkit_xml("a.jpg"))
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    (root / "ImageSets" / "Main" / "train.txt").write_text("a\n../../outside\n")
+    with pytest.raises(DataError) as err:
+        read_split("voc", root, "train")
+    assert str(err.value) == f"{root / 'ImageSets' / 'Main' / 'train.txt'}: line 2: image id '../../outside' is not a file name"

@@ -127,6 +127,8 @@ def read_list(path: Path) -> list[str]:
         if not line.strip():
             continue
         stem = line.split()[0]
+        if "/" in stem or "\\" in stem or stem in (".", ".."):  # an id names <id>.xml in the XML folder, no other
+            raise DataError(f"{path}: line {n}: image id {stem!r} is not a file name")
         if stem in seen:
             raise DataError(f"{path}: line {n}: image id {stem!r} is listed twice")
         seen.add(stem)
