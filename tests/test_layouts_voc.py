@@ -178,6 +178,9 @@ def test_annotation_folder_named_by_the_user(tmp_path: Path) -> None:
     root = _annotated(tmp_path / "set", "xml", "images", ["a", "b"])
     with pytest.raises(DataError, match="no Annotations folder and no XML files"):
         read_split("voc", root, "train")
+    with pytest.raises(DataError) as err:
+        read_split("voc", root, "train", annotations=root / "xmls")
+    assert str(err.value) == f"{root / 'xmls'}: no such folder (the XML folder data.annotations names)"
     aset = read_split("voc", root, "train", annotations=root / "xml")
     assert [img.file_name for img in aset.images] == ["a.jpg", "b.jpg"] and aset.image_root == root / "images"
 

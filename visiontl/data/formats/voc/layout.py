@@ -55,6 +55,9 @@ def find_layout(root: Path, images: Path | None = None, annotations: Path | None
     """The layout of the folder `root`, with the folders the user named; None when no XML folder is found."""
     if not root.is_dir():
         return None
+    for named, what in ((annotations, "XML folder data.annotations"), (images, "image folder data.images, --images")):
+        if named is not None and not named.is_dir():
+            raise DataError(f"{named}: no such folder (the {what} names)")
     ann = annotations or _first_folder(root, ANNOTATION_FOLDERS)
     if ann is None:  # XML beside the images
         beside = [images] if images is not None else [root / name for name in IMAGE_FOLDERS]
