@@ -46,7 +46,7 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("coco", "COCO", "visiontl.data.formats.coco", _INSTANCES + ("segmentation",),
            "the JSON file (--images: the image folder, default: found)"),
     Format("voc", "VOC", "visiontl.data.formats.voc", _DETECTION,
-           "the VOC root (--split: an ImageSets/Main list, default: every XML)"),
+           "the VOC folder (--split: an ImageSets/Main list or a split folder, default: every XML)"),
     Format("yolo", "YOLO", "visiontl.data.formats.yolo", _DETECTION,
            "the root or its data.yaml (--split: the split name, default: train)"),
     Format("cvat", "CVAT", "visiontl.data.formats.cvat", _INSTANCES,

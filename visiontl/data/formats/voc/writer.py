@@ -1,188 +1,28 @@
-"""Pascal VOC XML <-> `AnnotationSet`.
-
-Layout: `root/Annotations/<id>.xml` (one file per image), `root/JPEGImages/<file>`, and split lists
-`root/ImageSets/Main/<split>.txt` with one image id per line. Mapping rules:
-
-- images get ids 1..N in list order (sorted file names when no split is named); `file_name` is the XML's
-  `<filename>`, relative to `root/JPEGImages`; the size is `<size>`, or the image header when that is
-  missing or 0;
-- categories get ids 1..K in order of first appearance, or in the order of a given class list; without a
-  class list, `root/labels.txt` (one name per line, as `write_voc` writes it) fixes the order of the names it
-  lists, and names it does not list follow in order of first appearance;
-- instances get ids 1..N in reading order; the box is `(xmin, ymin, xmax - xmin, ymax - ymin)`. The original
-  devkit's coordinates are 1-based and inclusive, but labelImg, CVAT, Roboflow and BCCD write 0-based ones,
-  so coordinates are read as plain pixel positions with no +1/-1;
-- `difficult` and `truncated` are kept as 0/1 in `Instance.attributes` (0 when absent); `occluded` too, when
-  the object has the tag;
-- with `masks` (the default), an image that has `root/SegmentationObject/<id>.png` gives each object its mask,
-  a full-image COCO RLE: the pixels whose index is the object's position among the XML's objects (1-based;
-  0 is background, 255 void: VOC's convention). An object with no pixels keeps no segmentation;
-  images without such a PNG (most detection sets) are read from the XML alone. `SegmentationClass` is not
-  read: the class is the XML's.
-
-`write_voc` is the reader's inverse (see its docstring for what VOC cannot hold).
-"""
+"""`write_voc`: an `AnnotationSet` as a Pascal VOC folder (the reader's inverse; see its docstring for what
+VOC cannot hold). Also the helpers every format writer shares (lost lines, image copies, polygon parts)."""
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import re
 import shutil
-import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from visiontl.atomic import atomic_write, atomic_write_bytes, atomic_write_text, remove_output
-from visiontl.data.annotations import (
-    AnnotationSet,
-    Category,
-    ImageRecord,
-    Instance,
-    ReadReport,
-    WriteReport,
-    check_text_names,
-    sanitize_boxes,
-)
-from visiontl.data.images import DECODE_ERRORS, check_image, open_image
+from visiontl.data.annotations import AnnotationSet, ImageRecord, Instance, WriteReport, check_text_names
+from visiontl.data.formats.common import relative_name
+from visiontl.data.formats.voc.codec import MAX_INDEX, palette_png
+from visiontl.data.formats.voc.layout import list_file
+from visiontl.data.formats.voc.reader import LABELS_FILE, labels_txt
 from visiontl.data.masks import rle_problem
-from visiontl.data.formats.common import note_input, parse_number, relative_name
 from visiontl.errors import DataError
 
-_EXTENSIONS = (".jpg", ".jpeg", ".png")
-LABELS_FILE = "labels.txt"  # the category names in category id order, written by write_voc
 _FLAGS = ("truncated", "difficult", "occluded")  # in the order VOC writes them
-_MAX_INDEX = 254  # VOC segmentation PNGs are 8-bit: 0 background, 255 void
-_VOID = 255
-
-
-def read_voc(root: Path, split: str | None = None, classes: list[str] | None = None,
-             masks: bool = True, sanitize: bool = True) -> AnnotationSet:
-    """Read a VOC folder: the images listed in `ImageSets/Main/<split>.txt`, or every XML when split is None;
-    with `masks`, the objects of an image with a `SegmentationObject/<id>.png` get their masks from it."""
-    root = Path(root)
-    ann_dir, image_root = root / "Annotations", root / "JPEGImages"
-    if not ann_dir.is_dir():
-        raise DataError(f"{root}: no Annotations folder (a Pascal VOC dataset has Annotations/ and JPEGImages/)")
-    ids = sorted(p.stem for p in ann_dir.glob("*.xml")) if split is None else _split_ids(root, split)
-    if not ids:
-        raise DataError(f"{ann_dir if split is None else _split_file(root, split)}: no images")
-
-    order = classes if classes is not None else _labels_txt(root / LABELS_FILE)
-    cat_ids: dict[str, int] = {name: i + 1 for i, name in enumerate(order)}
-    images: list[ImageRecord] = []
-    instances: list[Instance] = []
-    unpaired: list[str] = []  # SegmentationObject PNGs that do not pair with their XML: masks left out
-    for image_id, stem in enumerate(ids, start=1):
-        xml_path = ann_dir / f"{stem}.xml"
-        tree = _parse(xml_path)
-        file_name = _file_name(tree, stem, image_root, xml_path)
-        width, height = _int_text(tree, "size/width", xml_path), _int_text(tree, "size/height", xml_path)
-        if not width or not height:
-            width, height = check_image(image_root / file_name)
-        images.append(ImageRecord(image_id, file_name, width, height))
-        objects = tree.findall("object")
-        png = root / "SegmentationObject" / f"{stem}.png"
-        shapes = _object_masks(png, xml_path, width, height, len(objects), unpaired) if masks and png.is_file() else {}
-        for k, obj in enumerate(objects, start=1):
-            where = f"{xml_path}: object {k}"
-            name = (obj.findtext("name") or "").strip()
-            if not name:
-                raise DataError(f"{where}: no <name>")
-            if name not in cat_ids:
-                if classes is not None:
-                    raise DataError(f"{where}: class {name!r} is not in the class list {list(classes)}")
-                cat_ids[name] = len(cat_ids) + 1
-            box = obj.find("bndbox")
-            if box is None:
-                raise DataError(f"{where}: no <bndbox>")
-            x1, y1, x2, y2 = (_coord(box, tag, where) for tag in ("xmin", "ymin", "xmax", "ymax"))
-            attributes = {tag: _flag(obj, tag, where) for tag in ("difficult", "truncated")}
-            if obj.find("occluded") is not None:
-                attributes["occluded"] = _flag(obj, "occluded", where)
-            instances.append(Instance(len(instances) + 1, image_id, cat_ids[name], (x1, y1, x2 - x1, y2 - y1),
-                                      segmentation=shapes.get(k), attributes=attributes))
-
-    categories = [Category(cid, name) for name, cid in cat_ids.items()]
-    aset = AnnotationSet(categories, images, instances, image_root, ReadReport(source=str(ann_dir), dropped=unpaired))
-    aset.validate()
-    return sanitize_boxes(aset) if sanitize else aset  # False: boxes as written (check, convert)
-
-
-def _object_masks(png: Path, xml_path: Path, width: int, height: int, count: int,
-                  unpaired: list[str]) -> dict[int, dict[str, Any]]:
-    """Object position in the XML (1-based) -> its mask as a full-image COCO RLE, for the objects that have
-    pixels in the SegmentationObject PNG (0 background, 255 void). A PNG with more objects than its XML
-    (some exporters list only the boxed objects) cannot be paired: its masks are left out, and said so."""
-    from pycocotools import mask as mask_utils
-
-    index = _png_indices(png)
-    h, w = index.shape
-    if (w, h) != (width, height):
-        raise DataError(f"{png}: {w}x{h} pixels, but {xml_path} gives the image as {width}x{height}")
-    present = [int(v) for v in np.unique(index) if v not in (0, _VOID)]
-    if present and present[-1] > count:
-        unpaired.append(f"{png}: object index {present[-1]}, but {xml_path.name} has {count} object(s); the masks "
-                        "of this image are not read (an object's index is its position in the XML)")
-        return {}
-    out = {}
-    with warnings.catch_warnings():  # pycocotools' numpy-2 copy-keyword DeprecationWarning
-        warnings.simplefilter("ignore", DeprecationWarning)
-        for k in present:
-            rle = mask_utils.encode(np.asfortranarray((index == k).astype(np.uint8)))
-            out[k] = {"size": [h, w], "counts": rle["counts"].decode("ascii")}
-    return out
-
-
-def _png_indices(png: Path) -> np.ndarray:
-    """HxW uint8 object indices of a SegmentationObject PNG: 8-bit indexed (P) or grey (L) as they are,
-    RGB matched against the VOC colours."""
-    note_input(png)
-    try:
-        with open_image(png) as im:
-            mode = im.mode
-            if mode in ("P", "L"):
-                return np.asarray(im, dtype=np.uint8)
-            if mode not in ("RGB", "RGBA"):
-                raise DataError(f"{png}: image mode {mode}; a SegmentationObject PNG holds 8-bit object indices "
-                                "(palette or grey) or the VOC colours (RGB)")
-            rgb = np.asarray(im.convert("RGB"), dtype=np.int64)
-    except DECODE_ERRORS as exc:
-        text = str(exc).strip().splitlines()
-        raise DataError(f"{png}: cannot decode ({text[0] if text else type(exc).__name__})") from None
-    colours = np.array(_PALETTE, dtype=np.int64).reshape(256, 3)
-    keys = (colours[:, 0] << 16) | (colours[:, 1] << 8) | colours[:, 2]  # 256 distinct colours
-    order = np.argsort(keys)
-    pix = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-    pos = np.clip(np.searchsorted(keys[order], pix), 0, 255)
-    unknown = keys[order][pos] != pix
-    if unknown.any():
-        y, x = (int(v[0]) for v in np.nonzero(unknown))
-        raise DataError(f"{png}: colour {rgb[y, x].tolist()} at x={x}, y={y} is not a VOC palette colour")
-    return order[pos].astype(np.uint8)
-
-
-def _labels_txt(path: Path) -> list[str]:
-    if not path.is_file():
-        return []
-    note_input(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from None
-    names: list[str] = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        name = line.strip()
-        if name in names:
-            raise DataError(f"{path}: line {n}: class {name!r} is listed twice")
-        if name:
-            names.append(name)
-    return names
 
 
 def write_voc(aset: AnnotationSet, root: Path, split: str = "train", copy_images: bool = False,
@@ -220,7 +60,7 @@ def write_voc(aset: AnnotationSet, root: Path, split: str = "train", copy_images
     check_text_names(aset, "VOC")
     report = WriteReport(f"{root} (Pascal VOC, split {split})")
     names = _voc_names(aset, report)
-    labels = _labels_txt(root / LABELS_FILE)
+    labels = labels_txt(root / LABELS_FILE)
     labels += [n for n in dict.fromkeys(names[c.id] for c in sorted(aset.categories, key=lambda c: c.id)) if n not in labels]
     stems = _stems(aset, root / "Annotations")
     if masks:
@@ -261,7 +101,7 @@ def write_voc(aset: AnnotationSet, root: Path, split: str = "train", copy_images
         if copy_images and not copy_image(aset.image_path(img), root / "JPEGImages" / img.file_name):
             report.lost.append(f"{img.file_name}: image file {aset.image_path(img)} not found; not copied")
         report.images += 1
-    _merge_list(_split_file(root, split), [stems[img.id] for img in aset.images])
+    _merge_list(list_file(root, split), [stems[img.id] for img in aset.images])
     # each list written once: inside the writer's batch a list read back still holds what it held before
     segmentation_list = root / "ImageSets" / "Segmentation" / f"{split}.txt"
     if stale:
@@ -373,25 +213,25 @@ def _write_pngs(root: Path, stem: str, img: ImageRecord, objects: list[Instance]
         if shown < total:
             report.lost.append(f"{where}: {total - shown} of its {total} mask pixels lie under other objects' "
                                "masks (a VOC PNG holds one object per pixel)")
-        if k > _MAX_INDEX:
+        if k > MAX_INDEX:
             report.lost.append(f"{where}: object {k} of the image does not fit the 8-bit SegmentationObject PNG "
-                               f"({_MAX_INDEX} at most); void there")
+                               f"({MAX_INDEX} at most); void there")
         parts = polygon_parts(inst.segmentation)[1]
         if parts:
             report.lost.append(f"{where}: {parts} polygon part(s) of fewer than 3 points dropped")
         class_lut[k + 1] = labels.index(names[inst.category_id]) + 1
-        object_lut[k + 1] = k if k <= _MAX_INDEX else 255
+        object_lut[k + 1] = k if k <= MAX_INDEX else 255
         written.add(inst.id)
     for folder, lut in (("SegmentationClass", class_lut), ("SegmentationObject", object_lut)):
-        atomic_write_bytes(root / folder / f"{stem}.png", _palette_png(lut[owner + 1]))
+        atomic_write_bytes(root / folder / f"{stem}.png", palette_png(lut[owner + 1]))
     return written
 
 
 def _check_masks(aset: AnnotationSet, labels: list[str]) -> None:
     images = {img.id: img for img in aset.images}
     shaped = [i for i in aset.instances if not i.iscrowd and has_shape(i)]
-    if shaped and len(labels) > _MAX_INDEX:
-        raise DataError(f"{aset.report.source}: {len(labels)} classes; VOC segmentation PNGs hold {_MAX_INDEX} at most "
+    if shaped and len(labels) > MAX_INDEX:
+        raise DataError(f"{aset.report.source}: {len(labels)} classes; VOC segmentation PNGs hold {MAX_INDEX} at most "
                         "(masks=False writes boxes only)")
     for inst in shaped:
         img = images[inst.image_id]
@@ -401,33 +241,6 @@ def _check_masks(aset: AnnotationSet, labels: list[str]) -> None:
         problem = rle_problem(inst.segmentation, img.height, img.width) if isinstance(inst.segmentation, dict) else None
         if problem is not None:
             raise DataError(f"{aset.report.source}: annotation {inst.id} ({img.file_name}): {problem}")
-
-
-def _voc_palette() -> list[int]:
-    """The VOC devkit colour map: the bits of the index spread over r, g, b from the high bit down."""
-    out = []
-    for i in range(256):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= (c & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        out += [r, g, b]
-    return out
-
-
-_PALETTE = _voc_palette()
-
-
-def _palette_png(indices: np.ndarray) -> bytes:
-    h, w = indices.shape
-    im = Image.frombytes("P", (w, h), np.ascontiguousarray(indices, dtype=np.uint8).tobytes())
-    im.putpalette(_PALETTE)
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def _remove_pngs(root: Path, stem: str) -> list[str]:
@@ -521,93 +334,3 @@ def instance_losses(inst: Instance, where: str, fmt: str, flags: tuple[str, ...]
 def category_losses(aset: AnnotationSet, fmt: str) -> list[str]:
     return [f"category {c.id} ({c.name}): supercategory {c.supercategory!r} ({fmt} has no supercategories)"
             for c in sorted(aset.categories, key=lambda c: c.id) if c.supercategory]
-
-
-def _split_file(root: Path, split: str) -> Path:
-    return root / "ImageSets" / "Main" / f"{split}.txt"
-
-
-def _split_ids(root: Path, split: str) -> list[str]:
-    path = _split_file(root, split)
-    if not path.is_file():
-        found = sorted(p.stem for p in path.parent.glob("*.txt")) if path.parent.is_dir() else []
-        raise DataError(f"{path}: split list not found (lists there: {', '.join(found) or 'none'})")
-    ids: list[str] = []
-    seen: set[str] = set()
-    note_input(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from None
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        # Per-class lists write "<id> 1" / "<id> -1": only the id counts.
-        stem = line.split()[0]
-        if stem in seen:
-            raise DataError(f"{path}: line {n}: image id {stem!r} is listed twice")
-        seen.add(stem)
-        ids.append(stem)
-    return ids
-
-
-def _parse(xml_path: Path) -> ET.Element:
-    import defusedxml.ElementTree as SafeET
-    from defusedxml import DefusedXmlException
-
-    note_input(xml_path)
-    try:
-        return SafeET.parse(xml_path).getroot()  # entity expansion and external references are refused
-    except DefusedXmlException as exc:
-        raise DataError(f"{xml_path}: refused, the XML declares entities or external references ({type(exc).__name__})") from None
-    except FileNotFoundError:
-        raise DataError(f"{xml_path}: annotation file not found") from None
-    except ET.ParseError as exc:
-        raise DataError(f"{xml_path}: not valid XML ({str(exc).splitlines()[0]})") from None
-    except OSError as exc:
-        raise DataError(f"{xml_path}: cannot read ({exc.strerror or exc})") from None
-
-
-def _file_name(tree: ET.Element, stem: str, image_root: Path, xml_path: Path) -> str:
-    name = (tree.findtext("filename") or "").strip() or f"{stem}.jpg"
-    relative_name(name, str(xml_path), "<filename>")  # inside JPEGImages/, even when stale
-    if not (image_root / name).is_file():
-        # <filename> is often stale (renamed files, no extension): fall back to the annotation's own id.
-        for ext in _EXTENSIONS:
-            if (image_root / f"{stem}{ext}").is_file():
-                return f"{stem}{ext}"
-    return name
-
-
-def _int_text(tree: ET.Element, path: str, xml_path: Path) -> int:
-    text = tree.findtext(path)
-    if text is None or not text.strip():
-        return 0
-    return int(parse_number(text.strip(), path.split("/")[-1], f"{xml_path}: <size>"))
-
-
-def _coord(box: ET.Element, tag: str, where: str) -> float:
-    text = box.findtext(tag)
-    if text is None:
-        raise DataError(f"{where}: no <bndbox>/<{tag}>")
-    return parse_number(text.strip(), tag, where)
-
-
-def _flag(obj: ET.Element, tag: str, where: str) -> int:
-    text = (obj.findtext(tag) or "").strip()
-    return int(parse_number(text, tag, where) != 0) if text else 0
-
-
-# The registry's interface (visiontl.data.formats.registry).
-def read(src: Path, images: Path | None, split: str | None, *, sanitize: bool, problems: list[str] | None,
-         classes: list[str] | None) -> AnnotationSet:
-    return read_voc(src, split, classes=classes, sanitize=sanitize)
-
-
-def write(aset: AnnotationSet, out: Path, split: str, copy_images: bool, options: dict[str, Any]) -> WriteReport:
-    return write_voc(aset, out, split, copy_images=copy_images)
-
-
-def read_split(root: Path, split: str, *, images: Path | None, annotations: Path | None,
-               classes: list[str] | None) -> AnnotationSet:
-    return read_voc(root, split, classes=classes)
