@@ -1,0 +1,124 @@
+"""Reading a YOLO split into an `AnnotationSet` (`read_yolo`).
+
+Two layouts: (a) `root/data.yaml` with `names` and a key per split (`train`, `val`, `test`) naming an image
+folder, a .txt list of image paths, or a list of those, relative to the yaml's `path` when it has one and
+to `root` otherwise; (b) no yaml: images in `root/images/<split>/`, names in `root/classes.txt` or
+`root/labels/classes.txt`, one per line. The labels of `.../images/<sub>/x.jpg` are in
+`.../labels/<sub>/x.txt` (the last `images` folder of the path becomes `labels`); no label file means an
+image without objects.
+
+A label line is `class cx cy w h` (box centre and size) or `class x1 y1 x2 y2 ...` (a polygon, YOLO-seg),
+normalised by the image size. Mapping rules: class index k is category id k with the name from `names`
+(or the id data.yaml's `visiontl_category_ids` gives class k: `write_yolo` writes that mapping when the
+category ids are not 0..N-1);
+boxes become pixel `(x, y, w, h)`; a polygon becomes a one-polygon COCO segmentation in pixels with its
+bounding box as the box; images get ids 1..N in sorted path order (list order for .txt lists) and
+instances ids 1..N in reading order. `image_root` is the split's image folder (the deepest folder holding
+every image, for lists). An absolute `path` that does not exist (a dataset moved after `write_yolo` wrote
+it) falls back to the yaml's folder.
+
+`write_yolo` is the reader's inverse (see its docstring for what YOLO cannot hold).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from visiontl.data.annotations import AnnotationSet, Category, ImageRecord, Instance, ReadReport, sanitize_boxes
+from visiontl.data.formats.yolo.files import label_path, read_text
+from visiontl.data.formats.yolo.layout import classes_txt, from_yaml, images_in
+from visiontl.data.images import check_image
+from visiontl.errors import DataError
+
+# Exporters round, so a coordinate a hair outside [0, 1] is normal (the border clip handles it); far
+# outside means pixel coordinates, which would otherwise all be clipped into a corner.
+_SLACK = 0.01
+
+
+def read_yolo(root: Path, split: str = "train", sanitize: bool = True) -> AnnotationSet:
+    """Read split `split` of a YOLO dataset at `root` (a folder, or its data.yaml itself)."""
+    root = Path(root)
+    yaml_path = root if root.suffix in (".yaml", ".yml") and root.is_file() else root / "data.yaml"
+    if yaml_path.is_file():
+        root = yaml_path.parent
+        source, names, paths, image_root, ids = from_yaml(yaml_path, split)
+    else:
+        image_dir = root / "images" / split
+        if not image_dir.is_dir():
+            raise DataError(f"{root}: no data.yaml and no images/{split} folder (not a YOLO dataset?)")
+        source, names, image_root = str(root / "labels" / split), classes_txt(root), image_dir
+        paths, ids = images_in(image_dir), {k: k for k in names}
+    if not paths:
+        raise DataError(f"{image_root}: no images for split {split!r}")
+
+    categories = [Category(ids[k], names[k]) for k in sorted(names)]
+    images: list[ImageRecord] = []
+    instances: list[Instance] = []
+    for image_id, path in enumerate(paths, start=1):
+        width, height = check_image(path)
+        images.append(ImageRecord(image_id, Path(os.path.relpath(path, image_root)).as_posix(), width, height))
+        for class_id, bbox, seg in _read_labels(label_path(path), names, width, height):
+            instances.append(Instance(len(instances) + 1, image_id, ids[class_id], bbox, segmentation=seg))
+
+    aset = AnnotationSet(categories, images, instances, image_root, ReadReport(source=source))
+    aset.validate()
+    return sanitize_boxes(aset) if sanitize else aset  # False: boxes as written (check, convert)
+
+
+
+def _read_labels(path: Path, names: dict[int, str], width: int, height: int) -> list[tuple[int, tuple, Any]]:
+    if not path.is_file():
+        return []
+    out = []
+    for n, line in enumerate(read_text(path).splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"{path}: line {n}"
+        coords_n = len(fields) - 1
+        if coords_n != 4 and (coords_n < 6 or coords_n % 2):
+            expected = "'class cx cy w h' or 'class x1 y1 x2 y2 x3 y3 ...'"
+            raise DataError(f"{where}: {len(fields)} fields; expected {expected}")
+        try:
+            values = [float(v) for v in fields]
+        except ValueError:
+            bad = next(v for v in fields if not _parses(v))
+            raise DataError(f"{where}: {bad!r} is not a number") from None
+        if not all(math.isfinite(v) for v in values):
+            raise DataError(f"{where}: {line.strip()!r} has a value that is not a finite number")
+        cls, coords = values[0], values[1:]
+        if coords_n == 4 and (coords[2] < 0 or coords[3] < 0):
+            raise DataError(f"{where}: box size {fields[3]} x {fields[4]} is negative")
+        if not cls.is_integer() or int(cls) not in names:
+            raise DataError(f"{where}: class {fields[0]} is not in names (classes {_span(names)})")
+        if any(v < -_SLACK or v > 1 + _SLACK for v in coords):
+            raise DataError(f"{where}: coordinates must be normalised to [0, 1] by the image size ({width}x{height})")
+        if coords_n == 4:
+            cx, cy, w, h = coords
+            bbox = ((cx - w / 2) * width, (cy - h / 2) * height, w * width, h * height)
+            out.append((int(cls), bbox, None))
+        else:
+            xs, ys = [x * width for x in coords[0::2]], [y * height for y in coords[1::2]]
+            polygon = [v for xy in zip(xs, ys) for v in xy]
+            bbox = (min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys))
+            out.append((int(cls), bbox, [polygon]))
+    return out
+
+
+
+def _parses(v: str) -> bool:
+    try:
+        float(v)
+    except ValueError:
+        return False
+    return True
+
+
+def _span(names: dict[int, str]) -> str:
+    keys = sorted(names)
+    if not keys:
+        return "none"
+    return f"{keys[0]}..{keys[-1]}" if keys == list(range(keys[0], keys[-1] + 1)) else ", ".join(map(str, keys))
