@@ -17,7 +17,7 @@ __all__ = ["IDS_KEY", "read", "read_split", "read_yolo", "write", "write_yolo"]
 # The registry's interface (visiontl.data.formats.registry).
 def read(src: Path, images: Path | None, split: str | None, *, sanitize: bool, problems: list[str] | None,
          classes: list[str] | None) -> AnnotationSet:
-    return read_yolo(src.parent if src.is_file() else src, split or "train", sanitize=sanitize)
+    return read_yolo(src, split or "train", sanitize=sanitize, images=images)
 
 
 def write(aset: AnnotationSet, out: Path, split: str, copy_images: bool, options: dict[str, Any]) -> WriteReport:
@@ -26,4 +26,4 @@ def write(aset: AnnotationSet, out: Path, split: str, copy_images: bool, options
 
 def read_split(root: Path, split: str, *, images: Path | None, annotations: Path | None,
                classes: list[str] | None) -> AnnotationSet:
-    return read_yolo(root, split)
+    return read_yolo(root, split, images=images)

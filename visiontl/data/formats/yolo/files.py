@@ -51,14 +51,15 @@ def category_ids(data: dict[str, Any], names: dict[int, str], yaml_path: Path) -
 
 
 
-def label_path(image: Path) -> Path:
+def label_path(image: Path, folders: tuple[str, ...] = ("images",)) -> Path:
+    """The label file of `image`: the last folder of its path named in `folders` becomes `labels`
+    (Ultralytics: `images`; darknet also `JPEGImages`); with none of them, the .txt beside the image."""
     parts = list(image.parts)
     for i in range(len(parts) - 2, -1, -1):
-        if parts[i] == "images":
+        if parts[i] in folders:
             parts[i] = "labels"
             break
     return Path(*parts).with_suffix(".txt")
-
 
 
 def read_text(path: Path) -> str:

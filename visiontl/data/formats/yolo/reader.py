@@ -1,11 +1,8 @@
 """Reading a YOLO split into an `AnnotationSet` (`read_yolo`).
 
-Two layouts: (a) `root/data.yaml` with `names` and a key per split (`train`, `val`, `test`) naming an image
-folder, a .txt list of image paths, or a list of those, relative to the yaml's `path` when it has one and
-to `root` otherwise; (b) no yaml: images in `root/images/<split>/`, names in `root/classes.txt` or
-`root/labels/classes.txt`, one per line. The labels of `.../images/<sub>/x.jpg` are in
-`.../labels/<sub>/x.txt` (the last `images` folder of the path becomes `labels`); no label file means an
-image without objects.
+The layouts (Ultralytics / Roboflow data.yaml, darknet / CVAT obj.data, plain images/ + labels/) are found by
+`layout.find_split`, which gives each image with its label file; no label file means an image without
+objects.
 
 A label line is `class cx cy w h` (box centre and size) or `class x1 y1 x2 y2 ...` (a polygon, YOLO-seg),
 normalised by the image size. Mapping rules: class index k is category id k with the name from `names`
@@ -14,8 +11,7 @@ category ids are not 0..N-1);
 boxes become pixel `(x, y, w, h)`; a polygon becomes a one-polygon COCO segmentation in pixels with its
 bounding box as the box; images get ids 1..N in sorted path order (list order for .txt lists) and
 instances ids 1..N in reading order. `image_root` is the split's image folder (the deepest folder holding
-every image, for lists). An absolute `path` that does not exist (a dataset moved after `write_yolo` wrote
-it) falls back to the yaml's folder.
+every image, for lists; CVAT's obj_<subset>_data).
 
 `write_yolo` is the reader's inverse (see its docstring for what YOLO cannot hold).
 """
@@ -28,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from visiontl.data.annotations import AnnotationSet, Category, ImageRecord, Instance, ReadReport, sanitize_boxes
-from visiontl.data.formats.yolo.files import label_path, read_text
-from visiontl.data.formats.yolo.layout import classes_txt, from_yaml, images_in
+from visiontl.data.formats.yolo.files import read_text
+from visiontl.data.formats.yolo.layout import find_split
 from visiontl.data.images import check_image
 from visiontl.errors import DataError
 
@@ -38,35 +34,23 @@ from visiontl.errors import DataError
 _SLACK = 0.01
 
 
-def read_yolo(root: Path, split: str = "train", sanitize: bool = True) -> AnnotationSet:
-    """Read split `split` of a YOLO dataset at `root` (a folder, or its data.yaml itself)."""
-    root = Path(root)
-    yaml_path = root if root.suffix in (".yaml", ".yml") and root.is_file() else root / "data.yaml"
-    if yaml_path.is_file():
-        root = yaml_path.parent
-        source, names, paths, image_root, ids = from_yaml(yaml_path, split)
-    else:
-        image_dir = root / "images" / split
-        if not image_dir.is_dir():
-            raise DataError(f"{root}: no data.yaml and no images/{split} folder (not a YOLO dataset?)")
-        source, names, image_root = str(root / "labels" / split), classes_txt(root), image_dir
-        paths, ids = images_in(image_dir), {k: k for k in names}
-    if not paths:
-        raise DataError(f"{image_root}: no images for split {split!r}")
-
+def read_yolo(root: Path, split: str = "train", sanitize: bool = True, images: Path | None = None) -> AnnotationSet:
+    """Read split `split` of a YOLO dataset at `root` (its folder, its data.yaml or obj.data, or a file in its
+    folder); `images` is where the images are when not where the layout puts them (see `find_split`)."""
+    found = find_split(Path(root), split, Path(images) if images is not None else None)
+    names, ids = found.names, found.ids
     categories = [Category(ids[k], names[k]) for k in sorted(names)]
-    images: list[ImageRecord] = []
+    records: list[ImageRecord] = []
     instances: list[Instance] = []
-    for image_id, path in enumerate(paths, start=1):
+    for image_id, (path, labels) in enumerate(found.items, start=1):
         width, height = check_image(path)
-        images.append(ImageRecord(image_id, Path(os.path.relpath(path, image_root)).as_posix(), width, height))
-        for class_id, bbox, seg in _read_labels(label_path(path), names, width, height):
+        records.append(ImageRecord(image_id, Path(os.path.relpath(path, found.image_root)).as_posix(), width, height))
+        for class_id, bbox, seg in _read_labels(labels, names, width, height):
             instances.append(Instance(len(instances) + 1, image_id, ids[class_id], bbox, segmentation=seg))
 
-    aset = AnnotationSet(categories, images, instances, image_root, ReadReport(source=source))
+    aset = AnnotationSet(categories, records, instances, found.image_root, ReadReport(source=found.source))
     aset.validate()
     return sanitize_boxes(aset) if sanitize else aset  # False: boxes as written (check, convert)
-
 
 
 def _read_labels(path: Path, names: dict[int, str], width: int, height: int) -> list[tuple[int, tuple, Any]]:
