@@ -175,3 +175,12 @@ def test_darknet_names_and_split_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         read_yolo(root)
     assert str(err.value) == f"{data}: line 2: 'train data/train.txt' is not 'key = value'"
+
+
+def test_cvat_image_names_keep_their_sub_folders(tmp_path: Path) -> None:
+    root = _cvat_yolo_1_1(tmp_path / "export")
+    _pair(root / "obj_train_data" / "seq1" / "a.jpg", root / "obj_train_data" / "seq1" / "a.txt", 7)
+    (root / "train.txt").write_text("data/obj_train_data/seq1/a.jpg\n")
+    aset = read_yolo(root)
+    assert aset.image_root == root / "obj_train_data"
+    assert [i.file_name for i in aset.images] == ["seq1/a.jpg"] and len(aset.instances) == 2

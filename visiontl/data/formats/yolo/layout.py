@@ -235,10 +235,9 @@ def _darknet_list(root: Path, path: Path) -> list[Path]:
 def _image_root(root: Path, items: list[tuple[Path, Path]]) -> Path:
     """The folder the images of a darknet list are named relative to: CVAT's obj_<subset>_data when every
     image is in it (names then keep their sub-folders), else the deepest folder holding them all."""
-    firsts = {image.relative_to(root).parts[0] for image, _ in items if image != root}
-    if len(firsts) == 1 and _CVAT_FOLDER.fullmatch(next(iter(firsts))) and all(
-            len(image.relative_to(root).parts) > 1 for image, _ in items):
-        return root / firsts.pop()
+    tops = {p[0] if len(p) > 1 else None for p in (image.relative_to(root).parts for image, _ in items)}
+    if len(tops) == 1 and (top := tops.pop()) is not None and _CVAT_FOLDER.fullmatch(top):
+        return root / top
     return _common_folder([image for image, _ in items]) if items else root
 
 
