@@ -31,7 +31,8 @@ def _source_of(folder: Path, fmt: str) -> Path:
 def _through(aset: AnnotationSet, fmt: str, folder: Path, images: Path) -> tuple[AnnotationSet, list[str]]:
     report = write_dataset(aset, fmt, folder, "train", copy_images=True,
                            yolo_task="segment" if any(isinstance(i.segmentation, list) for i in aset.instances) else "detect")
-    image_root = folder if fmt in ("voc", "yolo") else images
+    # YOLO finds its copied images in its own layout (an `images` folder would be where they are instead).
+    image_root = folder if fmt == "voc" else None if fmt == "yolo" else images
     return read_dataset(fmt, _source_of(folder, fmt), images=image_root, split="train"), report.lost
 
 

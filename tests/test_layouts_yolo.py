@@ -184,3 +184,21 @@ def test_cvat_image_names_keep_their_sub_folders(tmp_path: Path) -> None:
     aset = read_yolo(root)
     assert aset.image_root == root / "obj_train_data"
     assert [i.file_name for i in aset.images] == ["seq1/a.jpg"] and len(aset.instances) == 2
+
+
+def test_converted_without_copying_images_reads_them_from_data_images(capsys: pytest.CaptureFixture,
+                                                                        tmp_path: Path) -> None:
+    from conftest import run_main
+
+    root = _cvat_yolo_1_1(tmp_path / "export")
+    out = tmp_path / "as_yolo"
+    code, _, err = run_main(["data", "convert", str(root), "--from", "yolo", "--to", "yolo", "--out", str(out),
+                             "--no-copy-images"], capsys)
+    assert code == 0, err
+    assert not (out / "images").exists()
+    code, text, err = run_main(["data", "check", str(out), "--format", "yolo", "--images",
+                                str(root / "obj_train_data")], capsys)
+    assert code == 0, text + err
+    aset = read_yolo(out, images=root / "obj_train_data")
+    assert [i.file_name for i in aset.images] == [f"frame_{n:06d}.jpg" for n in range(3)]
+    assert len(aset.instances) == 6

@@ -48,7 +48,7 @@ def find_split(src: Path, split: str, images: Path | None = None) -> SplitFiles:
     them (a CVAT export without images): an image named N relative to the split's image folder is read from
     `images/N`; its label stays where the layout puts it."""
     if src.is_file() and src.suffix in (".yaml", ".yml"):
-        found = _from_yaml(src, split)
+        found = _from_yaml(src, split, images)
     elif src.is_file() and src.suffix == ".data":
         found = _from_darknet(src, split)
     else:
@@ -64,12 +64,12 @@ def find_split(src: Path, split: str, images: Path | None = None) -> SplitFiles:
 
 def _find_in(root: Path, split: str, images: Path | None) -> SplitFiles:
     if (root / "data.yaml").is_file():
-        return _from_yaml(root / "data.yaml", split)
+        return _from_yaml(root / "data.yaml", split, images)
     # Ultralytics names a dataset's yaml after it (coco8.yaml); one with `names` is that, another (a
     # training config kept beside the data) is not.
     yamls = _one(root, ("*.yaml", "*.yml"))
     if yamls and isinstance(data := load_yaml(yamls[0]), dict) and "names" in data:
-        return _from_yaml(yamls[0], split)
+        return _from_yaml(yamls[0], split, images)
     # darknet: the dataset's .data file, or AlexeyAB's training folder with its `data/obj.data`.
     darknet = [root / "obj.data"] if (root / "obj.data").is_file() else _one(root, ("*.data",))
     if darknet or (root / "data" / "obj.data").is_file():
@@ -94,7 +94,7 @@ def _split_key(keys: list[str], split: str) -> str | None:
 # --- Ultralytics / Roboflow: data.yaml -------------------------------------------------------------------
 
 
-def _from_yaml(yaml_path: Path, split: str) -> SplitFiles:
+def _from_yaml(yaml_path: Path, split: str, images: Path | None) -> SplitFiles:
     data = load_yaml(yaml_path)
     if not isinstance(data, dict):
         raise DataError(f"{yaml_path}: not a YOLO data file (expected keys such as train, val, names)")
@@ -111,9 +111,9 @@ def _from_yaml(yaml_path: Path, split: str) -> SplitFiles:
     folders: list[Path] = []
     for item in entries:
         target = _entry(base, root, str(item), f"{yaml_path}: '{key}' entry")
-        if target.is_dir():
+        if target.is_dir() or (images is not None and not target.exists() and len(entries) == 1):
             folders.append(target)
-            items += [(p, _label(p, [base, root])) for p in images_in(target)]
+            items += [(p, _label(p, [base, root])) for p in _folder_images(target, images)]
         elif target.is_file():
             items += [(p, _label(p, [base, root])) for p in _list_file(target, [base, root])]
         else:
@@ -253,13 +253,8 @@ def _plain(root: Path, split: str, images: Path | None) -> SplitFiles:
     if names_file is None:
         raise DataError(f"{root}: no data.yaml and no classes.txt or obj.names (the class names are needed)")
     names = _names_in(names_file)
-    if folder is None:  # the images are only in data.images: the labels are where images/<split> would be
-        folder = root / "images" / split
-        assert images is not None
-        listed = [folder / p.relative_to(images) for p in images_in(images)]
-    else:
-        listed = images_in(folder)
-    items = [(p, _label(p, [root])) for p in listed]
+    folder = folder or root / "images" / split
+    items = [(p, _label(p, [root])) for p in _folder_images(folder, images)]
     return SplitFiles(str(root / "labels" / folder.name), names, {k: k for k in names}, items, folder)
 
 
@@ -287,6 +282,15 @@ def _names_in(path: Path) -> dict[int, str]:
 
 def images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if is_image_file(p) and p.is_file())
+
+
+def _folder_images(folder: Path, images: Path | None) -> list[Path]:
+    """The images of the layout's image folder `folder`; when it is not there (converted with
+    --no-copy-images), those of data.images as if they were in it: their labels are where the layout puts
+    them."""
+    if folder.is_dir() or images is None:
+        return images_in(folder)
+    return [folder / p.relative_to(images) for p in images_in(images)]
 
 
 def _label(image: Path, roots: list[Path], folders: tuple[str, ...] = ("images",)) -> Path:
