@@ -202,3 +202,23 @@ def test_converted_without_copying_images_reads_them_from_data_images(capsys: py
     aset = read_yolo(out, images=root / "obj_train_data")
     assert [i.file_name for i in aset.images] == [f"frame_{n:06d}.jpg" for n in range(3)]
     assert len(aset.instances) == 6
+
+
+def test_label_studio_yolo_export_is_the_train_split(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    """Label Studio's YOLO export: classes.txt, notes.json, images/ and labels/ without split folders."""
+    from conftest import run_main
+
+    root = tmp_path / "project-1-at-2024-01-01-00-00-0123abcd"
+    root.mkdir()
+    (root / "classes.txt").write_text("cat\ndog\n")
+    (root / "notes.json").write_text('{"categories": [{"id": 0, "name": "cat"}, {"id": 1, "name": "dog"}], '
+                                     '"info": {"year": 2024, "version": "1.0", "contributor": "Label Studio"}}')
+    for n in range(3):
+        _pair(root / "images" / f"{n:08x}-photo{n}.jpg", root / "labels" / f"{n:08x}-photo{n}.txt", n)
+    code, text, err = run_main(["data", "check", str(root), "--format", "yolo"], capsys)
+    assert code == 0, text + err
+    aset = read_yolo(root)
+    assert aset.image_root == root / "images" and aset.report.source == str(root / "labels")
+    assert len(aset.images) == 3 and len(aset.instances) == 6
+    with pytest.raises(DataError, match="no images/val folder"):
+        read_yolo(root, "val")

@@ -7,7 +7,7 @@
   `valid = ...`, `names = data/obj.names`), list files of image paths, labels beside the images (CVAT's
   `obj_<subset>_data/`) or in a parallel `labels/` folder (`images/` or `JPEGImages/` -> `labels/`);
 - plain: `images/<split>/` + `labels/<split>/` with the names in `classes.txt` or `obj.names`, in the root or
-  in `labels/`.
+  in `labels/`; a flat `images/` + `labels/` (Label Studio's YOLO export) is the train split.
 
 Every path a file names stays inside the dataset folder: one that climbs out (`../..`, an absolute path
 elsewhere) is refused with one line naming the file and line. Split `val` also finds `valid` and the other
@@ -143,9 +143,9 @@ def _entry(base: Path, root: Path, item: str, where: str) -> Path:
     """A split entry of data.yaml as a path inside the dataset folder. Roboflow writes `train: ../train/images`
     beside a data.yaml in the dataset folder itself: as Ultralytics does, a `../` entry that is not there is
     read without its `../` (here also one that would leave the dataset)."""
-    target = _normal(base / item)
+    target = _tidy(base / item)
     if item.startswith("../") and not (target.exists() and _inside(target, [base, root])):
-        target = _normal(base / item[3:])
+        target = _tidy(base / item[3:])
     if not _inside(target, [base, root]):
         raise DataError(f"{where} {item!r} is not a path inside the dataset folder ({base})")
     return target
@@ -165,7 +165,7 @@ def _list_file(path: Path, roots: list[Path]) -> list[Path]:
             if not any(os.path.commonpath([image, f]) == f for f in folders):
                 raise DataError(f"{path}: line {n}: {line!r} is not a path inside the dataset folder "
                                 f"({folders[0]}) or the list's")
-            out.append(Path(image))
+            out.append(_tidy(path.parent / line))
     return out
 
 
@@ -173,7 +173,7 @@ def _list_file(path: Path, roots: list[Path]) -> list[Path]:
 
 
 def _from_darknet(data_path: Path, split: str) -> SplitFiles:
-    root = _normal(data_path.parent)
+    root = data_path.parent
     config = _darknet_config(data_path)
     names_file = (_darknet_path(root, config["names"], f"{data_path}: names") if config.get("names")
                   else _names_file(root))
@@ -218,7 +218,7 @@ def _darknet_path(root: Path, text: str, where: str) -> Path:
     rel = posixpath.normpath(text.replace("\\", "/"))
     if rel.startswith("data/") and not (root / "data").is_dir():
         rel = rel[len("data/"):]
-    target = _normal(root / rel)
+    target = _tidy(root / rel)
     if not _inside(target, [root]):
         raise DataError(f"{where}: {text!r} is not a path inside the dataset folder ({root})")
     return target
@@ -235,7 +235,7 @@ def _darknet_list(root: Path, path: Path) -> list[Path]:
 def _image_root(root: Path, items: list[tuple[Path, Path]]) -> Path:
     """The folder the images of a darknet list are named relative to: CVAT's obj_<subset>_data when every
     image is in it (names then keep their sub-folders), else the deepest folder holding them all."""
-    tops = {p[0] if len(p) > 1 else None for p in (image.relative_to(root).parts for image, _ in items)}
+    tops = {p[0] if len(p) > 1 else None for p in (_normal(image).relative_to(_normal(root)).parts for image, _ in items)}
     if len(tops) == 1 and (top := tops.pop()) is not None and _CVAT_FOLDER.fullmatch(top):
         return root / top
     return _common_folder([image for image, _ in items]) if items else root
@@ -245,8 +245,7 @@ def _image_root(root: Path, items: list[tuple[Path, Path]]) -> Path:
 
 
 def _plain(root: Path, split: str, images: Path | None) -> SplitFiles:
-    folder = next((root / "images" / name for name in (split, _ALIASES.get(split))
-                   if name and (root / "images" / name).is_dir()), None)
+    folder = _split_folder(root, split)
     if folder is None and images is None:
         raise DataError(f"{root}: no data.yaml, no obj.data and no images/{split} folder (not a YOLO dataset?)")
     names_file = _names_file(root)
@@ -255,7 +254,19 @@ def _plain(root: Path, split: str, images: Path | None) -> SplitFiles:
     names = _names_in(names_file)
     folder = folder or root / "images" / split
     items = [(p, _label(p, [root])) for p in _folder_images(folder, images)]
-    return SplitFiles(str(root / "labels" / folder.name), names, {k: k for k in names}, items, folder)
+    return SplitFiles(str(_label(folder / "x", [root]).parent), names, {k: k for k in names}, items, folder)
+
+
+def _split_folder(root: Path, split: str) -> Path | None:
+    for name in (split, _ALIASES.get(split)):
+        if name and (root / "images" / name).is_dir():
+            return root / "images" / name
+    # One split, flat (images/x.jpg, labels/x.txt), as Label Studio's YOLO export and many hand-made sets
+    # are: the train split, so that a val split is never the same images.
+    flat = root / "images"
+    if split == "train" and flat.is_dir() and any(is_image_file(p) and p.is_file() for p in flat.iterdir()):
+        return flat
+    return None
 
 
 def _names_file(root: Path) -> Path | None:
@@ -298,8 +309,13 @@ def _label(image: Path, roots: list[Path], folders: tuple[str, ...] = ("images",
     kept in a folder that happens to be called `images` keeps its labels inside it."""
     for root in roots:
         if _inside(image, [root]):
-            return _normal(root) / label_path(_normal(image).relative_to(_normal(root)), folders)
+            return root / label_path(_normal(image).relative_to(_normal(root)), folders)
     return label_path(image, folders)
+
+
+def _tidy(path: Path) -> Path:
+    """`path` with `..` and `.` resolved by name, relative still when it was (messages name paths as given)."""
+    return Path(os.path.normpath(path))
 
 
 def _normal(path: Path) -> Path:
