@@ -119,7 +119,8 @@ def _round_trip(aset: AnnotationSet, fmt: str, polygons: bool = False) -> Annota
         _images(aset, aset.image_root)
         write_dataset(aset, fmt, tmp / "out", "train", copy_images=True,
                       yolo_task="segment" if polygons else "detect")
-        images = tmp / "out" if fmt in ("voc", "yolo") else aset.image_root
+        # YOLO finds its images in its own layout (an `images` folder would be where they are instead).
+        images = tmp / "out" if fmt == "voc" else None if fmt == "yolo" else aset.image_root
         return read_dataset(fmt, _source(tmp / "out", fmt), images=images, split="train")
 
 

@@ -31,8 +31,8 @@ def _source_of(folder: Path, fmt: str) -> Path:
 def _through(aset: AnnotationSet, fmt: str, folder: Path, images: Path) -> tuple[AnnotationSet, list[str]]:
     report = write_dataset(aset, fmt, folder, "train", copy_images=True,
                            yolo_task="segment" if any(isinstance(i.segmentation, list) for i in aset.instances) else "detect")
-    # voc finds JPEGImages/ itself (an --images given is the image folder, and the root is not it)
-    image_root = None if fmt == "voc" else folder if fmt == "yolo" else images
+    # voc and yolo find their copied images in their own layout (an `images` folder would be where they are)
+    image_root = None if fmt in ("voc", "yolo") else images
     return read_dataset(fmt, _source_of(folder, fmt), images=image_root, split="train"), report.lost
 
 

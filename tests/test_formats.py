@@ -470,8 +470,8 @@ def test_yolo_bad_yaml_and_missing_pieces(tmp_path: Path) -> None:
     root = _yolo(tmp_path / "ds")
     with pytest.raises(DataError) as err:
         read_yolo(root)
-    assert str(err.value) == f"{root}: no data.yaml and no classes.txt (the class names are needed)"
-    with pytest.raises(DataError, match="no data.yaml and no images/val folder"):
+    assert str(err.value) == f"{root}: no data.yaml and no classes.txt or obj.names (the class names are needed)"
+    with pytest.raises(DataError, match="no data.yaml, no obj.data and no images/val folder"):
         read_yolo(root, "val")
     (root / "data.yaml").write_text("train: [images/train\nnames: [a]\n")
     with pytest.raises(DataError) as err:

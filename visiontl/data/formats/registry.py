@@ -48,7 +48,7 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("voc", "VOC", "visiontl.data.formats.voc", _DETECTION,
            "the VOC folder (--split: an ImageSets/Main list or a split folder, default: every XML)"),
     Format("yolo", "YOLO", "visiontl.data.formats.yolo", _DETECTION,
-           "the root or its data.yaml (--split: the split name, default: train)"),
+           "the root, its data.yaml or obj.data (--split: the split name, default: train)"),
     Format("cvat", "CVAT", "visiontl.data.formats.cvat", _INSTANCES,
            "the XML file (--images: the image folder, default: images/ beside it)"),
     Format("labelstudio", "Label Studio", "visiontl.data.formats.labelstudio", _INSTANCES,
