@@ -1,0 +1,116 @@
+"""Label Studio's labelling config: reading one (XML, or the parsed JSON Label Studio's API returns) for the
+reader, and writing one for the tasks the writer writes."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from pathlib import Path
+from xml.sax.saxutils import quoteattr
+
+from defusedxml import DefusedXmlException
+from defusedxml import ElementTree as SafeET
+
+from visiontl.data.annotations import AnnotationSet
+from visiontl.data.formats.common import first_line, note_input, parse_json
+from visiontl.errors import DataError
+
+HELD = ("rectanglelabels", "polygonlabels", "brushlabels")
+_LABEL_TAGS = {"rectanglelabels", "polygonlabels", "brushlabels", "labels"}
+
+
+class ProjectConfig:
+    """What a label config says: label order (aliases -> values), Image tag name -> data key, control types."""
+
+    def __init__(self) -> None:
+        self.labels: list[str] = []
+        self.aliases: dict[str, str] = {}
+        self.image_keys: dict[str, str] = {}  # Image tag name -> data key
+        self.controls: dict[str, str] = {}  # control name -> lower-case tag type
+
+
+def read_config(path: Path) -> ProjectConfig:
+    note_input(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: label config not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read ({first_line(exc)})") from None
+    config = ProjectConfig()
+    if text.lstrip().startswith("{"):  # a parsed config, as Label Studio's API returns it
+        parsed = parse_json(text, path)
+        for name, info in parsed.items() if isinstance(parsed, dict) else []:
+            if not isinstance(info, dict):
+                raise DataError(f"{path}: control {name!r} is not an object")
+            kind = str(info.get("type", "")).lower()
+            config.controls[str(name)] = kind
+            if kind in _LABEL_TAGS:
+                _add_labels(config, [str(v) for v in info.get("labels", [])])
+            inputs = [i for i in info.get("inputs", [])
+                      if isinstance(i, dict) and str(i.get("type", "")).lower() == "image"]
+            for to in info.get("to_name", []):
+                if inputs and re.fullmatch(r"\w+", str(inputs[0].get("value", ""))):
+                    config.image_keys[str(to)] = str(inputs[0]["value"])
+        return config
+    try:
+        tree = SafeET.fromstring(text)
+    except ET.ParseError as exc:
+        raise DataError(f"{path}: not valid XML ({first_line(exc)})") from None
+    except DefusedXmlException as exc:
+        raise DataError(f"{path}: refused XML ({type(exc).__name__})") from None
+    for el in tree.iter():
+        tag = el.tag.lower() if isinstance(el.tag, str) else ""
+        name = el.get("name")
+        if tag == "image" and name and (el.get("value") or "").startswith("$"):
+            config.image_keys[name] = el.get("value", "")[1:]
+        elif name and tag not in ("view", "header", "label", "image", "text", "style"):
+            config.controls[name] = tag
+            if tag in _LABEL_TAGS:
+                values = []
+                for label in el.iter():
+                    if isinstance(label.tag, str) and label.tag.lower() == "label" and label.get("value") is not None:
+                        values.append(label.get("value", ""))
+                        if label.get("alias"):
+                            config.aliases[label.get("alias", "")] = label.get("value", "")
+                _add_labels(config, values)
+    return config
+
+
+def _add_labels(config: ProjectConfig, values: list[str]) -> None:
+    for v in values:
+        if v not in config.labels:
+            config.labels.append(v)
+
+
+def controls_of(from_name: str | Mapping[str, str]) -> dict[str, str]:
+    if isinstance(from_name, str):
+        return {k: from_name for k in HELD}
+    unknown = set(from_name) - set(HELD)
+    if unknown:
+        raise ValueError(f"from_name keys must be result types {', '.join(HELD)}, not {', '.join(sorted(unknown))}")
+    return {k: from_name.get(k, "label") for k in HELD}
+
+
+def labelstudio_config(aset: AnnotationSet, *, from_name: str | Mapping[str, str] = "label",
+                       to_name: str = "image") -> str:
+    """A labeling config for the tasks `write_labelstudio` writes: one Image and one control per shape used
+    (RectangleLabels for boxes, PolygonLabels, BrushLabels), listing every category in id order."""
+    controls = controls_of(from_name)
+    kinds = set()
+    for inst in aset.instances:
+        seg = inst.segmentation
+        kinds.add("brushlabels" if isinstance(seg, dict) else "polygonlabels" if seg else "rectanglelabels")
+    kinds = kinds or {"rectanglelabels"}
+    if len({controls[k] for k in kinds}) < len(kinds):
+        raise ValueError(f"the set has {', '.join(sorted(kinds))} results: give from_name one control name per "
+                         "result type, e.g. {'rectanglelabels': 'box', 'polygonlabels': 'poly', 'brushlabels': 'mask'}")
+    tags = {"rectanglelabels": "RectangleLabels", "polygonlabels": "PolygonLabels", "brushlabels": "BrushLabels"}
+    labels = "".join(f"    <Label value={quoteattr(c.name)}/>\n" for c in sorted(aset.categories, key=lambda c: c.id))
+    lines = ["<View>", f"  <Image name={quoteattr(to_name)} value=\"$image\"/>"]
+    for kind in HELD:
+        if kind in kinds:
+            lines.append(f"  <{tags[kind]} name={quoteattr(controls[kind])} toName={quoteattr(to_name)}>\n"
+                         f"{labels}  </{tags[kind]}>")
+    return "\n".join(lines + ["</View>", ""])
