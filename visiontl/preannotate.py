@@ -142,7 +142,7 @@ def write_predictions(aset: AnnotationSet, fmt: str, out: Path, model_version: s
         names = control_names(label_config) if label_config else {}
         to_name = names.pop("to_name", "image")
         return write_labelstudio(aset, out if out.suffix == ".json" else out / "tasks.json",
-                                 from_name=names or "label", to_name=to_name, as_predictions=True,
+                                 from_name=names or None, to_name=to_name, as_predictions=True,
                                  model_version=model_version)
     if fmt == "cvat":
         from visiontl.data.formats.cvat import write_cvat

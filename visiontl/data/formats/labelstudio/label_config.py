@@ -12,11 +12,18 @@ from xml.sax.saxutils import quoteattr
 from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeET
 
-from visiontl.data.annotations import AnnotationSet
+from visiontl.data.annotations import AnnotationSet, Category, Instance
 from visiontl.data.formats.common import first_line, note_input, parse_json
 from visiontl.errors import DataError
 
 HELD = ("rectanglelabels", "polygonlabels", "brushlabels")
+TAGS = {"rectanglelabels": "RectangleLabels", "polygonlabels": "PolygonLabels", "brushlabels": "BrushLabels"}
+# The writer's control names: one per result type, told apart, since Label Studio checks each result's
+# from_name against a control of the result's type (one name for two types is a config mismatch on import).
+CONTROL_NAMES = {"rectanglelabels": "label", "polygonlabels": "polygon", "brushlabels": "brush"}
+# The labelling config the writer writes beside the tasks, and the reader finds there.
+CONFIG_NAME = "label_config.xml"
+_NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")  # not allowed in XML 1.0
 _LABEL_TAGS = {"rectanglelabels", "polygonlabels", "brushlabels", "labels"}
 
 
@@ -84,33 +91,53 @@ def _add_labels(config: ProjectConfig, values: list[str]) -> None:
             config.labels.append(v)
 
 
-def controls_of(from_name: str | Mapping[str, str]) -> dict[str, str]:
+def controls_of(from_name: str | Mapping[str, str] | None = None) -> dict[str, str]:
+    """The control name (a result's from_name) of each result type: `CONTROL_NAMES` by default, one name for
+    every type, or a mapping from result type to name (types it leaves out keep their default)."""
+    if from_name is None:
+        return dict(CONTROL_NAMES)
     if isinstance(from_name, str):
         return {k: from_name for k in HELD}
     unknown = set(from_name) - set(HELD)
     if unknown:
         raise ValueError(f"from_name keys must be result types {', '.join(HELD)}, not {', '.join(sorted(unknown))}")
-    return {k: from_name.get(k, "label") for k in HELD}
+    return {k: from_name.get(k, CONTROL_NAMES[k]) for k in HELD}
 
 
-def labelstudio_config(aset: AnnotationSet, *, from_name: str | Mapping[str, str] = "label",
+def result_kind(inst: Instance) -> str:
+    """The result type the writer gives an instance: brushlabels (an RLE mask), polygonlabels (a polygon of
+    3 points or more), else rectanglelabels."""
+    seg = inst.segmentation
+    if isinstance(seg, dict):
+        return "brushlabels"
+    if any(len(p) >= 6 and len(p) % 2 == 0 for p in seg or []):
+        return "polygonlabels"
+    return "rectanglelabels"
+
+
+def labelstudio_config(aset: AnnotationSet, *, from_name: str | Mapping[str, str] | None = None,
                        to_name: str = "image") -> str:
-    """A labeling config for the tasks `write_labelstudio` writes: one Image and one control per shape used
-    (RectangleLabels for boxes, PolygonLabels, BrushLabels), listing every category in id order."""
-    controls = controls_of(from_name)
-    kinds = set()
-    for inst in aset.instances:
-        seg = inst.segmentation
-        kinds.add("brushlabels" if isinstance(seg, dict) else "polygonlabels" if seg else "rectanglelabels")
+    """A labelling config for the tasks `write_labelstudio` writes: one Image and one control per result type
+    used (RectangleLabels for boxes, PolygonLabels, BrushLabels), listing every category in id order."""
+    kinds = {result_kind(inst) for inst in aset.instances}
+    return config_xml(aset.categories, controls_of(from_name), to_name, kinds)
+
+
+def config_xml(categories: list[Category], controls: dict[str, str], to_name: str, kinds: set[str]) -> str:
+    """The config's XML: each control of `kinds` (none: a RectangleLabels) names every category, in id order,
+    so that reading the tasks back keeps the categories' order (ids 1..N) and the ones with no result."""
     kinds = kinds or {"rectanglelabels"}
     if len({controls[k] for k in kinds}) < len(kinds):
         raise ValueError(f"the set has {', '.join(sorted(kinds))} results: give from_name one control name per "
                          "result type, e.g. {'rectanglelabels': 'box', 'polygonlabels': 'poly', 'brushlabels': 'mask'}")
-    tags = {"rectanglelabels": "RectangleLabels", "polygonlabels": "PolygonLabels", "brushlabels": "BrushLabels"}
-    labels = "".join(f"    <Label value={quoteattr(c.name)}/>\n" for c in sorted(aset.categories, key=lambda c: c.id))
+    ordered = sorted(categories, key=lambda c: c.id)
+    for c in ordered:
+        if _NOT_XML.search(c.name):
+            raise DataError(f"category {c.id} {c.name!r}: its name holds characters no XML file can hold")
+    labels = "".join(f"    <Label value={quoteattr(c.name)}/>\n" for c in ordered)
     lines = ["<View>", f"  <Image name={quoteattr(to_name)} value=\"$image\"/>"]
     for kind in HELD:
         if kind in kinds:
-            lines.append(f"  <{tags[kind]} name={quoteattr(controls[kind])} toName={quoteattr(to_name)}>\n"
-                         f"{labels}  </{tags[kind]}>")
+            lines.append(f"  <{TAGS[kind]} name={quoteattr(controls[kind])} toName={quoteattr(to_name)}>\n"
+                         f"{labels}  </{TAGS[kind]}>")
     return "\n".join(lines + ["</View>", ""])

@@ -11,7 +11,7 @@ import numpy as np
 from visiontl.data.annotations import AnnotationSet, Category, ImageRecord, Instance, ReadReport, sanitize_boxes
 from visiontl.data.formats.common import is_number, read_json
 from visiontl.data.formats.labelstudio.codec import brush_to_mask, coco_rle, mask_bbox
-from visiontl.data.formats.labelstudio.label_config import HELD, ProjectConfig, read_config
+from visiontl.data.formats.labelstudio.label_config import CONFIG_NAME, HELD, ProjectConfig, read_config
 from visiontl.data.formats.labelstudio.urls import image_file_name, looks_like_image
 from visiontl.data.formats.rotation import envelope, from_labelstudio, normalize_angle
 from visiontl.data.images import check_image
@@ -30,11 +30,26 @@ IMAGE_RESERVED = {"url", "task_id", "annotation_id", "model_version"}
 
 def read_labelstudio(json_path: Path, image_root: Path | None = None,
                      label_config: Path | None = None, sanitize: bool = True) -> AnnotationSet:
-    """Read a Label Studio full export or JSON-MIN export (see the module docstring for the rules)."""
+    """Read a Label Studio full export or JSON-MIN export (see the package docstring for the rules).
+
+    The labelling config: `label_config` when given, else `label_config.xml` beside the export when there is
+    one and it names every label the tasks use (one that does not is some other export's, and is not used)."""
     json_path = Path(json_path)
     items = _load_tasks(json_path)
-    config = read_config(Path(label_config)) if label_config is not None else ProjectConfig()
     root = Path(image_root) if image_root is not None else json_path.parent
+    if label_config is not None:
+        reader = _read_items(json_path, items, root, read_config(Path(label_config)))
+    else:
+        beside = json_path.parent / CONFIG_NAME
+        reader = _read_items(json_path, items, root, read_config(beside) if beside.is_file() else ProjectConfig())
+        if reader.unnamed():
+            reader = _read_items(json_path, items, root, ProjectConfig())
+    aset = reader.finish()
+    aset.validate()
+    return sanitize_boxes(aset) if sanitize else aset  # False: boxes as written (check, convert)
+
+
+def _read_items(json_path: Path, items: list[Any], root: Path, config: ProjectConfig) -> _Reader:
     reader = _Reader(json_path, root, config)
     if any(isinstance(it, dict) and isinstance(it.get("data"), dict) for it in items):
         for index, task in enumerate(items):
@@ -42,9 +57,7 @@ def read_labelstudio(json_path: Path, image_root: Path | None = None,
     else:
         for index, record in _latest_min_records(json_path, items, reader):
             reader.min_record(index, record)
-    aset = reader.finish()
-    aset.validate()
-    return sanitize_boxes(aset) if sanitize else aset  # False: boxes as written (check, convert)
+    return reader
 
 
 def _load_tasks(path: Path) -> list[Any]:
@@ -87,6 +100,10 @@ class _Reader:
         self.images: list[ImageRecord] = []
         self.instances: list[Instance] = []
         self.dropped: dict[str, list[str]] = {}
+
+    def unnamed(self) -> list[str]:
+        """The labels of the tasks that the config does not name (when there is a config)."""
+        return list(self.cat_ids)[len(self.config.labels):] if self.config.labels else []
 
     def count(self, reason: str, example: str) -> None:
         self.dropped.setdefault(reason, []).append(example)

@@ -8,10 +8,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from visiontl.atomic import atomic_write_json
+from visiontl.atomic import atomic_write_json, atomic_write_text
 from visiontl.data.annotations import AnnotationSet, ImageRecord, Instance, WriteReport, check_text_names
 from visiontl.data.formats.labelstudio.codec import mask_to_brush
-from visiontl.data.formats.labelstudio.label_config import controls_of
+from visiontl.data.formats.labelstudio.label_config import CONFIG_NAME, config_xml, controls_of
 from visiontl.data.formats.labelstudio.reader import IMAGE_RESERVED
 from visiontl.data.formats.labelstudio.urls import image_url
 from visiontl.data.formats.rotation import check_rotated_box, to_labelstudio
@@ -20,21 +20,21 @@ from visiontl.errors import DataError
 _INSTANCE_HELD = {"rotated_box", "result_id"}
 
 
-# --- writing ----------------------------------------------------------------------------------------------
-
-
-def write_labelstudio(aset: AnnotationSet, json_path: Path, *, from_name: str | Mapping[str, str] = "label",
+def write_labelstudio(aset: AnnotationSet, json_path: Path, *, from_name: str | Mapping[str, str] | None = None,
                       to_name: str = "image", image_prefix: str = "/data/local-files/?d=",
-                      as_predictions: bool = False, model_version: str | None = None) -> WriteReport:
-    """Write `aset` as a Label Studio task list (full-export style, importable), atomically.
+                      as_predictions: bool = False, model_version: str | None = None,
+                      label_config: str | None = CONFIG_NAME) -> WriteReport:
+    """Write `aset` as a Label Studio task list (full-export style, importable), atomically, and the labelling
+    config that imports it beside it (the file name `label_config`; None: none).
 
     Box-only instances become `rectanglelabels` (rotated when their `rotated_box` still has the box as its
-    envelope), polygons
-    `polygonlabels`, RLE masks `brushlabels`. `from_name` is the control name of every result, or a mapping
-    from result type to control name for a project that has one control per shape. `data.image` is
-    `image_prefix` + file name (URL-quoted when the prefix is a URL). With `as_predictions` the results go under
-    `predictions` (Label Studio's pre-annotation import format), each with its score, and the prediction's
-    score is their mean."""
+    envelope), polygons `polygonlabels`, RLE masks `brushlabels`. `from_name` names the controls: by default
+    one per result type (`CONTROL_NAMES`), else one name for every result or a mapping from result type to
+    control name, as a project's config has them. The config has the Image `to_name` and one control per result
+    type written, each listing every category in id order: reading the tasks back keeps the categories (ids
+    1..N), their order and the ones no result names. `data.image` is `image_prefix` + file name (URL-quoted
+    when the prefix is a URL). With `as_predictions` the results go under `predictions` (Label Studio's
+    pre-annotation import format), each with its score, and the prediction's score is their mean."""
     aset.validate()
     check_text_names(aset, "Label Studio")
     json_path = Path(json_path)
@@ -47,11 +47,6 @@ def write_labelstudio(aset: AnnotationSet, json_path: Path, *, from_name: str | 
     if expected != list(range(1, len(expected) + 1)):
         report.lost.append("category ids: Label Studio holds label names only; they read back as 1..N "
                            "in label-config order")
-    counts = aset.category_counts()
-    for c in aset.categories:
-        if not counts.get(c.id):
-            report.lost.append(f"category {c.id} {c.name!r}: has no annotations, so no result names it "
-                               "(it is in labelstudio_config)")
     tasks = []
     for img in aset.images:
         where = img.file_name
@@ -99,8 +94,34 @@ def write_labelstudio(aset: AnnotationSet, json_path: Path, *, from_name: str | 
             task["annotations"] = [{"result": results}]
         tasks.append(task)
         report.images += 1
+    if label_config is not None:
+        _write_config(aset, json_path.parent / label_config, controls, to_name, tasks, report)
+    else:
+        _lost_empty_categories(aset, report)
     atomic_write_json(json_path, tasks)
     return report
+
+
+def _write_config(aset: AnnotationSet, path: Path, controls: dict[str, str], to_name: str,
+                  tasks: list[dict[str, Any]], report: WriteReport) -> None:
+    kinds = {r["type"] for task in tasks for a in task.get("annotations", task.get("predictions", []))
+             for r in a["result"]}
+    try:
+        text = config_xml(aset.categories, controls, to_name, kinds)
+    except DataError as exc:
+        report.lost.append(f"{path.name}: not written ({exc})")
+        _lost_empty_categories(aset, report)
+        return
+    atomic_write_text(path, text)
+
+
+def _lost_empty_categories(aset: AnnotationSet, report: WriteReport) -> None:
+    """Without the config, a category that no result names is not in the tasks."""
+    counts = aset.category_counts()
+    for c in aset.categories:
+        if not counts.get(c.id):
+            report.lost.append(f"category {c.id} {c.name!r}: has no annotations, so no result names it "
+                               "(and no label config is written)")
 
 
 def _results(inst: Instance, img: ImageRecord, label: str, controls: dict[str, str], to_name: str,
