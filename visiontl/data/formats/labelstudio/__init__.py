@@ -22,16 +22,19 @@ Results held by the model (everything else is counted in `ReadReport.dropped`, n
 Which annotation of a task: cancelled ones (`was_cancelled`, `skipped`) are skipped; of the others the most
 recently created one (`created_at`; when equal or absent, the last one in the list) is read, earlier ones are
 counted as not read. A task with no usable annotation is read from its latest prediction instead (scores kept);
-a task with neither is not an image of the set (counted). Category ids are 1..N in the order of the label
-config's `<Label value=...>` when `label_config` is given (labels found only in the JSON follow, in order of
-first appearance), else in order of first appearance. Images get ids 1..N in task order.
+a task with neither is not an image of the set (counted). Category ids are 1..N in the order of the labelling
+config's `<Label value=...>`s, those no result names included: the config is `label_config` when given
+(labels found only in the JSON follow, in order of first appearance), else `label_config.xml` beside the JSON
+(as the writer writes it) when it names every label the tasks use. Without a config they are 1..N in order of
+first appearance (an export does not carry its project's config: the project's ids and empty categories are
+lost). Images get ids 1..N in task order.
 
 The image: `attributes["url"]` keeps the URL as written (`/data/upload/3/abc12345-x.jpg`,
 `/data/local-files/?d=dir/x.jpg`, `s3://bucket/dir/x.jpg`, `https://host/dir/x.jpg`, a plain path);
-`file_name` is its path part made relative to `image_root` when a file there matches it (the longest
-matching tail of the path; an upload's `abc12345-` prefix is also tried without it), else the path's base name,
-except for local-files URLs, whose `?d=` path is kept whole (it is already relative to Label Studio's
-local-files root, which plays the image root's part; this is what makes write -> read keep sub-folders).
+`file_name` is the file under the image folder it names (`urls.py`: the longest tail of its path, in the
+folder or its `images/` sub-folder, with or without an upload's prefix). The image folder is `image_root`
+when given, else the JSON's folder (`read`: data check, convert) or data.root (`read_split`: training, as
+data.images documents); the two are the same folder when the export is saved in data.root.
 Width and height come from original_width / original_height; when no result carries them the image file is
 read; when it cannot be found either, that is an error naming the task.
 """
@@ -67,6 +70,5 @@ def write(aset: AnnotationSet, out: Path, split: str, copy_images: bool, options
 
 def read_split(root: Path, split: str, *, images: Path | None, annotations: Path | None,
                classes: list[str] | None) -> AnnotationSet:
-    # Task files name images by upload or storage paths; training resolves them against data.root unless
-    # data.images says otherwise.
+    # The image folder: data.images, else data.root (the export's folder when it is saved there, as `read`).
     return read_labelstudio(root / split, images if images is not None else root)

@@ -1,5 +1,9 @@
 """Label Studio's labelling config: reading one (XML, or the parsed JSON Label Studio's API returns) for the
-reader, and writing one for the tasks the writer writes."""
+reader, and writing one for the tasks the writer writes.
+
+`visiontl.serve.parse_label_config` is a second parser, for the ML backend and `predict --label-config`: it
+reads the first control of each result type and its object, which the config written here has exactly one
+of (tests/test_format_labelstudio.py reads the written config with both). Issue 17 makes them one."""
 
 from __future__ import annotations
 
