@@ -307,7 +307,8 @@ def test_writer_names_what_label_studio_cannot_hold(tmp_path: Path) -> None:
         Path("."))
     report = write_labelstudio(aset, tmp_path / "t.json")
     lost = "\n".join(report.lost)
-    assert "category ids" in lost and "category 5 'dog': has no annotations" in lost
+    assert "category ids" in lost and "dog" not in lost  # the empty category is in the config beside
+    assert '<Label value="dog"/>' in (tmp_path / "label_config.xml").read_text()
     assert "a.jpg: annotation 1: score 0.3" in lost and "a.jpg: annotation 1: iscrowd" in lost
     assert "a.jpg: annotation 1: attributes difficult" in lost
     assert "a.jpg: annotation 2: 2 polygons written as 2 separate regions" in lost
@@ -318,6 +319,8 @@ def test_writer_names_what_label_studio_cannot_hold(tmp_path: Path) -> None:
     assert "a.jpg: annotation 4: attributes rotation, unrotated_box" in report.lost
     results = json.loads((tmp_path / "t.json").read_text())[0]["annotations"][0]["result"]
     assert [r["id"] for r in results] == ["vtl1", "vtl2", "vtl2_2", "vtl3", "vtl4"]
+    report = write_labelstudio(aset, tmp_path / "t2.json", label_config=None)
+    assert "category 5 'dog': has no annotations, so no result names it (and no label config is written)" in report.lost
     assert results[3]["value"]["rotation"] == 0 and results[3]["value"]["x"] == 2.0
 
 
@@ -429,10 +432,72 @@ def test_size_from_the_image_or_an_error(tmp_path: Path) -> None:
                               f"and the image missing.png is not found under {tmp_path}")
 
 
+def test_label_config_written_beside_keeps_category_ids_order_and_empty_ones(tmp_path: Path) -> None:
+    """The writer writes label_config.xml beside the tasks (one control per result type, every category in id
+    order); the reader finds it there: categories read back with their ids, in their order, empty ones kept."""
+    from visiontl.serve import parse_label_config
+
+    aset = _generated()  # results name dog (2) first, then cat (1), then car (3)
+    aset.categories.append(Category(4, 'bus & <"tram">'))  # no result names it; XML's special characters
+    _png(tmp_path / "img" / "empty.png", (16, 12))
+    report = write_labelstudio(aset, tmp_path / "tasks.json")
+    assert not report.lost
+    tasks = json.loads((tmp_path / "tasks.json").read_text())
+    results = [r for t in tasks for r in t["annotations"][0]["result"]]
+    kinds = {"rectanglelabels": "label", "polygonlabels": "polygon", "brushlabels": "brush"}
+    assert {(r["type"], r["from_name"], r["to_name"]) for r in results} == {(k, n, "image") for k, n in kinds.items()}
+    # serve's (and predict --label-config's) parser reads the same controls, objects and labels from it
+    parsed = parse_label_config((tmp_path / "label_config.xml").read_text())
+    assert parsed.controls == kinds and set(parsed.to_names.values()) == {"image"} and parsed.images == {"image": "image"}
+    assert all(labels == ["cat", "dog", "car", 'bus & <"tram">'] for labels in parsed.labels.values())
+
+    back = read_labelstudio(tmp_path / "tasks.json", image_root=tmp_path / "img")
+    assert back.categories == aset.categories
+    assert [i.category_id for i in back.instances] == [i.category_id for i in aset.instances]
+    # Without it: the labels in order of first appearance, the empty one gone.
+    (tmp_path / "label_config.xml").rename(tmp_path / "kept.xml")
+    bare = read_labelstudio(tmp_path / "tasks.json", image_root=tmp_path / "img")
+    assert [(c.id, c.name) for c in bare.categories] == [(1, "dog"), (2, "cat"), (3, "car")]
+    # A config beside that does not name every label the tasks use is another export's: not used.
+    (tmp_path / "label_config.xml").write_text('<View><Image name="image" value="$image"/><RectangleLabels '
+                                               'name="label" toName="image"><Label value="car"/><Label value="x"/>'
+                                               '</RectangleLabels></View>')
+    assert read_labelstudio(tmp_path / "tasks.json", image_root=tmp_path / "img").categories == bare.categories
+    # Given explicitly, it is used whatever it names (labels it lacks follow its own).
+    given = read_labelstudio(tmp_path / "tasks.json", tmp_path / "img", label_config=tmp_path / "label_config.xml")
+    assert [c.name for c in given.categories] == ["car", "x", "dog", "cat"]
+
+
+def test_label_config_through_the_registry(tmp_path: Path) -> None:
+    """data convert --to labelstudio writes DIR/tasks.json and DIR/label_config.xml; reading DIR/tasks.json
+    back (check, convert, training) keeps the categories."""
+    from visiontl.data.formats.registry import read_dataset, read_split, write_dataset
+
+    aset = AnnotationSet([Category(1, "b"), Category(2, "a"), Category(3, "never")],
+                         [ImageRecord(1, "x.png", 20, 10)], [Instance(1, 1, 2, (1, 1, 5, 5))], tmp_path)
+    write_dataset(aset, "labelstudio", tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["label_config.xml", "tasks.json"]
+    expected = [Category(1, "b"), Category(2, "a"), Category(3, "never")]
+    assert read_dataset("labelstudio", tmp_path / "out" / "tasks.json").categories == expected
+    assert read_split("labelstudio", tmp_path / "out", "tasks.json").categories == expected
+
+
+def test_labelstudio_config_with_a_name_xml_cannot_hold(tmp_path: Path) -> None:
+    aset = AnnotationSet([Category(1, "a\x01b")], [ImageRecord(1, "x.png", 20, 10)], [], tmp_path)
+    report = write_labelstudio(aset, tmp_path / "tasks.json")
+    assert not (tmp_path / "label_config.xml").exists()
+    assert report.lost == ["label_config.xml: not written (category 1 'a\\x01b': its name holds characters no XML "
+                           "file can hold)",
+                           "category 1 'a\\x01b': has no annotations, so no result names it (and no label config is "
+                           "written)"]
+
+
 def test_labelstudio_config_needs_one_control_per_shape() -> None:
     aset = _generated()
     with pytest.raises(ValueError, match="one control name per result type"):
-        labelstudio_config(aset)
+        labelstudio_config(aset, from_name="label")
+    with pytest.raises(ValueError, match="one control name per result type"):
+        write_labelstudio(aset, Path("unwritten.json"), from_name="label")
     xml = labelstudio_config(AnnotationSet([Category(2, 'a "b"')], [], [], Path(".")), to_name="img")
     assert '<Label value=\'a "b"\'/>' in xml and '<Image name="img" value="$image"/>' in xml
 

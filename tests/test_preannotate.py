@@ -75,6 +75,16 @@ def test_predictions_in_every_tool_format(detector: tuple[Path, Path], tmp_path:
     assert {(r["from_name"], r["to_name"], r["type"]) for r in results} == {("bbox", "img", "rectanglelabels")}
     assert all(0 <= r["value"]["x"] <= 100 and 0 <= r["score"] <= 1 for r in results)
     assert _same(read_dataset("labelstudio", tmp_path / "ls.json", images=images), expected, 1e-4)
+    assert not (tmp_path / "label_config.xml").exists()  # the project's own config is the one given
+    # Without a config: controls named per result type, and a config that imports them written beside.
+    done = _predict(ckpt, images, "--format", "labelstudio", "--out", str(tmp_path / "ls"))
+    assert done.returncode == 0, done.stderr
+    results = [r for t in json.loads((tmp_path / "ls" / "tasks.json").read_text()) for p in t["predictions"]
+               for r in p["result"]]
+    assert {(r["from_name"], r["to_name"], r["type"]) for r in results} == {("label", "image", "rectanglelabels")}
+    config = (tmp_path / "ls" / "label_config.xml").read_text()
+    assert '<RectangleLabels name="label" toName="image">' in config
+    assert _same(read_dataset("labelstudio", tmp_path / "ls" / "tasks.json", images=images), expected, 1e-4)
 
     done = _predict(ckpt, images, "--format", "cvat", "--out", str(tmp_path / "cvat"))
     assert done.returncode == 0, done.stderr

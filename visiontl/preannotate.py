@@ -141,9 +141,11 @@ def write_predictions(aset: AnnotationSet, fmt: str, out: Path, model_version: s
 
         names = control_names(label_config) if label_config else {}
         to_name = names.pop("to_name", "image")
+        # The project's own config, when given, is the one to import into: none is written beside (it could
+        # be that very file); else label_config.xml beside the tasks is one that imports them.
         return write_labelstudio(aset, out if out.suffix == ".json" else out / "tasks.json",
-                                 from_name=names or "label", to_name=to_name, as_predictions=True,
-                                 model_version=model_version)
+                                 from_name=names or None, to_name=to_name, as_predictions=True,
+                                 model_version=model_version, **({"label_config": None} if label_config else {}))
     if fmt == "cvat":
         from visiontl.data.formats.cvat import write_cvat
 
