@@ -68,7 +68,7 @@ def write_box_csv(aset: AnnotationSet, root: Path, split: str = "train", copy_im
         if not boxes:
             rows.append(image + [""] * 5)
         report.boxes += boxes
-        if copy_images and not copy_image(aset.image_path(img), folder / rel):
+        if copy_images and not copy_image(aset.image_path(img), folder / rel, copy_images):
             report.lost.append(f"{img.file_name}: image file {aset.image_path(img)} not found; not copied")
         report.images += 1
     atomic_write_text(folder / ANNOTATIONS, _csv_text(rows))

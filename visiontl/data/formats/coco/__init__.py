@@ -31,8 +31,18 @@ def read(src: Path, images: Path | None, split: str | None, *, sanitize: bool, p
     return read_coco(src, images, sanitize=sanitize, problems=problems)
 
 
-def write(aset: AnnotationSet, out: Path, split: str, copy_images: bool, options: dict[str, Any]) -> WriteReport:
-    return write_coco(aset, out / f"{split}.json")
+def write(aset: AnnotationSet, out: Path, split: str, copy_images: bool | str, options: dict[str, Any]) -> WriteReport:
+    """<out>/<split>.json; with `copy_images`, the images into <out>/<split>/ (where the reader finds them)."""
+    report = write_coco(aset, out / f"{split}.json")
+    if copy_images:
+        from visiontl.data.formats.common import relative_name
+        from visiontl.data.formats.voc import copy_image
+
+        for img in aset.images:
+            dest = out / split / relative_name(img.file_name, f"image {img.id}")
+            if not copy_image(aset.image_path(img), dest, copy_images):
+                report.lost.append(f"image {img.id}: {img.file_name} not found, not copied")
+    return report
 
 
 def read_split(root: Path, split: str, *, images: Path | None, annotations: Path | None,

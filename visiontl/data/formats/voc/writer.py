@@ -98,7 +98,7 @@ def write_voc(aset: AnnotationSet, root: Path, split: str = "train", copy_images
         else:
             stale += _remove_pngs(root, stem)
         atomic_write_text(root / "Annotations" / f"{stem}.xml", _xml(img, objects, names, png))
-        if copy_images and not copy_image(aset.image_path(img), root / "JPEGImages" / img.file_name):
+        if copy_images and not copy_image(aset.image_path(img), root / "JPEGImages" / img.file_name, copy_images):
             report.lost.append(f"{img.file_name}: image file {aset.image_path(img)} not found; not copied")
         report.images += 1
     _merge_list(list_file(root, split), [stems[img.id] for img in aset.images])
@@ -270,12 +270,23 @@ def relative_file(file_name: str, where: str) -> PurePosixPath:
     return relative_name(file_name, where)
 
 
-def copy_image(src: Path, dest: Path) -> bool:
-    """Copy an image atomically (nothing to do when `dest` is `src`); False when `src` does not exist."""
+def copy_image(src: Path, dest: Path, how: bool | str = "copy") -> bool:
+    """Copy an image atomically (nothing to do when `dest` is `src`); False when `src` does not exist.
+    how="link" makes a hard link instead where the file system allows it (`visiontl data split`: a split of a
+    large set costs no space), and copies where it does not."""
     if not src.is_file():
         return False
     if dest.exists() and os.path.samefile(src, dest):
         return True
+    if how == "link":
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        temporary = dest.with_name(f".{dest.name}.link-{os.getpid()}")
+        try:
+            os.link(src, temporary)
+            os.replace(temporary, dest)
+            return True
+        except OSError:  # another file system, or one without hard links: a copy then
+            temporary.unlink(missing_ok=True)
     with open(src, "rb") as f:
         atomic_write(dest, lambda out: shutil.copyfileobj(f, out))
     return True

@@ -79,7 +79,7 @@ def write_yolo(aset: AnnotationSet, root: Path, split: str = "train", task: str 
             report.lost += instance_losses(inst, where, "YOLO")
             lines += _instance_lines(inst, index_of[inst.category_id], img, task, where, report)
         atomic_write_text(label, "".join(f"{line}\n" for line in lines))
-        if copy_images and not copy_image(aset.image_path(img), dest):
+        if copy_images and not copy_image(aset.image_path(img), dest, copy_images):
             report.lost.append(f"{img.file_name}: image file {aset.image_path(img)} not found; not copied")
         report.images += 1
     _write_yaml(yaml_path, root, existing, split, table)
