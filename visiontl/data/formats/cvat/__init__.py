@@ -9,7 +9,8 @@ Reading (`read_cvat`):
 
 - categories: the labels of `<meta>`, ids 1..N in their order (a label with no shapes is still a category;
   a skeleton's point sub-labels, those with a `<parent>`, are not); without labels in the meta, the shape
-  labels in order of first appearance. A shape whose label is not in the meta's labels is an error;
+  box, polygon and mask labels in order of first appearance. A box, polygon or mask without a label, or with
+  one that is not in the meta's labels, is an error;
 - images: the `<image>` elements in file order. The image id is CVAT's `id` when the ids are unique in the
   file, else (project exports number the frames of each task from 0) every image is renumbered 0..N-1 in
   file order and CVAT's id is kept as `attributes["cvat_id"]`. `subset` and `task_id` are kept in
@@ -28,7 +29,8 @@ Reading (`read_cvat`):
   anything else: the text). An attribute `is_crowd` sets `Instance.iscrowd` (Datumaro's convention), and a
   numeric attribute `score` (a number, or a text that is one) sets `Instance.score`;
 - `polyline`, `points`, `ellipse`, `cuboid`, `skeleton` and `tag` (and any other element) are not held by the
-  model: each kind is counted in `ReadReport.dropped`, one line per kind, never dropped silently;
+  model: each is left out whatever its label (none, or one the meta does not list, is no error there), counted
+  in `ReadReport.dropped` as one line per kind that says how many shapes, never dropped silently;
 - tracks: each shape of a `<track>` is an instance of its frame's image (`track_id` kept in the attributes),
   except the frames where the track is `outside="1"`. Without `<image>` elements (a video export) the
   images are the frames: every frame from the meta's `start_frame` to `stop_frame` (step from
@@ -63,7 +65,7 @@ from typing import Any
 
 from visiontl.data.annotations import AnnotationSet, WriteReport
 from visiontl.data.formats.cvat.codec import cvat_rle_to_mask, mask_to_cvat_rle
-from visiontl.data.formats.cvat.reader import read_cvat
+from visiontl.data.formats.cvat.reader import read_cvat, read_cvat_split
 from visiontl.data.formats.cvat.writer import write_cvat
 
 __all__ = ["cvat_rle_to_mask", "mask_to_cvat_rle", "read", "read_cvat", "read_split", "write", "write_cvat"]
@@ -81,5 +83,5 @@ def write(aset: AnnotationSet, out: Path, split: str, copy_images: bool, options
 
 def read_split(root: Path, split: str, *, images: Path | None, annotations: Path | None,
                classes: list[str] | None) -> AnnotationSet:
-    return read_cvat(root / split, images)
+    return read_cvat_split(root, split, images, annotations)
 

@@ -18,6 +18,7 @@ from visiontl.data.formats.cvat.codec import SHAPE_FIELDS, attribute_score, coco
 from visiontl.data.formats.rotation import envelope, from_cvat, normalize_angle
 from visiontl.data.images import check_image
 from visiontl.errors import DataError
+from visiontl.text import printable
 
 _HELD = ("box", "polygon", "mask")
 _FRAME_EXTENSIONS = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG")
@@ -77,11 +78,14 @@ class _Reader:
 
     def shape(self, el: ET.Element, label: str | None, frame: _Frame, where: str,
               attributes: dict[str, Any]) -> None:
-        """Add the instance of one held shape (box, polygon, mask); count any other kind as dropped."""
-        category_id = self.label(label, where)
+        """Add the instance of one held shape (box, polygon, mask); count any other kind as dropped, whatever its
+        label (none, or one the file does not list): it would be left out anyway."""
         if el.tag not in _HELD:
+            if label and not self.fixed:
+                self.label(label, where)  # without a meta, the labels in use are the file's labels
             self.drop(el.tag, frame.record.file_name if frame.record else frame.name)
             return
+        category_id = self.label(label, where)
         assert frame.record is not None
         rec = frame.record
         seg: list[list[float]] | dict[str, Any] | None = None
@@ -209,8 +213,8 @@ def read_cvat(xml_path: Path, image_root: Path | None = None, sanitize: bool = T
     report = ReadReport(source=str(xml_path))
     report.clipped = reader.cut
     for kind, (count, first) in reader.dropped.items():
-        report.dropped.append(f"{xml_path}: {count} {kind} shape(s) dropped, the model holds boxes, polygons and "
-                              f"masks only (first on {first})")
+        report.drop(f"{xml_path}: {count} {kind} shape(s) dropped, the model holds boxes, polygons and masks only "
+                    f"(first on {first})", count)
     if reader.unrotated[0]:
         report.dropped.append(f"{xml_path}: the rotation of {reader.unrotated[0]} polygon or mask shape(s) not read, "
                               f"CVAT rotates boxes only (first on {reader.unrotated[1]})")
@@ -302,8 +306,11 @@ def _frames(path: Path, root: ET.Element, tasks: dict[int | None, _Task], image_
 def _name_and_number(path: Path, frames: list[_Frame], image_root: Path) -> None:
     """Give every frame its ImageRecord: distinct file names and ids (see the module docstring)."""
     names = [f.name for f in frames]
-    if len(set(names)) != len(names):
-        by_subset = [f"{f.subset or 'default'}/{f.name}" for f in frames]
+    by_subset = [f"{f.subset or 'default'}/{f.name}" for f in frames]
+    if len(set(names)) == len(names) and len(set(by_subset)) == len(by_subset) \
+            and _in_subset_folders(names, by_subset, image_root):
+        names = by_subset
+    elif len(set(names)) != len(names):
         by_task = [f"task_{f.task_id}/{f.name}" if f.task_id is not None else f.name for f in frames]
         for candidate in (by_subset, by_task):
             if len(set(candidate)) == len(candidate):
@@ -331,6 +338,19 @@ def _name_and_number(path: Path, frames: list[_Frame], image_root: Path) -> None
         if not width or not height:  # 0 or absent: read the image header
             width, height = check_image(image_root / name)
         f.record = ImageRecord(i if renumber else f.cvat_id, name, width, height, attributes)
+
+
+def _in_subset_folders(names: list[str], by_subset: list[str], image_root: Path) -> bool:
+    """Whether the images lie in a folder per subset (`images/<subset>/<name>`, as CVAT's project export writes
+    them), told by the first image found either way."""
+    for name, in_subset in zip(names, by_subset):
+        if ".." in in_subset.replace("\\", "/").split("/"):
+            continue  # a subset that climbs out is refused when the names are given (relative_name)
+        if (image_root / name).is_file():
+            return False
+        if (image_root / in_subset).is_file():
+            return True
+    return False
 
 
 def _labels(path: Path, meta: ET.Element | None) -> tuple[list[str], dict[str, dict[str, str]]]:
@@ -449,3 +469,38 @@ def _attribute_value(text: str, input_type: str | None, where: str) -> Any:
         return parse_number(t, "value", where)
     return text
 
+
+
+# CVAT's subsets are free text; its own defaults are Train, Validation and Test.
+_SUBSET_ALIASES = {"val": "validation", "valid": "validation"}
+
+
+def read_cvat_split(root: Path, split: str, images: Path | None = None, annotations: Path | None = None) -> AnnotationSet:
+    """One training split: `split` is an XML file under `root`, a folder holding `annotations.xml` (a task export
+    unpacked per split), or else the name of a CVAT subset (case-insensitive, `val` for Validation) of the
+    project export `annotations` (default `root/annotations.xml`): its images with that subset."""
+    path = root / split
+    if path.is_dir() and (path / "annotations.xml").is_file():
+        path = path / "annotations.xml"
+    if path.is_file():
+        return read_cvat(path, images)
+    xml = annotations if annotations is not None and annotations.is_file() else root / "annotations.xml"
+    if not xml.is_file():
+        raise DataError(f"{path}: no such CVAT XML file or folder, and no {xml} to take a subset {split!r} from")
+    return _subset(read_cvat(xml, images), split)
+
+
+def _subset(aset: AnnotationSet, split: str) -> AnnotationSet:
+    def key(name: str) -> str:
+        name = name.strip().lower()
+        return _SUBSET_ALIASES.get(name, name)
+
+    subset_of = {img.id: str(img.attributes.get("subset") or "default") for img in aset.images}
+    keep = {i for i, name in subset_of.items() if key(name) == key(split)}
+    if not keep:
+        found = ", ".join(sorted(set(subset_of.values()))) or "none"
+        raise DataError(f"{aset.report.source}: no image of subset {split!r} (the images' subsets: "
+                        f"{printable(found, 200)})")
+    aset.images = [img for img in aset.images if img.id in keep]
+    aset.instances = [inst for inst in aset.instances if inst.image_id in keep]
+    return aset

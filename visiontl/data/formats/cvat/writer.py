@@ -36,7 +36,7 @@ def write_cvat(aset: AnnotationSet, xml_path: Path, source: str | None = None) -
         seen[c.name] = c.id
         names[c.id] = c.name
         if c.supercategory:
-            report.lost.append(f"category {c.id} ({c.name}): supercategory {c.supercategory!r} (CVAT labels have none)")
+            report.lose("supercategories (CVAT labels have none)", f"category {c.id} ({c.name}): supercategory {c.supercategory!r} (CVAT labels have none)")
     if [c.id for c in aset.categories] != list(range(1, len(aset.categories) + 1)):
         report.lost.append(f"category ids {_ids([c.id for c in aset.categories])}: CVAT labels have names only, "
                            "they read back as 1..N in this order")
@@ -48,7 +48,7 @@ def write_cvat(aset: AnnotationSet, xml_path: Path, source: str | None = None) -
     for img in aset.images:
         extra = sorted(k for k in img.attributes if k != "subset")
         if extra:
-            report.lost.append(f"image {img.id} ({img.file_name}): attribute(s) {', '.join(extra)} "
+            report.lose("image attributes (CVAT task images have none)", f"image {img.id} ({img.file_name}): attribute(s) {', '.join(extra)} "
                                "(a task export's images have none)")
         row = []
         for inst in by_image[img.id]:
@@ -92,7 +92,7 @@ def write_cvat(aset: AnnotationSet, xml_path: Path, source: str | None = None) -
             for key, value in children.items():
                 text, exact = _attribute_text(value, specs[fields["label"]][key])
                 if not exact:
-                    report.lost.append(f"{where}: attribute {key!r} {short(repr(value))} written as text "
+                    report.lose("attributes written as text", f"{where}: attribute {key!r} {short(repr(value))} written as text "
                                        f"(reads back as {text!r})")
                 ET.SubElement(shape_el, "attribute", {"name": key}).text = text
             if tag == "box":
@@ -120,7 +120,7 @@ def _shape_out(inst: Instance, img: ImageRecord, source: str | None, where: str,
         parts = [p for p in seg if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0
                  and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in p)]
         if len(parts) != len(seg):
-            report.lost.append(f"{where}: segmentation {short(repr(seg))} is not COCO polygons; box written")
+            report.lose("segmentations that are not COCO polygons (box written)", f"{where}: segmentation {short(repr(seg))} is not COCO polygons; box written")
         elif len(parts) == 1:
             points = [float(v) for v in parts[0]]
             xs, ys = points[0::2], points[1::2]
@@ -128,20 +128,20 @@ def _shape_out(inst: Instance, img: ImageRecord, source: str | None, where: str,
             fields["points"] = ";".join(f"{_fmt(px)},{_fmt(py)}" for px, py in zip(xs, ys))
         else:
             mask = coco_mask(parts, img.height, img.width)
-            report.lost.append(f"{where}: polygon of {len(parts)} parts written as a mask (a CVAT polygon has one part)")
+            report.lose("polygons of several parts written as masks", f"{where}: polygon of {len(parts)} parts written as a mask (a CVAT polygon has one part)")
     elif isinstance(seg, dict):
         if list(seg.get("size", [])) != [img.height, img.width]:
-            report.lost.append(f"{where}: RLE size {seg.get('size')} is not the image size "
+            report.lose("RLEs not of the image size (box written)", f"{where}: RLE size {seg.get('size')} is not the image size "
                                f"[{img.height}, {img.width}]; box written")
         else:
             try:
                 mask = coco_mask(seg, img.height, img.width)
             except (ValueError, TypeError, KeyError) as exc:
-                report.lost.append(f"{where}: RLE cannot be decoded ({exc}); box written")
+                report.lose("RLEs that cannot be decoded (box written)", f"{where}: RLE cannot be decoded ({exc}); box written")
     if mask is not None:
         rle = mask_to_cvat_rle(mask)
         if rle is None:
-            report.lost.append(f"{where}: empty mask; box written")
+            report.lose("empty masks (box written)", f"{where}: empty mask; box written")
         else:
             counts, left, top, mw, mh = rle
             tag, tight = "mask", (float(left), float(top), float(mw), float(mh))
@@ -153,40 +153,40 @@ def _shape_out(inst: Instance, img: ImageRecord, source: str | None, where: str,
         if attrs.get("rotated_box") is not None:
             rotated, why = check_rotated_box(attrs["rotated_box"], inst.bbox, img.width, img.height)
             if rotated is None:
-                report.lost.append(f"{where}: {why}; the box is written unrotated")
+                report.lose("rotated boxes written unrotated", f"{where}: {why}; the box is written unrotated")
             else:
                 xtl, ytl, xbr, ybr, rotation = to_cvat(rotated)
         fields.update(xtl=_fmt(xtl), ytl=_fmt(ytl), xbr=_fmt(xbr), ybr=_fmt(ybr))
     elif attrs.get("rotated_box") is not None:
-        report.lost.append(f"{where}: rotated_box {short(repr(attrs['rotated_box']))} (CVAT rotates boxes only; "
+        report.lose("rotated_box on a polygon or mask", f"{where}: rotated_box {short(repr(attrs['rotated_box']))} (CVAT rotates boxes only; "
                            f"the {tag} is written)")
     if tag != "box" and any(abs(a - b) > 0.01 for a, b in zip((x, y, w, h), tight)):
-        report.lost.append(f"{where}: box {[x, y, w, h]} is not its {tag}'s bounding box "
+        report.lose("boxes that are not their shape's bounding box", f"{where}: box {[x, y, w, h]} is not its {tag}'s bounding box "
                            f"{[round(v, 2) for v in tight]}; only the {tag} is written")
 
     own = attrs.get("source")
     if source is not None:
         written = source
         if own not in (None, source):
-            report.lost.append(f"{where}: source {short(repr(own))} written as {source!r}")
+            report.lose("sources replaced", f"{where}: source {short(repr(own))} written as {source!r}")
     elif isinstance(own, str) and own:
         written = own
     else:
         written = "manual"
         if own is not None:
-            report.lost.append(f"{where}: source {short(repr(own))} is not a name; written as 'manual'")
+            report.lose("sources that are not names", f"{where}: source {short(repr(own))} is not a name; written as 'manual'")
     shape = {"source": written, "occluded": "1" if attrs.get("occluded") else "0", **fields}
     if rotation is not None and _angle(rotation) not in ("0.00", "360.00"):
         shape["rotation"] = _angle(rotation)
     if "rotation" in attrs:
-        report.lost.append(f"{where}: attribute 'rotation' {short(repr(attrs['rotation']))} not written (a CVAT "
+        report.lose("attributes 'rotation' not written", f"{where}: attribute 'rotation' {short(repr(attrs['rotation']))} not written (a CVAT "
                            "shape field; a rotated box is attributes['rotated_box'])")
     for key in ("z_order", "group_id"):
         value = attrs.get(key)
         if value is None or (key == "group_id" and not value):
             continue
         if isinstance(value, bool) or not isinstance(value, int):
-            report.lost.append(f"{where}: {key} {value!r} is not an integer")
+            report.lose("z_order or group_id not an integer", f"{where}: {key} {value!r} is not an integer")
             continue
         shape[key] = str(value)
     if inst.area is not None:  # what reads back is None: the mask's area, else the box's
@@ -197,16 +197,16 @@ def _shape_out(inst: Instance, img: ImageRecord, source: str | None, where: str,
         else:
             computed = w * h
         if abs(inst.area - computed) > 1.0:
-            report.lost.append(f"{where}: area {inst.area} (CVAT has no area; it reads back as {computed:g})")
+            report.lose("areas (CVAT has none)", f"{where}: area {inst.area} (CVAT has no area; it reads back as {computed:g})")
 
     children = {k: v for k, v in attrs.items() if k not in SHAPE_FIELDS and k != "rotated_box"}
     if inst.score is None and attribute_score(children.get("score")) is not None:
-        report.lost.append(f"{where}: attribute 'score' {children['score']!r} reads back as the instance's score")
+        report.lose("attributes 'score' read back as the score", f"{where}: attribute 'score' {children['score']!r} reads back as the instance's score")
     for key, value in (("is_crowd", True if inst.iscrowd else None), ("score", inst.score)):
         if value is None:
             continue
         if key in children and children[key] != value:
-            report.lost.append(f"{where}: attribute {key!r} {children[key]!r} replaced by the instance's {value!r}")
+            report.lose("attributes replaced by the instance's own", f"{where}: attribute {key!r} {children[key]!r} replaced by the instance's {value!r}")
         children[key] = value
     return tag, shape, children
 

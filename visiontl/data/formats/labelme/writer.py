@@ -46,6 +46,9 @@ def write_labelme(aset: AnnotationSet, folder: Path, embed_images: bool = False)
                             "labelme tells classes apart by name only")
         seen[c.name] = c.id
         names[c.id] = c.name
+        if c.supercategory:
+            report.lose("supercategories (labelme has none)",
+                        f"category {c.id} ({c.name}): supercategory {c.supercategory!r} (labelme has no supercategories)")
     if [c.id for c in cats] != list(range(1, len(cats) + 1)):
         ids = f"{[c.id for c in cats][:8]}{'...' if len(cats) > 8 else ''}"
         report.lost.append(f"category ids {ids} become 1..{len(cats)} in id order (labelme keeps class names, not ids)")
@@ -86,16 +89,16 @@ def _document(img: ImageRecord, instances: list[Instance], names: dict[int, str]
     where = f"{img.file_name}"
     flags = img.attributes.get("flags") or {}
     if not _is_flags(flags):
-        report.lost.append(f"{where}: image flags {flags!r} are not names to true/false")
+        report.lose("image flags not names to true/false", f"{where}: image flags {flags!r} are not names to true/false")
         flags = {}
     extra: dict[str, Any] = {}
     for key, value in img.attributes.items():
         if key in IMAGE_ATTRS:
             continue
         if key in FILE_KEYS:
-            report.lost.append(f"{where}: image attribute {key!r} clashes with labelme's key")
+            report.lose("image attributes clashing with labelme's keys", f"{where}: image attribute {key!r} clashes with labelme's key")
         elif not _is_json(value):
-            report.lost.append(f"{where}: image attribute {key!r} is not JSON")
+            report.lose("image attributes not JSON", f"{where}: image attribute {key!r} is not JSON")
         else:
             extra[key] = value
 
@@ -116,12 +119,12 @@ def _document(img: ImageRecord, instances: list[Instance], names: dict[int, str]
         shapes += _shapes_of(inst, names[inst.category_id], img, at, taken, fresh, report)
         tight = _tight_box(inst, img)
         if tight is not None and any(abs(a - b) > 0.01 for a, b in zip(_clip(inst.bbox, img), _clip(tight, img))):
-            report.lost.append(f"{at}: box {[round(v, 2) for v in inst.bbox]} is not its shape's bounding box "
+            report.lose("boxes that are not their shape's bounding box", f"{at}: box {[round(v, 2) for v in inst.bbox]} is not its shape's bounding box "
                                f"{[round(v, 2) for v in tight]} (labelme keeps the shape only)")
         if inst.area is not None:  # what reads back is None: the mask's area, else the box's
             computed = _computed_area(inst, img, at)
             if abs(inst.area - computed) > 1.0:
-                report.lost.append(f"{at}: area {inst.area:g} (labelme has no area; it reads back as {computed:g})")
+                report.lose("areas (labelme has none)", f"{at}: area {inst.area:g} (labelme has no area; it reads back as {computed:g})")
 
     doc: dict[str, Any] = {
         "version": LABELME_VERSION,
@@ -162,15 +165,15 @@ def _shapes_of(inst: Instance, label: str, img: ImageRecord, where: str, taken: 
     attrs = dict(inst.attributes)
     group_id = attrs.pop("group_id", None)
     if group_id is not None and (isinstance(group_id, bool) or not isinstance(group_id, int)):
-        report.lost.append(f"{where}: group_id {group_id!r} is not an integer")
+        report.lose("group_ids not integers", f"{where}: group_id {group_id!r} is not an integer")
         group_id = None
     flags = attrs.pop("flags", None) or {}
     if not _is_flags(flags):
-        report.lost.append(f"{where}: flags {flags!r} are not names to true/false")
+        report.lose("flags not names to true/false", f"{where}: flags {flags!r} are not names to true/false")
         flags = {}
     description = attrs.pop("description", None) or ""
     if not isinstance(description, str):
-        report.lost.append(f"{where}: description {description!r} is not a string")
+        report.lose("descriptions not strings", f"{where}: description {description!r} is not a string")
         description = ""
     circle = attrs.pop("circle", None)
     kind = attrs.pop("shape_type", None)
@@ -183,9 +186,9 @@ def _shapes_of(inst: Instance, label: str, img: ImageRecord, where: str, taken: 
         extra["iscrowd"] = True
     for key, value in attrs.items():
         if key in SHAPE_KEYS or key in ("score", "iscrowd"):
-            report.lost.append(f"{where}: attribute {key!r} clashes with a labelme shape key")
+            report.lose("attributes clashing with labelme's shape keys", f"{where}: attribute {key!r} clashes with a labelme shape key")
         elif not _is_json(value):
-            report.lost.append(f"{where}: attribute {key!r} is not JSON")
+            report.lose("attributes not JSON", f"{where}: attribute {key!r} is not JSON")
         else:
             extra[key] = value
 
@@ -212,7 +215,7 @@ def _shapes_of(inst: Instance, label: str, img: ImageRecord, where: str, taken: 
             return None
         if gid is None or (label, gid) in taken:
             if gid is not None:
-                report.lost.append(f"{where}: group_id {gid} is already used by another {label!r}; "
+                report.lose("group_ids already used (written as new groups)", f"{where}: group_id {gid} is already used by another {label!r}; "
                                    "written as a new group")
             gid = fresh()
         taken.add((label, gid))
@@ -228,10 +231,10 @@ def _shapes_of(inst: Instance, label: str, img: ImageRecord, where: str, taken: 
         if ok:
             polygons.append([[float(poly[i]), float(poly[i + 1])] for i in range(0, len(poly), 2)])
         else:
-            report.lost.append(f"{where}: polygon {j} is not 3 or more finite points")
+            report.lose("polygons of fewer than 3 finite points", f"{where}: polygon {j} is not 3 or more finite points")
     if not polygons:
         if seg:
-            report.lost.append(f"{where}: no usable polygon; written as its box")
+            report.lose("no usable polygon (box written)", f"{where}: no usable polygon; written as its box")
         x, y, w, h = inst.bbox
         report.boxes += 1
         return [shape("rectangle", [[x, y], [x + w, y + h]], claim(group_id, False))]
@@ -242,11 +245,11 @@ def _shapes_of(inst: Instance, label: str, img: ImageRecord, where: str, taken: 
         if _valid_circle(circle):
             return [shape("circle", [list(map(float, p)) for p in circle], gid)]
         if circle is not None:
-            report.lost.append(f"{where}: circle attribute {circle!r} is not two points; written as a polygon")
+            report.lose("circle attributes not two points", f"{where}: circle attribute {circle!r} is not two points; written as a polygon")
         kind = "oriented_rectangle" if kind == "oriented_rectangle" and len(polygons[0]) == 4 else "polygon"
         return [shape(kind, polygons[0], gid)]
     if parts is not None and not _valid_parts(parts, len(polygons)):
-        report.lost.append(f"{where}: labelme_parts does not match its {len(polygons)} polygons; written as polygons")
+        report.lose("labelme_parts not matching their polygons", f"{where}: labelme_parts does not match its {len(polygons)} polygons; written as polygons")
         parts = None
     if parts:
         first_extra = parts[0].get("extra", {})
@@ -272,7 +275,7 @@ def _mask_shape(inst: Instance, img: ImageRecord, where: str, gid: int | None, s
     full = instance_mask(inst, img.height, img.width, where)
     ys, xs = np.nonzero(full)
     if not len(xs):
-        report.lost.append(f"{where}: its mask has no pixels; written as its box")
+        report.lose("empty masks (box written)", f"{where}: its mask has no pixels; written as its box")
         x, y, w, h = inst.bbox
         report.boxes += 1
         return shape("rectangle", [[x, y], [x + w, y + h]], gid)
