@@ -337,3 +337,14 @@ def test_records_left_out_are_counted_as_records_not_lines() -> None:
     assert report.left_out == 4
     assert report.lines() == ["4 record(s) left out (x: 3 polyline shape(s) dropped; a.jpg: annotation 4 box "
                               "[1, 1, 0, 0] has zero area)"]
+
+
+def test_cvat_images_found_beside_the_xml_when_images_is_another_folder(tmp_path: Path) -> None:
+    """An `images/` beside the XML that does not hold them (names relative to the XML's folder): the first image
+    found tells where they are."""
+    write_jpeg(tmp_path / "images" / "unrelated.jpg")
+    write_jpeg(tmp_path / "frames" / "a.jpg")
+    xml = tmp_path / "annotations.xml"
+    xml.write_text(_xml(_image_xml(0, "frames/a.jpg", _boxes(0))), encoding="utf-8")
+    aset = read_dataset("cvat", xml)
+    assert aset.image_root == tmp_path and aset.image_path(aset.images[0]).is_file()

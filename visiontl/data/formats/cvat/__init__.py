@@ -17,7 +17,9 @@ Reading (`read_cvat`):
   `attributes`. File names are CVAT's names when they are unique in the file; when two images share a name
   (project exports: `img1.jpg` in train and in val), every image becomes `<subset>/<name>` (`default` for an
   image without a subset), CVAT's own dataset layout (`images/<subset>/<name>`); when that still collides
-  (two tasks of one subset), `task_<task_id>/<name>`. A missing or zero size is read from the image;
+  (two tasks of one subset), `task_<task_id>/<name>`. Names become `<subset>/<name>` as well when the images
+  lie in a folder per subset (a project export's `images/<subset>/`, told by the first image found). A
+  missing or zero size is read from the image;
 - shapes: `box` (xtl, ytl, xbr, ybr of the unrotated box), `polygon` (one COCO polygon, its tight bounding
   box), `mask` (CVAT's RLE, converted to a full-image COCO RLE, its tight bounding box). A box's `rotation`
   (degrees, clockwise on screen, about the box centre) follows the model's convention (`rotation.py`): a

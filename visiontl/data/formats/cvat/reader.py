@@ -56,7 +56,7 @@ class _Frame:
 class _Reader:
     path: Path
     cat_ids: dict[str, int]
-    fixed: bool  # the labels come from the meta: a shape with another label is an error
+    fixed: bool  # the labels come from the meta: a box, polygon or mask with another label is an error
     specs: dict[str, dict[str, str]]  # label -> attribute name -> input_type
     instances: list[Instance] = field(default_factory=list)
     dropped: dict[str, list[Any]] = field(default_factory=dict)  # kind -> [count, first place]
@@ -177,8 +177,10 @@ class _Reader:
 def read_cvat(xml_path: Path, image_root: Path | None = None, sanitize: bool = True) -> AnnotationSet:
     """Read a CVAT for images 1.1 XML file (task, job or project export; tracks included).
 
-    Without `image_root`, images are looked for in `images/` beside the file (CVAT's zip layout), else
-    beside it. sanitize=False keeps boxes exactly as written (no clipping, no dropping of empty boxes)."""
+    Without `image_root`, images are looked for in `images/` beside the file (CVAT's zip layout) and beside it
+    (the first image found tells which), as named or in a folder per subset (a project export's
+    `images/<subset>/`). sanitize=False keeps boxes exactly as written (no clipping, no dropping of empty
+    boxes)."""
     xml_path = Path(xml_path)
     root = _parse(xml_path)
     if root.tag != "annotations":
@@ -189,13 +191,15 @@ def read_cvat(xml_path: Path, image_root: Path | None = None, sanitize: bool = T
     meta = root.find("meta")
     names, specs = _labels(xml_path, meta)
     tasks = _tasks(xml_path, meta)
+    given = Path(image_root) if image_root is not None else None
     if image_root is None:
         image_root = xml_path.parent / "images" if (xml_path.parent / "images").is_dir() else xml_path.parent
     image_root = Path(image_root)
 
     reader = _Reader(xml_path, {n: i for i, n in enumerate(names, start=1)}, bool(names), specs)
     frames = _frames(xml_path, root, tasks, image_root)
-    _name_and_number(xml_path, frames, image_root)
+    image_root, in_subsets = _image_layout(xml_path.parent, frames, given, image_root)
+    _name_and_number(xml_path, frames, image_root, in_subsets)
     by_key = {(f.task_id, f.cvat_id): f for f in frames}
 
     for frame in frames:
@@ -303,12 +307,11 @@ def _frames(path: Path, root: ET.Element, tasks: dict[int | None, _Task], image_
     return frames
 
 
-def _name_and_number(path: Path, frames: list[_Frame], image_root: Path) -> None:
-    """Give every frame its ImageRecord: distinct file names and ids (see the module docstring)."""
+def _name_and_number(path: Path, frames: list[_Frame], image_root: Path, in_subsets: bool) -> None:
+    """Give every frame its ImageRecord: distinct file names and ids (see the package docstring)."""
     names = [f.name for f in frames]
-    by_subset = [f"{f.subset or 'default'}/{f.name}" for f in frames]
-    if len(set(names)) == len(names) and len(set(by_subset)) == len(by_subset) \
-            and _in_subset_folders(names, by_subset, image_root):
+    by_subset = [_in_subset(f) for f in frames]
+    if in_subsets and len(set(names)) == len(names) and len(set(by_subset)) == len(by_subset):
         names = by_subset
     elif len(set(names)) != len(names):
         by_task = [f"task_{f.task_id}/{f.name}" if f.task_id is not None else f.name for f in frames]
@@ -340,17 +343,27 @@ def _name_and_number(path: Path, frames: list[_Frame], image_root: Path) -> None
         f.record = ImageRecord(i if renumber else f.cvat_id, name, width, height, attributes)
 
 
-def _in_subset_folders(names: list[str], by_subset: list[str], image_root: Path) -> bool:
-    """Whether the images lie in a folder per subset (`images/<subset>/<name>`, as CVAT's project export writes
-    them), told by the first image found either way."""
-    for name, in_subset in zip(names, by_subset):
-        if ".." in in_subset.replace("\\", "/").split("/"):
-            continue  # a subset that climbs out is refused when the names are given (relative_name)
-        if (image_root / name).is_file():
-            return False
-        if (image_root / in_subset).is_file():
-            return True
-    return False
+def _in_subset(frame: _Frame) -> str:
+    return f"{frame.subset or 'default'}/{frame.name}"
+
+
+def _image_layout(xml_dir: Path, frames: list[_Frame], given: Path | None, default: Path) -> tuple[Path, bool]:
+    """Where the images are: the folder given, else `images/` beside the XML (CVAT's zip layout) or the XML's own
+    folder; and whether they lie in a folder per subset (`images/<subset>/<name>`, as CVAT's project export
+    writes them). The first image found, as named or in its subset's folder, tells."""
+    roots = [given] if given is not None else [r for r in (xml_dir / "images", xml_dir) if r.is_dir()]
+    for frame in frames:
+        in_subset = _in_subset(frame)
+        try:
+            relative_name(in_subset, "")
+        except DataError:  # a subset that climbs out: refused with the names (_name_and_number), never looked at
+            in_subset = ""
+        for root in roots:
+            if (root / frame.name).is_file():
+                return root, False
+            if in_subset and (root / in_subset).is_file():
+                return root, True
+    return default, False
 
 
 def _labels(path: Path, meta: ET.Element | None) -> tuple[list[str], dict[str, dict[str, str]]]:
