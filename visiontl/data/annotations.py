@@ -64,8 +64,19 @@ class ReadReport:
 
     source: str
     clipped: int = 0  # boxes crossing the image border, clipped to it (touching it changes nothing)
-    dropped: list[str] = field(default_factory=list)  # every record left out, one line each naming file and record
+    dropped: list[str] = field(default_factory=list)  # the records left out: a line each, or a line per kind (drop)
     inputs: list[Path] = field(default_factory=list)  # the annotation-side files read: a conversion never replaces one
+    grouped: int = 0  # records left out beyond one per `dropped` line (a line of `drop` may stand for several)
+
+    def drop(self, line: str, records: int = 1) -> None:
+        """Leave out `records` records of one kind, said in one line (which says how many)."""
+        self.dropped.append(line)
+        self.grouped += records - 1
+
+    @property
+    def left_out(self) -> int:
+        """The records left out (shapes, annotations, tasks), not the lines that say so."""
+        return len(self.dropped) + self.grouped
 
     def lines(self) -> list[str]:
         out = []
@@ -73,14 +84,30 @@ class ReadReport:
             out.append(f"{self.clipped} box(es) crossed the image border and were clipped to it")
         if self.dropped:
             shown = "; ".join(self.dropped[:3]) + (f"; and {len(self.dropped) - 3} more" if len(self.dropped) > 3 else "")
-            out.append(f"{len(self.dropped)} record(s) left out ({shown})")
+            out.append(f"{self.left_out} record(s) left out ({shown})")
         return out
+
+
+class Lost(str):
+    """A `WriteReport.lost` line that names its kind of loss (one of many alike: a supercategory, a score, an
+    area per record), so that the printed report says each kind once, with its count and first examples."""
+
+    kind: str
+
+    def __new__(cls, kind: str, text: str) -> Lost:
+        line = super().__new__(cls, text)
+        line.kind = kind
+        return line
+
+    def __getnewargs__(self) -> tuple[str, str]:  # copies and pickles keep the kind
+        return self.kind, str(self)
 
 
 @dataclass
 class WriteReport:
     """What a writer wrote, and every thing the target format could not hold (one line each, naming the
-    image and annotation), so a conversion never loses anything silently."""
+    image and annotation), so a conversion never loses anything silently. `lines()` summarises them: the
+    lines of a kind (`Lost`, `lose`) as one line with their count and first examples."""
 
     target: str
     images: int = 0
@@ -89,13 +116,27 @@ class WriteReport:
     masks: int = 0  # instances written with an RLE / bitmap mask
     lost: list[str] = field(default_factory=list)
 
+    def lose(self, kind: str, text: str) -> None:
+        """One thing lost, of a kind that may repeat per record (`kind` names it in the summary)."""
+        self.lost.append(Lost(kind, text))
+
     def lines(self) -> list[str]:
         out = [f"{self.target}: {self.images} image(s); {self.boxes} box(es), {self.polygons} polygon(s), "
                f"{self.masks} mask(s)"]
-        if self.lost:
-            shown = "; ".join(self.lost[:5]) + (f"; and {len(self.lost) - 5} more" if len(self.lost) > 5 else "")
-            out.append(f"{len(self.lost)} thing(s) the format cannot hold: {shown}")
+        if not self.lost:
+            return out
+        single = [line for line in self.lost if not isinstance(line, Lost)]
+        kinds: dict[str, list[str]] = {}
+        for line in self.lost:
+            if isinstance(line, Lost):
+                kinds.setdefault(line.kind, []).append(line)
+        out.append(f"{len(self.lost)} thing(s) the format cannot hold:" + (f" {_shown(single, 5)}" if single else ""))
+        out += [f"  {len(lines)} x {kind}: {_shown(lines, 3)}" for kind, lines in kinds.items()]
         return out
+
+
+def _shown(lines: list[str], first: int) -> str:
+    return "; ".join(lines[:first]) + (f"; and {len(lines) - first} more" if len(lines) > first else "")
 
 
 @dataclass

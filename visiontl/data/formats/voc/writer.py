@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from visiontl.atomic import atomic_write, atomic_write_bytes, atomic_write_text, remove_output
-from visiontl.data.annotations import AnnotationSet, ImageRecord, Instance, WriteReport, check_text_names
+from visiontl.data.annotations import AnnotationSet, ImageRecord, Instance, Lost, WriteReport, check_text_names
 from visiontl.data.formats.common import relative_name
 from visiontl.data.formats.voc.codec import MAX_INDEX, palette_png
 from visiontl.data.formats.voc.layout import list_file
@@ -323,7 +323,7 @@ def image_losses(img: ImageRecord, fmt: str) -> list[str]:
     if not extra:
         return []
     shown = ", ".join(f"{k}={v!r}" for k, v in extra.items())
-    return [f"{img.file_name}: image attributes {shown} ({fmt} has no place for them)"]
+    return [Lost("image attributes", f"{img.file_name}: image attributes {shown} ({fmt} has no place for them)")]
 
 
 def instance_losses(inst: Instance, where: str, fmt: str, flags: tuple[str, ...] = ()) -> list[str]:
@@ -331,17 +331,18 @@ def instance_losses(inst: Instance, where: str, fmt: str, flags: tuple[str, ...]
     keeps) that carry something (0, False, "" and None carry nothing)."""
     out = []
     if inst.score is not None:
-        out.append(f"{where}: score {inst.score} ({fmt} has no scores)")
+        out.append(Lost("scores", f"{where}: score {inst.score} ({fmt} has no scores)"))
     extra = {k: v for k, v in inst.attributes.items() if k not in flags and _meaningful(v)}
     if extra:
         shown = ", ".join(f"{k}={v!r}" for k, v in extra.items())
-        out.append(f"{where}: attributes {shown} ({fmt} has no place for them)")
+        out.append(Lost("annotation attributes", f"{where}: attributes {shown} ({fmt} has no place for them)"))
     for k in flags:
         if k in inst.attributes and flag_value(inst.attributes[k]) is None:
-            out.append(f"{where}: {k}={inst.attributes[k]!r} is not a 0/1 flag; written as 0")
+            out.append(Lost("flags that are not 0/1",
+                            f"{where}: {k}={inst.attributes[k]!r} is not a 0/1 flag; written as 0"))
     return out
 
 
 def category_losses(aset: AnnotationSet, fmt: str) -> list[str]:
-    return [f"category {c.id} ({c.name}): supercategory {c.supercategory!r} ({fmt} has no supercategories)"
-            for c in sorted(aset.categories, key=lambda c: c.id) if c.supercategory]
+    return [Lost("supercategories", f"category {c.id} ({c.name}): supercategory {c.supercategory!r} ({fmt} has no "
+                 "supercategories)") for c in sorted(aset.categories, key=lambda c: c.id) if c.supercategory]
