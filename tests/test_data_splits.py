@@ -183,3 +183,35 @@ def test_a_run_with_a_relative_root_evaluates_from_another_folder_on_a_val_only_
     metrics = evaluate_checkpoint(ckpt, [f"data.root={val_only}"], elsewhere / "eval2")
     assert metrics["num_images"] == 3
     assert json.loads((elsewhere / "eval2" / "run.json").read_text())["train_images"] is None
+
+
+# --- visiontl data split writes a dataset that trains as it is ------------------------------------------------------
+
+
+@pytest.mark.parametrize(("to", "images_as"), [("voc", "copy"), ("coco", "link"), ("yolo", "copy"), ("csv", "copy"),
+                                               ("cvat", "copy"), ("labelme", "copy"), ("labelstudio", "refer"),
+                                               ("coco", "refer")])
+def test_data_split_output_trains_with_the_keys_it_prints(only_train: Path, tmp_path: Path, to: str, images_as: str,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "split"
+    code, printed, err = run_main(["data", "split", str(only_train / "train.json"), "--format", "coco", "--to", to,
+                                   "--val", "0.3", "--out", str(out), "--images-as", images_as], capsys)
+    assert code == 0, err
+    line = next(x for x in printed.splitlines() if x.startswith("train on it: visiontl train CONFIG "))
+    keys = dict(k.split("=", 1) for k in line.removeprefix("train on it: visiontl train CONFIG ").split())
+    assert keys["data.format"] == to and keys["data.root"] == str(out)
+    if images_as == "link":
+        copied = next((out / "images").rglob("*.png"))
+        assert copied.stat().st_nlink == 2  # the same file as the source's, no extra space
+    raw = det_config(Path(keys.pop("data.root")), tmp_path / "run", train={"epochs": 1, "max_steps": 2},
+                     data={k.removeprefix("data."): v for k, v in keys.items()})
+    metrics = train(build_config(raw))
+    assert metrics["num_images"] == 3  # 0.3 of 10
+
+
+def test_data_split_refuses_to_refer_where_the_format_cannot(only_train: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    code, _, err = run_main(["data", "split", str(only_train / "train.json"), "--format", "coco", "--to", "voc",
+                             "--out", str(tmp_path / "o"), "--images-as", "refer"], capsys)
+    assert code == 2 and "VOC finds images only in its own layout; use copy or link" in err
+    assert not (tmp_path / "o").exists()

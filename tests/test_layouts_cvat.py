@@ -16,10 +16,6 @@ from layout_kit import check_convert_train, write_jpeg
 from visiontl.data.formats.registry import read_dataset, read_split
 from visiontl.errors import DataError
 
-# data.val as a fraction of the train split lands with the lead's commit of issue 16 item 2; until then the
-# layouts without splits cannot name their val split.
-needs_val_fraction = pytest.mark.xfail(reason="data.val=0.2 (issue 16 item 2) is not in this branch yet",
-                                       strict=False, raises=DataError)
 
 # --- CVAT ---------------------------------------------------------------------------------------------------
 
@@ -128,7 +124,6 @@ def test_cvat_task_exports_one_per_split(capsys: pytest.CaptureFixture, tmp_path
                         images=3, boxes=6)
 
 
-@needs_val_fraction
 def test_cvat_task_export_with_a_val_fraction(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     """One task export unpacked (`annotations.xml` + `images/`), no split: data.val=0.2."""
     root = tmp_path / "task_12_annotations"
@@ -229,7 +224,6 @@ def test_labelme_json_folder_with_windows_image_paths(capsys: pytest.CaptureFixt
                         images=3, boxes=6)
 
 
-@needs_val_fraction
 def test_labelme_one_folder_with_a_val_fraction(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     root = tmp_path / "pets"
     for k in range(5):

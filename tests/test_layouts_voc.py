@@ -114,8 +114,8 @@ def test_cvat_voc_export(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
 def test_annotation_and_image_folders_without_split_lists(capsys: pytest.CaptureFixture, tmp_path: Path,
                                                           folders: tuple[str, str]) -> None:
     root = _annotated(tmp_path / "set", *folders, ["a", "b", "c", "d", "e"])
-    # No split lists: train is every XML. data.val=0.2 holds a share out; here val reads every XML too.
-    check_convert_train(capsys, tmp_path, "voc", root, {"root": root, "train": "train", "val": "train"},
+    # No split lists: train is every XML, and data.val=0.2 holds a share of it out.
+    check_convert_train(capsys, tmp_path, "voc", root, {"root": root, "train": "train", "val": 0.2},
                         images=5, boxes=10)
 
 
@@ -128,7 +128,7 @@ def test_labelimg_xml_beside_the_images(capsys: pytest.CaptureFixture, tmp_path:
     aset = read_voc(root)
     assert [img.file_name for img in aset.images] == ["IMG_0001.jpg", "IMG_0002.jpg", "IMG_0003.jpg"]
     assert aset.image_root == root
-    check_convert_train(capsys, tmp_path, "voc", root, {"root": root, "train": "train", "val": "train"},
+    check_convert_train(capsys, tmp_path, "voc", root, {"root": root, "train": "train", "val": 0.2},
                         images=3, boxes=6)
 
 
@@ -169,7 +169,7 @@ def test_image_folder_named_by_the_user(capsys: pytest.CaptureFixture, tmp_path:
     root = _annotated(tmp_path / "set", "Annotations", "photos", ["a", "b", "c"])
     code, out, _ = run_main(["data", "check", str(root), "--format", "voc"], capsys)
     assert code == 1 and out.count("image file not found") == 3
-    check_convert_train(capsys, tmp_path, "voc", root, {"root": root, "train": "train", "val": "train",
+    check_convert_train(capsys, tmp_path, "voc", root, {"root": root, "train": "train", "val": 0.2,
                                                         "images": "photos"},
                         check_args=("--images", str(root / "photos")), images=3, boxes=6)
 

@@ -251,27 +251,45 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
 
 def cmd_data_split(args: argparse.Namespace) -> int:
     from visiontl.atomic import atomic_write_json
-    from visiontl.data.formats.registry import write_dataset
+    from visiontl.data.formats.registry import get_format, write_dataset
     from visiontl.data.split import class_presence, split_images, subset
+    from visiontl.errors import ConfigError
 
     aset = _read_source(args)
     fractions = {"train": 1.0 - args.val - args.test, "val": args.val}
     if args.test:
         fractions["test"] = args.test
+    to = args.to or args.format
+    spec = get_format(to)
+    copies = args.images_as != "refer"
+    if not copies and to in IMAGE_LAYOUT_FORMATS:
+        raise ConfigError(f"--images-as refer: {spec.title} finds images only in its own layout; use copy or link")
     parts = split_images(aset, fractions, args.seed)
     names = {img.id: img.file_name for img in aset.images}
-    to = args.to or args.format
+    out = Path(args.out)
     for name, ids in parts.items():
-        report = write_dataset(subset(aset, ids), to, Path(args.out), name)
+        target = out / name if spec.split_folder else out
+        report = write_dataset(subset(aset, ids), to, target, name, copy_images=args.images_as if copies else False)
         presence = class_presence(aset, ids)
         print(f"{name}: {len(ids)} images; images per class: "
               + printable(", ".join(f"{c.name} {presence[c.id]}" for c in aset.categories)))
         for line in report.lines()[1:]:
             print(f"  {printable(line)}")
     # last: a split refused for replacing an input leaves no split.json naming files that were not written
-    atomic_write_json(Path(args.out) / "split.json", {name: [names[i] for i in ids] for name, ids in parts.items()})
-    print(f"split.json and the {to} files of each split written to {printable(args.out)}")
+    atomic_write_json(out / "split.json", {name: [names[i] for i in ids] for name, ids in parts.items()})
+    images = {"copy": "copied into it", "link": "hard-linked into it (copied where the file system cannot link)",
+              "refer": f"referred to where they are, in {aset.image_root}"}[args.images_as]
+    print(f"split.json and the {to} files of each split written to {printable(out)}, the images {printable(images)}")
+    keys = [f"data.format={to}", f"data.root={out}"]
+    keys += [f"data.{split}={spec.split_source.format(split=split)}" for split in ("train", "val")]
+    if not copies and to != "labelme":  # labelme's files name their images by a path relative to themselves
+        keys.append(f"data.images={aset.image_root}")
+    print(f"train on it: visiontl train CONFIG {printable(' '.join(keys))}")
     return 0
+
+
+# Formats whose reader finds images only in the layout its writer makes (so the images must be copied there).
+IMAGE_LAYOUT_FORMATS = ("voc", "yolo", "csv")
 
 
 def cmd_data_rank(args: argparse.Namespace) -> int:
@@ -475,6 +493,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--to", default=None, choices=ANNOTATION_FORMATS, help="format of the written splits (default: the source's)")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--images-as", dest="images_as", choices=["copy", "link", "refer"], default="copy",
+                   help="copy the images into the written layout (default), hard-link them there (no extra space; "
+                        "a copy across file systems), or refer to them where they are (coco, cvat, labelstudio, "
+                        "labelme; the command prints the keys that find them)")
     p.set_defaults(func=cmd_data_split)
     p = d.add_parser("rank", help="active learning: the unlabelled images to label next, with the reason for each")
     p.add_argument("checkpoint")

@@ -34,6 +34,9 @@ class Format:
     module: str  # imported when first used
     tasks: tuple[str, ...]  # the training tasks that read it
     source: str  # what a source path is, for help texts
+    # How data.train / data.val name split S of what the writer wrote into a folder (`visiontl data split`).
+    split_source: str = "{split}"
+    split_folder: bool = False  # the writer holds one split per folder: several splits need a folder each
 
     def impl(self) -> ModuleType:
         return importlib.import_module(self.module)
@@ -44,17 +47,19 @@ _INSTANCES = ("detection", "instance_segmentation")
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("coco", "COCO", "visiontl.data.formats.coco", _INSTANCES + ("segmentation",),
-           "the JSON file (--images: the image folder, default: found)"),
+           "the JSON file (--images: the image folder, default: found)", split_source="{split}.json"),
     Format("voc", "VOC", "visiontl.data.formats.voc", _DETECTION,
            "the VOC folder (--split: an ImageSets/Main list or a split folder, default: every XML)"),
     Format("yolo", "YOLO", "visiontl.data.formats.yolo", _DETECTION,
            "the root, its data.yaml or obj.data (--split: the split name, default: train)"),
     Format("cvat", "CVAT", "visiontl.data.formats.cvat", _INSTANCES,
-           "the XML file (--images: the image folder, default: images/ beside it)"),
+           "the XML file (--images: the image folder, default: images/ beside it)",
+           split_source="{split}/annotations.xml", split_folder=True),
     Format("labelstudio", "Label Studio", "visiontl.data.formats.labelstudio", _INSTANCES,
-           "the export JSON (--images: where the files the tasks name are)"),
+           "the export JSON (--images: where the files the tasks name are)", split_source="{split}/tasks.json",
+           split_folder=True),
     Format("labelme", "labelme", "visiontl.data.formats.labelme", _INSTANCES,
-           "a folder of labelme JSON files, or one file"),
+           "a folder of labelme JSON files, or one file", split_folder=True),
     Format("csv", "CSV", "visiontl.data.formats.boxcsv", _DETECTION,
            "the box CSV, or a folder holding it (--split: a split folder or <split>.csv in it; --images: the "
            "image folder, default: the CSV's folder)"),

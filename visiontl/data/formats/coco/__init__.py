@@ -32,14 +32,15 @@ def read(src: Path, images: Path | None, split: str | None, *, sanitize: bool, p
 
 
 def write(aset: AnnotationSet, out: Path, split: str, copy_images: bool | str, options: dict[str, Any]) -> WriteReport:
-    """<out>/<split>.json; with `copy_images`, the images into <out>/<split>/ (where the reader finds them)."""
+    """<out>/<split>.json; with `copy_images`, the images into <out>/images/ under their file names (where the
+    reader finds them; the splits of one set share it)."""
     report = write_coco(aset, out / f"{split}.json")
     if copy_images:
         from visiontl.data.formats.common import relative_name
         from visiontl.data.formats.voc import copy_image
 
         for img in aset.images:
-            dest = out / split / relative_name(img.file_name, f"image {img.id}")
+            dest = out / "images" / relative_name(img.file_name, f"image {img.id}")
             if not copy_image(aset.image_path(img), dest, copy_images):
                 report.lost.append(f"image {img.id}: {img.file_name} not found, not copied")
     return report

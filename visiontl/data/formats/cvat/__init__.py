@@ -60,8 +60,6 @@ rotation with up to 6). What CVAT cannot hold is listed in `WriteReport.lost`.
 
 from __future__ import annotations
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +77,19 @@ def read(src: Path, images: Path | None, split: str | None, *, sanitize: bool, p
     return read_cvat(src, images, sanitize=sanitize)
 
 
-def write(aset: AnnotationSet, out: Path, split: str, copy_images: bool, options: dict[str, Any]) -> WriteReport:
-    return write_cvat(aset, out / "annotations.xml", **({"source": options["source"]} if "source" in options else {}))
+def write(aset: AnnotationSet, out: Path, split: str, copy_images: bool | str, options: dict[str, Any]) -> WriteReport:
+    """<out>/annotations.xml; with `copy_images`, the images into <out>/images/ (where the reader finds them,
+    as in a task export with images)."""
+    report = write_cvat(aset, out / "annotations.xml", **({"source": options["source"]} if "source" in options else {}))
+    if copy_images:
+        from visiontl.data.formats.common import relative_name
+        from visiontl.data.formats.voc import copy_image
+
+        for img in aset.images:
+            dest = out / "images" / relative_name(img.file_name, f"image {img.id}")
+            if not copy_image(aset.image_path(img), dest, copy_images):
+                report.lost.append(f"image {img.id}: {img.file_name} not found, not copied")
+    return report
 
 
 def read_split(root: Path, split: str, *, images: Path | None, annotations: Path | None,
