@@ -128,15 +128,17 @@ class ModelConfig(_Strict):
 class DataConfig(_Strict):
     format: DataFormat = _f(
         "imagefolder", "classification: imagefolder (root/<split>/<class>/*) or csv (path,label); detection: coco "
-        "(JSON), voc (Annotations/ + ImageSets/Main/<split>.txt), yolo (data.yaml or images/ + labels/), cvat "
-        "(XML export), labelstudio (JSON export), labelme (folder of JSON) or csv (a row per box: filename,width,"
-        "height,class,xmin,ymin,xmax,ymax with a header, or path,x1,y1,x2,y2,class); instance_segmentation: coco, "
-        "cvat, labelstudio, labelme; segmentation: masks (images + label PNGs) or coco (polygons / RLE rasterised)")
+        "(JSON), voc (XML per image: Annotations/ + JPEGImages/ and the other usual folders), yolo (data.yaml, "
+        "obj.data or images/ + labels/), cvat (XML export), labelstudio (JSON export), labelme (folder of JSON) or "
+        "csv (a row per box: filename,width,height,class,xmin,ymin,xmax,ymax with a header, or path,x1,y1,x2,y2,"
+        "class); instance_segmentation: coco, cvat, labelstudio, labelme; segmentation: masks (images + label PNGs) "
+        "or coco (polygons / RLE rasterised). docs/data.md shows each layout")
     root: Path | None = _f(None, "dataset folder (checked before training)")
     train: str = _f("train", "train split: a folder (imagefolder), a CSV file (csv; detection: or a folder "
-                    "holding _annotations.csv, or <name>.csv / <name>_labels.csv), a JSON file (coco), an "
-                    "ImageSets/Main list name (voc), a data.yaml key / images sub-folder (yolo), an export file "
-                    "(cvat, labelstudio) or a JSON folder (labelme), relative to root")
+                    "holding _annotations.csv, or <name>.csv / <name>_labels.csv), a JSON file or split name (coco), "
+                    "an ImageSets/Main list or split folder (voc), a data.yaml / obj.data key or images sub-folder "
+                    "(yolo), an export file, a folder holding it or a subset (cvat), an export file (labelstudio) or "
+                    "a JSON folder (labelme), relative to root")
     val: str | float = _f("val", "validation split, as data.train; or a fraction of the train split (0.2: a "
                           "seeded split, stratified by class, whose val images are listed in the run folder and "
                           "reused by evaluate and --resume)")
@@ -169,9 +171,10 @@ class DataConfig(_Strict):
     group_aspect_ratio: bool = _f(True, "detection, instance_segmentation: batch landscape images with landscape and "
                                   "portrait with portrait, so padding to the batch's largest image wastes little")
     on_bad_image: Literal["error", "skip"] = _f(
-        "error", "an image that passed the checks before training but fails to decode mid-epoch (a file replaced, a "
-        "network share failing): error stops training naming it; skip trains on the next image instead and names "
-        "it in a warning (validation always stops)")
+        "error", "an image that fails the checks before training (truncated, unreadable, not its annotated size): "
+        "error stops naming it; skip leaves it out, named in the log, data.json and the report. One that passed "
+        "them but fails to decode mid-epoch (a file replaced, a network share failing): error stops training "
+        "naming it; skip trains on the next image instead and names it in a warning (validation always stops)")
     cache: bool = _f(False, "decode every image once, before training, and keep it in memory (small datasets whose "
                      "decoding is the bottleneck, e.g. PNGs; shared with forked workers)")
     cache_max_gb: float = _f(8.0, "data.cache: decoded bytes at most; images beyond it are decoded as usual", gt=0.0)
