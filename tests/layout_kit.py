@@ -47,6 +47,9 @@ def check_convert_train(capsys: pytest.CaptureFixture, tmp_path: Path, fmt: str,
 
     code, out, err = run_main(["data", "check", str(source), "--format", fmt, *check_args], capsys)
     assert code == 0, out + err
+    checked = next(line for line in out.splitlines() if line.startswith("checked "))  # what a clean check covered
+    if images is not None:
+        assert checked.startswith(f"checked {images} image(s) (decoded in full), "), checked
     out_dir = tmp_path / "as_coco"
     code, out, err = run_main(["data", "convert", str(source), "--from", fmt, *check_args, "--to", "coco",
                                "--out", str(out_dir)], capsys)

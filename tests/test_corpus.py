@@ -78,8 +78,8 @@ def run(case: Case, tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.C
             task = real_get_task(name)
             real_prepare = task.prepare_data
 
-            def prepare_data(cfg: Any) -> Any:
-                prepared["data"] = real_prepare(cfg)
+            def prepare_data(cfg: Any, **options: Any) -> Any:
+                prepared["data"] = real_prepare(cfg, **options)
                 return prepared["data"]
 
             task.prepare_data = prepare_data

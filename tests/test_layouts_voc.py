@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from conftest import run_main
-from layout_kit import check_convert_train, write_jpeg
+from layout_kit import check_convert_train, tiny_detection, write_jpeg
 from visiontl.data.formats.registry import read_split
 from visiontl.data.formats.voc import read_voc
 from visiontl.errors import DataError
@@ -228,6 +229,17 @@ def test_check_names_the_one_truncated_jpeg(capsys: pytest.CaptureFixture, tmp_p
     errors = [line for line in out.splitlines() if line.startswith("error")]
     assert len(errors) == 1 and "img3.jpg" in errors[0], out
     assert not any(f"img{k}.jpg" in out for k in (0, 1, 2, 4, 5))
+
+    # train on it: data.val=0.2 makes the val split, data.on_bad_image=skip leaves the one image out, naming it
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump(tiny_detection(root, tmp_path / "run", {"format": "voc", "val": 0.2,
+                                                                             "on_bad_image": "skip"})))
+    code, out, err = run_main(["train", str(config)], capsys)
+    assert code == 0, out + err
+    left = [line for line in out.splitlines() if "left out:" in line]
+    assert len(left) == 1 and f"{bad}: cannot decode image" in left[0], out
+    record = json.loads((tmp_path / "run" / "data.json").read_text())
+    assert len(record["left_out"]) == 1 and len(record["val_from_train"]["images"]) == 1
 
 
 def test_mask_keeps_the_box_and_gives_the_area(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:

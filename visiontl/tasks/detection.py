@@ -27,6 +27,7 @@ from visiontl.data.detection import (
     preset_ops,
 )
 from visiontl.data.check import check_images
+from visiontl.data.formats.registry import get_format
 from visiontl.data.holdout import Holdout, choose, relative_name
 from visiontl.errors import CheckpointError, DataError
 from visiontl.evaluation.coco import evaluate_coco
@@ -68,9 +69,6 @@ class DetectionData:
 def read_split(cfg: Config, split: str, classes: list[str] | None) -> AnnotationSet:
     return read_annotation_split(cfg.data, split, classes)
 
-
-# Formats whose category ids are made up by the reader (from names), so two splits' ids need not agree.
-NAMED_CATEGORY_FORMATS = ("voc", "cvat", "labelstudio", "labelme", "csv")
 
 
 def align_categories(val: AnnotationSet, train: AnnotationSet) -> AnnotationSet:
@@ -160,7 +158,7 @@ class DetectionTask:
     def _read_val(self, cfg: Config, train: AnnotationSet) -> AnnotationSet:
         """The named val split, with the train split's category ids."""
         val = read_split(cfg, "val", [c.name for c in train.categories] if cfg.data.format == "voc" else None)
-        if cfg.data.format in NAMED_CATEGORY_FORMATS:
+        if get_format(cfg.data.format).named_categories:
             val = align_categories(val, train)
         _same_categories(train, val)
         return val

@@ -7,7 +7,9 @@ choices, `data check/convert/stats/split` and the training datasets all derive f
         for check, convert, stats, split: `src` is what the user points at (see `Format.source`);
     write(aset, out, split, copy_images, options) -> WriteReport
         into the folder `out` (coco writes <out>/<split>.json, cvat <out>/annotations.xml, labelstudio
-        <out>/tasks.json, the others their own layout inside it);
+        <out>/tasks.json and label_config.xml, csv <out>/<split>/_annotations.csv, the others their own layout
+        inside it); `copy_images` (True or "copy", "link": hard links) puts the images where the reader finds
+        them;
     read_split(root, split, *, images, annotations, classes) -> AnnotationSet
         for training: `split` is data.train / data.val as written, `images` / `annotations` the folders
         data.<split>_images (or data.images) and data.annotations name, already resolved (None: found).
@@ -37,6 +39,9 @@ class Format:
     # How data.train / data.val name split S of what the writer wrote into a folder (`visiontl data split`).
     split_source: str = "{split}"
     split_folder: bool = False  # the writer holds one split per folder: several splits need a folder each
+    # The files name classes, not ids: the reader makes the ids up, so two splits' ids need not agree and the
+    # val split's classes are matched to the train split's by name.
+    named_categories: bool = True
 
     def impl(self) -> ModuleType:
         return importlib.import_module(self.module)
@@ -47,11 +52,12 @@ _INSTANCES = ("detection", "instance_segmentation")
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("coco", "COCO", "visiontl.data.formats.coco", _INSTANCES + ("segmentation",),
-           "the JSON file (--images: the image folder, default: found)", split_source="{split}.json"),
+           "the JSON file (--images: the image folder, default: found)", split_source="{split}.json",
+           named_categories=False),
     Format("voc", "VOC", "visiontl.data.formats.voc", _DETECTION,
            "the VOC folder (--split: an ImageSets/Main list or a split folder, default: every XML)"),
     Format("yolo", "YOLO", "visiontl.data.formats.yolo", _DETECTION,
-           "the root, its data.yaml or obj.data (--split: the split name, default: train)"),
+           "the root, its data.yaml or obj.data (--split: the split name, default: train)", named_categories=False),
     Format("cvat", "CVAT", "visiontl.data.formats.cvat", _INSTANCES,
            "the XML file (--images: the image folder, default: images/ beside it)",
            split_source="{split}/annotations.xml", split_folder=True),
