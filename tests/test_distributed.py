@@ -85,17 +85,19 @@ def test_classifier_staged_with_accumulation_and_resume_via_nproc(synthetic_root
     assert load_trained(run / "checkpoints" / "last.pt").checkpoint["epoch"] == 3
 
 
-def test_detector(tmp_path: Path) -> None:
+def test_detector_with_its_val_split_taken_from_train(tmp_path: Path) -> None:
+    """data.val=0.3: every rank takes the same 3 of the 10 images as val (checked across ranks before
+    training), and rank 0 scores exactly those."""
     root = tmp_path / "shapes"
-    make_detection_coco(root, images=6, split="train", seed=0)
-    make_detection_coco(root, images=3, split="val", seed=1)
+    make_detection_coco(root, images=10, split="train", seed=0)
     run = tmp_path / "run"
-    _, digests = torchrun(det_config(root, run), tmp_path)
+    _, digests = torchrun(det_config(root, run, data={"val": 0.3}), tmp_path)
     assert_one_run(run, digests, epochs=1)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["num_images"] == 3
     images = json.loads((run / "eval_images.json").read_text())["images"]
-    assert sorted(i["file"] for i in images) == ["val/img_000.png", "val/img_001.png", "val/img_002.png"]
+    val = json.loads((run / "data.json").read_text())["val_from_train"]["images"]
+    assert sorted(i["file"] for i in images) == sorted(val) and len(val) == 3
 
 
 @pytest.mark.parametrize("size,world", [(10, 3), (12, 2), (1, 2), (7, 1)])

@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch.utils.data import Sampler
 
 from visiontl.data.sampling import EpochSampler
-from visiontl.errors import ConfigError
+from visiontl.errors import ConfigError, TrainingError
 
 log = logging.getLogger("visiontl")
 
@@ -168,6 +168,14 @@ def from_main(obj: Any) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def same_on_every_rank(value: str, what: str) -> None:
+    """Refuse to go on when this rank's `value` differs from rank 0's (e.g. the val split each rank chose from
+    its own view of the files: a file system that lists differently on one node would split differently)."""
+    main_value = from_main(value)
+    if main_value != value:
+        raise TrainingError(f"rank {rank()}: {what} differs from rank 0's; every rank must see the same files")
 
 
 def barrier() -> None:

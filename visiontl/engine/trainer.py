@@ -141,6 +141,8 @@ def log_data_choices(data: Any) -> None:
     out by data.on_bad_image=skip (each named)."""
     if data.holdout is not None:
         log.info("data.val: %s", data.holdout.describe())
+        if dist.active():  # each rank chose from its own listing of the files: they must agree
+            dist.same_on_every_rank("\n".join(data.holdout.files), "the val split taken from the train split")
     if data.left_out:
         log.warning("data.on_bad_image=skip: %d image(s) left out before training:", len(data.left_out))
         for line in data.left_out:
