@@ -5,7 +5,8 @@ they belong to, or takes the process down; each is refused in one line naming th
   through `evaluate`, `predict`, `serve`, `data rank`, `train --resume`, `model.weights` and `weights import`;
 - TorchScript archives (code that torch.jit runs): refused by every command, run by `predict` only with
   --allow-torchscript-code;
-- XML (VOC, CVAT, Label Studio label configs, serve's /setup): defusedxml refuses entity declarations;
+- XML (VOC, CVAT, Label Studio label configs, serve's /setup, the demo): one parser (formats/common.py), whose
+  defusedxml refuses entity declarations;
 - image references in annotations that are absolute or climb out of the image folder;
 - YAML (configs, overrides, data.yaml, run directories): no Python tags, no alias bombs, no key written twice,
   no nesting deeper than 100 levels, no integer longer than Python converts;
@@ -271,6 +272,73 @@ def test_label_configs_with_entities_are_refused(attack: str, tmp_path: Path) ->
         with pytest.raises(DataError, match="refused") as err:
             call()
         assert "\n" not in str(err.value)
+
+
+REFUSAL = ("refused: the file declares XML entities or external references ({name!r}), which {what} never need "
+           "(billion-laughs / external-entity attacks)")
+
+
+@pytest.mark.parametrize("attack, name", [("billion_laughs", "lol"), ("external_entity", "xxe")])
+def test_every_xml_reader_refuses_entities_in_the_same_words(attack: str, name: str, tmp_path: Path) -> None:
+    """VOC, CVAT, Label Studio label configs (file and /setup text) all parse through formats/common.py."""
+    from visiontl.data.formats.common import parse_xml, read_xml
+    from visiontl.data.formats.cvat import read_cvat
+    from visiontl.data.formats.labelstudio.label_config import read_config
+    from visiontl.data.formats.voc import read_voc
+    from visiontl.serve import parse_label_config
+
+    voc = cb.voc(tmp_path / "voc", attack)
+    cvat = cb.cvat(tmp_path / "cvat", attack)  # the annotations.xml
+    head = (CORPUS / "voc" / f"{attack}.xml").read_text().split("<annotation>")[0]
+    config = tmp_path / "config.xml"
+    config.write_text(f'{head}<View><Label value="&{"lol9" if name == "lol" else name};"/></View>')
+    annotation_files = REFUSAL.format(name=name, what="annotation files")
+    label_configs = REFUSAL.format(name=name, what="label configs")
+    for call, message in [
+        (lambda: read_voc(voc), f"{voc / 'Annotations' / 'a.xml'}: {annotation_files}"),
+        (lambda: read_cvat(cvat), f"{cvat}: {annotation_files}"),
+        (lambda: read_xml(CORPUS / "voc" / f"{attack}.xml"), f"{CORPUS / 'voc' / f'{attack}.xml'}: {annotation_files}"),
+        (lambda: read_config(config), f"{config}: {label_configs}"),
+        (lambda: parse_label_config(config.read_text(), "project 7: label config"),
+         f"project 7: label config: {label_configs}"),
+        (lambda: parse_xml(config.read_bytes(), "setup", "label config"), f"setup: {label_configs}"),
+    ]:
+        with pytest.raises(DataError) as err:
+            call()
+        assert str(err.value) == message
+        assert err.value.__cause__ is None and err.value.__suppress_context__
+
+
+def test_xml_parser_failures_are_one_line_naming_the_file(tmp_path: Path) -> None:
+    from visiontl.data.formats.common import parse_xml, read_xml, recording_inputs
+
+    good = tmp_path / "good.xml"
+    good.write_text('<?xml version="1.0" encoding="utf-8"?><annotation><size><width>4</width></size></annotation>')
+    with recording_inputs() as inputs:
+        assert read_xml(good).findtext("size/width") == "4"
+    assert inputs == [good]  # a conversion never writes over a file it read
+    assert parse_xml("<View><Image name='image'/></View>", "x").find("Image").get("name") == "image"
+    broken = tmp_path / "broken.xml"
+    broken.write_text("<annotation><size></annotation>")
+    cases = [(lambda: read_xml(broken), f"{broken}: not valid XML (mismatched tag: line 1, column 20)"),
+             (lambda: read_xml(tmp_path / "nope.xml"), f"{tmp_path / 'nope.xml'}: annotation file not found"),
+             (lambda: read_xml(tmp_path / "nope.xml", "label config"), f"{tmp_path / 'nope.xml'}: label config not found"),
+             (lambda: read_xml(tmp_path), f"{tmp_path}: cannot read (Is a directory)"),
+             (lambda: parse_xml("", "setup"), "setup: not valid XML (no element found: line 1, column 0)"),
+             (lambda: parse_xml(b"<a>\xff</a>", "setup"), "setup: not valid XML (not well-formed (invalid token): line 1, "
+                                                          "column 3)")]
+    for call, message in cases:
+        with pytest.raises(DataError) as err:
+            call()
+        assert str(err.value) == message
+
+
+def test_xml_is_parsed_in_one_place() -> None:
+    """Only visiontl/data/formats/common.py parses XML (the writers build documents with ElementTree)."""
+    root = Path(__file__).resolve().parents[1] / "visiontl"
+    parsing = re.compile(r"defusedxml|\bET\.(parse|fromstring|XML|iterparse|XMLParser)\b|\bminidom\b|expat|sax\.parse")
+    users = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if parsing.search(p.read_text(encoding="utf-8")))
+    assert users == ["data/formats/common.py"]
 
 
 # --- image references that leave their folder --------------------------------------------------------------

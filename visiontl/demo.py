@@ -12,7 +12,6 @@ import json
 import logging
 import random
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from PIL import Image
 
 from visiontl.backbones.weights import fetch, read_state_dict
 from visiontl.config import build_config
+from visiontl.data.formats.common import read_xml
 from visiontl.engine.checkpoint import atomic_write_json, atomic_write_text, load_checkpoint
 from visiontl.engine.trainer import train
 from visiontl.errors import DataError
@@ -46,7 +46,7 @@ def cut_crops(sample: Path, out: Path, seed: int = 0) -> dict[str, dict[str, int
         ids = (sample / "ImageSets" / "Main" / f"{split}.txt").read_text().split()
         crops: dict[str, list[tuple[str, tuple[int, int, int, int]]]] = {c: [] for c in CLASSES}
         for image_id in ids:
-            root = ET.parse(sample / "Annotations" / f"{image_id}.xml").getroot()
+            root = read_xml(sample / "Annotations" / f"{image_id}.xml")
             for obj in root.iter("object"):
                 name = obj.findtext("name", "").strip()
                 box = obj.find("bndbox")

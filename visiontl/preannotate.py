@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from visiontl.data import rle
 from visiontl.data.annotations import AnnotationSet, Category, ImageRecord, Instance, LabelMap, ReadReport, WriteReport
 from visiontl.errors import DataError
 
@@ -116,11 +117,8 @@ def _segmentations(loaded: Any, files: list[Path], progress: bool) -> Iterator[t
 
 def _mask_shape(mask: np.ndarray, kind: str) -> Any:
     """A boolean mask as COCO RLE, or as COCO polygons traced along its outer contours."""
-    from pycocotools import mask as mask_utils
-
     if kind == "rle":
-        rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-        return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+        return rle.encode(mask)
     import cv2
 
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)

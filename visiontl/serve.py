@@ -37,7 +37,6 @@ import socket
 import threading
 import time
 import traceback
-import xml.etree.ElementTree as ET
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -47,6 +46,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from visiontl.data.formats.common import parse_xml
 from visiontl.errors import ConfigError, DataError, VisiontlError
 from visiontl.text import printable
 
@@ -107,15 +107,7 @@ DEFAULT_CONFIG = LabelConfig({k: "label" for k in HELD}, {k: "image" for k in HE
 
 def parse_label_config(text: str, where: str = "label config") -> LabelConfig:
     """Control names, object names, image data keys and labels of a Label Studio label config (XML)."""
-    import defusedxml.ElementTree as SafeET
-    from defusedxml import DefusedXmlException
-
-    try:
-        root = SafeET.fromstring(text)
-    except ET.ParseError as exc:
-        raise DataError(f"{where}: not valid XML ({exc})") from None
-    except DefusedXmlException as exc:
-        raise DataError(f"{where}: refused XML ({type(exc).__name__})") from None
+    root = parse_xml(text, where, "label config")
     config = LabelConfig({}, {})
     for el in root.iter():
         tag = el.tag.lower() if isinstance(el.tag, str) else ""

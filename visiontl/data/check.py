@@ -100,7 +100,7 @@ def _check_instance(inst: Instance, width: int, height: int, where: str) -> list
             elif not all(isinstance(v, (int, float)) and math.isfinite(v) for v in poly):
                 out.append(Problem("error", f"{where}: polygon {k} has a coordinate that is not a finite number"))
     elif isinstance(seg, dict):
-        from visiontl.data.masks import rle_problem
+        from visiontl.data.rle import rle_problem
 
         problem = rle_problem(seg, height, width)
         if problem is not None:

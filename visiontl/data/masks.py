@@ -29,12 +29,11 @@ or `ignore_index`. `coco_semantic_mask` rasterises one image's COCO polygons/RLE
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any
 
 import numpy as np
+from visiontl.data import rle
 from visiontl.data.annotations import AnnotationSet, Instance
 from visiontl.data.images import DECODE_ERRORS, is_image_file, open_image, orientation, upright, verify_image
 from visiontl.errors import DataError
@@ -224,81 +223,21 @@ def _pair_problem(s: MaskSample, num_classes: int, ignore_index: int,
     return None
 
 
-def rle_problem(seg: dict[str, Any], height: int, width: int) -> str | None:
-    """Why a COCO RLE cannot be the mask of a height x width image, or None when it can. pycocotools decodes
-    what it is given without checking it: runs adding up to less than the image leave pixels it never writes
-    (whatever its memory held: a different mask each time), and a compressed string it cannot parse is read
-    past its end. So every RLE is checked here, before pycocotools sees it."""
-    size = seg.get("size")
-    if not isinstance(size, (list, tuple)) or [v for v in size] != [height, width]:
-        return f"mask size {size} differs from the image's [{height}, {width}]"
-    counts = seg.get("counts")
-    if isinstance(counts, list):
-        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
-            return "RLE counts are not all non-negative integers"
-        runs: list[int] | None = counts
-    elif isinstance(counts, (str, bytes)):
-        runs = compressed_runs(counts)
-        if runs is None:
-            return "RLE counts string is not a COCO compressed RLE"
-    else:
-        return "RLE counts are neither a list nor a string"
-    total = sum(runs)
-    if total != height * width:
-        return f"RLE counts add up to {total} pixels, not {height}x{width} = {height * width}"
-    return None
-
-
-def compressed_runs(counts: str | bytes) -> list[int] | None:
-    """The run lengths of a COCO compressed RLE string (pycocotools' rleFrString, with every read checked),
-    or None when the string is not one: a character outside '0'..'o', a number cut off, a negative run."""
-    data = counts.encode("ascii", "replace") if isinstance(counts, str) else counts
-    runs: list[int] = []
-    p = 0
-    while p < len(data):
-        x, k, more = 0, 0, True
-        while more:
-            if p >= len(data):
-                return None
-            c = data[p] - 48  # 6 bits per character: 5 of value, 1 saying another character follows
-            if not 0 <= c < 64:
-                return None
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and c & 0x10:
-                x |= -1 << (5 * k)  # the sign bit of the last character
-        if len(runs) > 2:
-            x += runs[-2]  # runs after the first two are stored as differences
-        if x < 0:
-            return None
-        runs.append(x)
-    return runs
-
-
 def instance_mask(inst: Instance, height: int, width: int, where: str) -> np.ndarray:
     """HxW bool mask of one instance from its COCO polygons or RLE (its box when it has no usable shape)."""
-    from pycocotools import mask as mask_utils
-
     seg = inst.segmentation
     if isinstance(seg, dict):
         if list(seg.get("size", [])) != [height, width]:
             raise DataError(f"{where}: RLE size {seg.get('size')} differs from the image size [{height}, {width}]")
-        problem = rle_problem(seg, height, width)
-        if problem is not None:
-            raise DataError(f"{where}: {problem}")
-        rles = [mask_utils.frPyObjects(seg, height, width) if isinstance(seg.get("counts"), list) else seg]
     else:
-        polygons = [[float(v) for v in p] for p in (seg or []) if len(p) >= 6 and len(p) % 2 == 0]
-        if not polygons:
+        seg = [[float(v) for v in p] for p in (seg or []) if len(p) >= 6 and len(p) % 2 == 0]
+        if not seg:
             x, y, bw, bh = (float(v) for v in inst.bbox)
-            polygons = [[x, y, x + bw, y, x + bw, y + bh, x, y + bh]]
-        rles = mask_utils.frPyObjects(polygons, height, width)
+            seg = [[x, y, x + bw, y, x + bw, y + bh, x, y + bh]]
     try:
-        with warnings.catch_warnings():  # pycocotools' numpy-2 copy-keyword DeprecationWarning
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
+        return rle.decode(seg, height, width)
+    except rle.RLEError as exc:
+        raise DataError(f"{where}: {exc}") from None
     except Exception as exc:  # pycocotools raises bare exceptions for malformed RLE
         raise DataError(f"{where}: cannot decode segmentation ({exc})") from None
 

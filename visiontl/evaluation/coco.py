@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import copy
 
-from pycocotools import mask as mask_utils
-
+from visiontl.data import rle
 from visiontl.data.annotations import AnnotationSet, Instance
 from visiontl.errors import DataError
 from visiontl.evaluation.cocoeval import AREA_LABELS, METRIC_NAMES, metrics_of, score
@@ -30,14 +29,7 @@ def _area(inst: Instance, image: dict) -> float:
     seg = inst.segmentation
     if seg is None:
         return float(inst.bbox[2] * inst.bbox[3])
-    h, w = image["height"], image["width"]
-    if isinstance(seg, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
-    elif isinstance(seg.get("counts"), list):
-        rle = mask_utils.frPyObjects(seg, h, w)
-    else:
-        rle = seg
-    return float(mask_utils.area(rle))
+    return rle.area(seg, image["height"], image["width"])
 
 
 def to_coco_dict(aset: AnnotationSet) -> dict:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from visiontl.data import rle
 from visiontl.errors import DataError
 from visiontl.text import printable
 
@@ -169,9 +170,8 @@ def _check_compressed(strings: list[bytes], pixels: list[int], wheres: list[str]
 
 def to_rles(segmentations: list, sizes: list[tuple[int, int] | None], wheres: list[str]) -> list[dict]:
     """Every segmentation (polygons, uncompressed or compressed RLE) checked, then each one compressed RLE
-    (pycocotools' annToRLE). `sizes`: each record's image (height, width); `wheres`: each record's name."""
-    from pycocotools import mask as mask_utils
-
+    (pycocotools' annToRLE, through visiontl.data.rle). `sizes`: each record's image (height, width); `wheres`:
+    each record's name."""
     kinds = []
     polygons: dict[int, list[list[float]]] = {}
     compressed: list[tuple[int, bytes]] = []
@@ -205,9 +205,9 @@ def to_rles(segmentations: list, sizes: list[tuple[int, int] | None], wheres: li
     for i, (seg, kind) in enumerate(zip(segmentations, kinds)):
         h, w = sizes[i]
         if kind == "polygons":
-            out.append(mask_utils.merge(mask_utils.frPyObjects(polygons[i], h, w)))
+            out.append(rle.to_pycocotools(polygons[i], h, w))
         elif kind == "uncompressed":
-            out.append(mask_utils.frPyObjects({"size": [h, w], "counts": seg["counts"]}, h, w))
+            out.append(rle.to_pycocotools(seg, h, w))
         else:
             out.append({"size": [h, w], "counts": raw_of[i]})
     return out

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
+from visiontl.data import rle
+
 if TYPE_CHECKING:
     from visiontl.evaluation.cocoeval import Detections, GroundTruth
 
@@ -64,5 +66,4 @@ def evaluate_with_hotcoco(gt: GroundTruth, dt: Detections, iou_type: str) -> tup
 
 
 def _rles(masks: list | None) -> list[dict]:
-    return [{"size": list(m["size"]), "counts": m["counts"].decode("ascii") if isinstance(m["counts"], bytes)
-             else m["counts"]} for m in masks or []]
+    return [rle.as_json(m) for m in masks or []]

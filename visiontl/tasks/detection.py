@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from visiontl.backbones import Backbone
 from visiontl.config import Config
-from visiontl.data import dataset_root, read_annotation_split
+from visiontl.data import dataset_root, read_annotation_split, rle
 from visiontl.data.annotations import AnnotationSet, Category, LabelMap, ReadReport
 from visiontl.data.detection import (
     DetectionDataset,
@@ -328,15 +328,8 @@ def _to_results(image_id: int, out: dict[str, torch.Tensor], label_map: LabelMap
         results.append({"image_id": image_id, "category_id": label_map.category(label),
                         "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})
         if "masks" in out:
-            results[-1]["segmentation"] = _rle(out["masks"][k, 0] > 0.5)
+            results[-1]["segmentation"] = rle.encode((out["masks"][k, 0] > 0.5).numpy())
     return results
-
-
-def _rle(mask: torch.Tensor) -> dict[str, Any]:
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(mask.numpy().astype(np.uint8)))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 class InstanceSegmentationTask(DetectionTask):

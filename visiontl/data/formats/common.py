@@ -1,7 +1,14 @@
-"""What every format reader checks the same way: a JSON file read with one-line errors, finite numbers,
+"""What every format reader checks the same way: a JSON or XML file read with one-line errors, finite numbers,
 numbers given as text (XML attributes), image file names that stay inside their folder, and the first line
 of an exception for a message. Also the record of the files a reader read (`recording_inputs`), so that a
-conversion never writes over one of them."""
+conversion never writes over one of them.
+
+XML (VOC, CVAT, Label Studio label configs, serve's /setup, the demo's sample) is parsed only by `read_xml` /
+`parse_xml`: defusedxml refuses a document that declares entities or external references before expanding
+anything (a billion-laughs file would take gigabytes, an external entity would read another file or URL),
+and every failure, a missing file included, is one DataError line naming the file. A file's size is not
+bounded (no reader bounded it before): without entity expansion the parser holds about what the file holds;
+serve bounds a request's body before parsing it."""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ import contextvars
 import json
 import math
 import re
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -72,6 +80,44 @@ def parse_json(text: str | bytes, where: str | Path) -> Any:
             from None
     except RecursionError:
         raise DataError(f"{where}: not valid JSON (nested too deeply for an annotation file)") from None
+
+
+def read_xml(path: Path, what: str = "annotation file") -> ET.Element:
+    """The root element of an XML file, parsed safely (see the module docstring); `what` names the file in
+    the messages ("annotation file not found")."""
+    import defusedxml.ElementTree as SafeET
+
+    note_input(path)
+    try:
+        with _xml_errors(path, what):
+            return SafeET.parse(path).getroot()
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} not found") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def parse_xml(text: str | bytes, where: str | Path, what: str = "annotation file") -> ET.Element:
+    """The root element of an XML document held in memory, parsed safely; `where` starts every message."""
+    import defusedxml.ElementTree as SafeET
+
+    with _xml_errors(where, what):
+        return SafeET.fromstring(text)
+
+
+@contextlib.contextmanager
+def _xml_errors(where: str | Path, what: str) -> Iterator[None]:
+    from defusedxml import DefusedXmlException
+
+    try:
+        yield
+    except ET.ParseError as exc:
+        raise DataError(f"{where}: not valid XML ({first_line(exc)})") from None
+    except DefusedXmlException as exc:
+        name = getattr(exc, "name", None)
+        raise DataError(f"{where}: refused: the file declares XML entities or external references"
+                        f"{f' ({name!r})' if name else ''}, which {what}s never need "
+                        "(billion-laughs / external-entity attacks)") from None
 
 
 def short(text: str, limit: int = 40) -> str:

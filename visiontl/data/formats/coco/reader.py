@@ -10,7 +10,7 @@ from visiontl.data.annotations import AnnotationSet, Category, ImageRecord, Inst
 from visiontl.data.formats.coco.layout import find_image_root
 from visiontl.data.formats.common import is_number, read_json, relative_name
 from visiontl.data.images import check_image
-from visiontl.data.masks import rle_problem
+from visiontl.data.rle import rle_problem
 from visiontl.errors import DataError
 
 

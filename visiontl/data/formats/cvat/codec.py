@@ -1,16 +1,13 @@
-"""CVAT's own encodings: its mask RLE (a box's pixels as alternating background / foreground runs), the COCO
-RLE the model holds masks in, the shape fields CVAT writes as XML attributes, and a `score` attribute's value."""
+"""CVAT's own encodings: its mask RLE (a box's pixels as alternating background / foreground runs), the shape
+fields CVAT writes as XML attributes, and a `score` attribute's value. The COCO RLE the model holds masks in is
+visiontl.data.rle's."""
 
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_utils
-
-from visiontl.data.masks import rle_problem
 
 # Shape fields CVAT writes as XML attributes of the shape element; kept under these names in Instance.attributes,
 # except `rotation`, which becomes attributes["rotated_box"] (the model's convention, see rotation.py).
@@ -54,28 +51,6 @@ def mask_to_cvat_rle(mask: np.ndarray) -> tuple[list[int], int, int, int, int] |
     if flat[0]:
         runs.insert(0, 0)  # CVAT's runs start with background
     return [int(r) for r in runs], left, top, width, height
-
-
-def coco_rle(mask: np.ndarray) -> dict[str, Any]:
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
-def coco_mask(seg: dict[str, Any] | list[list[float]], height: int, width: int) -> np.ndarray:
-    """HxW bool mask of COCO polygons or an RLE dict (compressed or not). Raises ValueError/TypeError."""
-    with warnings.catch_warnings():  # pycocotools' numpy-2 copy-keyword DeprecationWarning
-        warnings.simplefilter("ignore", DeprecationWarning)
-        if isinstance(seg, list):
-            rle = mask_utils.merge(mask_utils.frPyObjects([[float(v) for v in p] for p in seg], height, width))
-        elif rle_problem(seg, height, width) is not None:
-            raise ValueError(rle_problem(seg, height, width))  # never handed to pycocotools
-        elif isinstance(seg.get("counts"), list):
-            rle = mask_utils.frPyObjects(seg, height, width)
-        else:
-            counts = seg["counts"]
-            rle = {"size": list(seg["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-        return mask_utils.decode(rle).astype(bool)
-
 
 
 def attribute_score(value: Any) -> float | None:

@@ -8,13 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from defusedxml import DefusedXmlException
-from defusedxml import ElementTree as SafeET
-from pycocotools import mask as mask_utils
-
+from visiontl.data import rle
 from visiontl.data.annotations import AnnotationSet, Box, Category, ImageRecord, Instance, ReadReport, sanitize_boxes
-from visiontl.data.formats.common import note_input, parse_number, relative_name, short
-from visiontl.data.formats.cvat.codec import SHAPE_FIELDS, attribute_score, coco_rle, cvat_rle_to_mask
+from visiontl.data.formats.common import parse_number, read_xml, relative_name, short
+from visiontl.data.formats.cvat.codec import SHAPE_FIELDS, attribute_score, cvat_rle_to_mask
 from visiontl.data.formats.rotation import envelope, from_cvat, normalize_angle
 from visiontl.data.images import check_image
 from visiontl.errors import DataError
@@ -169,9 +166,8 @@ class _Reader:
         except ValueError as exc:
             raise DataError(f"{where}: rle of a {width}x{height} mask: {exc}") from None
         self.cut += cut
-        seg = coco_rle(full)
-        x, y, w, h = (float(v) for v in mask_utils.toBbox({**seg, "counts": seg["counts"].encode("ascii")}))
-        return seg, (x, y, w, h)
+        seg = rle.encode(full)
+        return seg, rle.box(seg, rec.height, rec.width)
 
 
 def read_cvat(xml_path: Path, image_root: Path | None = None, sanitize: bool = True) -> AnnotationSet:
@@ -182,7 +178,7 @@ def read_cvat(xml_path: Path, image_root: Path | None = None, sanitize: bool = T
     `images/<subset>/`). sanitize=False keeps boxes exactly as written (no clipping, no dropping of empty
     boxes)."""
     xml_path = Path(xml_path)
-    root = _parse(xml_path)
+    root = read_xml(xml_path)
     if root.tag != "annotations":
         raise DataError(f"{xml_path}: not a CVAT XML file (the root is <{root.tag}>, expected <annotations>)")
     version = (root.findtext("version") or "").strip()
@@ -418,23 +414,6 @@ def _task(path: Path, el: ET.Element, where: str) -> _Task:
         width=number("original_size/width") or 0,
         height=number("original_size/height") or 0,
     )
-
-
-def _parse(path: Path) -> ET.Element:
-    note_input(path)
-    try:
-        return SafeET.parse(path).getroot()
-    except FileNotFoundError:
-        raise DataError(f"{path}: annotation file not found") from None
-    except ET.ParseError as exc:
-        raise DataError(f"{path}: not valid XML ({str(exc).splitlines()[0]})") from None
-    except DefusedXmlException as exc:
-        what = getattr(exc, "name", None)
-        raise DataError(f"{path}: refused: the file declares XML entities or external references"
-                        f"{f' ({what!r})' if what else ''}, which annotation files never need "
-                        "(billion-laughs / external-entity attacks)") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def _float_attr(el: ET.Element, key: str, where: str) -> float:

@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 
 from visiontl.atomic import atomic_write_bytes
+from visiontl.data import rle
 from visiontl.data.annotations import AnnotationSet, ImageRecord, Instance, WriteReport, check_text_names
 from visiontl.data.formats.common import short
-from visiontl.data.formats.cvat.codec import SHAPE_FIELDS, attribute_score, coco_mask, mask_to_cvat_rle
+from visiontl.data.formats.cvat.codec import SHAPE_FIELDS, attribute_score, mask_to_cvat_rle
 from visiontl.data.formats.rotation import check_rotated_box, to_cvat
 from visiontl.errors import DataError
 
@@ -127,7 +128,7 @@ def _shape_out(inst: Instance, img: ImageRecord, source: str | None, where: str,
             tag, tight = "polygon", (min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys))
             fields["points"] = ";".join(f"{_fmt(px)},{_fmt(py)}" for px, py in zip(xs, ys))
         else:
-            mask = coco_mask(parts, img.height, img.width)
+            mask = rle.decode(parts, img.height, img.width)
             report.lose("polygons of several parts written as masks", f"{where}: polygon of {len(parts)} parts written as a mask (a CVAT polygon has one part)")
     elif isinstance(seg, dict):
         if list(seg.get("size", [])) != [img.height, img.width]:
@@ -135,15 +136,15 @@ def _shape_out(inst: Instance, img: ImageRecord, source: str | None, where: str,
                                f"[{img.height}, {img.width}]; box written")
         else:
             try:
-                mask = coco_mask(seg, img.height, img.width)
+                mask = rle.decode(seg, img.height, img.width)
             except (ValueError, TypeError, KeyError) as exc:
                 report.lose("RLEs that cannot be decoded (box written)", f"{where}: RLE cannot be decoded ({exc}); box written")
     if mask is not None:
-        rle = mask_to_cvat_rle(mask)
-        if rle is None:
+        cvat_rle = mask_to_cvat_rle(mask)
+        if cvat_rle is None:
             report.lose("empty masks (box written)", f"{where}: empty mask; box written")
         else:
-            counts, left, top, mw, mh = rle
+            counts, left, top, mw, mh = cvat_rle
             tag, tight = "mask", (float(left), float(top), float(mw), float(mh))
             fields.update(rle=", ".join(str(c) for c in counts), left=str(left), top=str(top),
                           width=str(mw), height=str(mh))
@@ -193,7 +194,7 @@ def _shape_out(inst: Instance, img: ImageRecord, source: str | None, where: str,
         if mask is not None:
             computed = float(mask.sum())
         elif tag == "polygon" and isinstance(seg, list):
-            computed = float(coco_mask(seg, img.height, img.width).sum())
+            computed = float(rle.decode(seg, img.height, img.width).sum())
         else:
             computed = w * h
         if abs(inst.area - computed) > 1.0:

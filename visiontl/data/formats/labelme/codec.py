@@ -1,5 +1,5 @@
-"""labelme's names and keys, and its geometry: a circle as a polygon, a mask patch placed in the image, masks
-as COCO RLE and polygons rasterised (as pycocotools does)."""
+"""labelme's names and keys, and its geometry: a circle as a polygon, a mask patch placed in the image (masks
+become COCO RLE, and polygons are rasterised, through visiontl.data.rle)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import binascii
 import io
 import math
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -74,24 +73,6 @@ def mask_patch(raw: Any, points: list[list[float]], width: int, height: int, whe
     cut = (ys, ye, xs, xe) != (y1, y1 + ph, x1, x1 + pw) and bool(patch.any())
     return full, cut
 
-
-
-def mask_rle(mask: np.ndarray) -> tuple[dict[str, Any], tuple[float, float, float, float]]:
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
-    counts = rle["counts"]
-    return {"size": [int(mask.shape[0]), int(mask.shape[1])],
-            "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}, (x, y, w, h)
-
-
-def rasterise(polygon: list[float], width: int, height: int) -> np.ndarray:
-    from pycocotools import mask as mask_utils
-
-    with warnings.catch_warnings():  # pycocotools' numpy-2 copy-keyword DeprecationWarning
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return mask_utils.decode(mask_utils.frPyObjects([polygon], height, width)).any(axis=2)
 
 
 def abs_path(p: Path) -> Path:

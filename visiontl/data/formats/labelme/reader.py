@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from visiontl.data import rle
 from visiontl.data.annotations import AnnotationSet, Category, ImageRecord, Instance, ReadReport, sanitize_boxes
 from visiontl.data.formats.common import first_line, is_number, note_input, read_json
 from visiontl.data.formats.labelme.codec import (
@@ -27,8 +28,6 @@ from visiontl.data.formats.labelme.codec import (
     abs_path,
     circle_polygon,
     mask_patch,
-    mask_rle,
-    rasterise,
 )
 from visiontl.data.images import DECODE_ERRORS, check_image, embed, open_image, orientation
 from visiontl.errors import DataError
@@ -378,8 +377,9 @@ def _instance(where: str, members: list[_Shape], width: int, height: int) -> Ins
     if any(s.shape_type == "mask" for s in members):
         full = np.zeros((height, width), dtype=bool)
         for s in members:
-            full |= s.mask if s.mask is not None else rasterise(_shape_polygon(s), width, height)
-        segmentation, bbox = mask_rle(full)
+            full |= s.mask if s.mask is not None else rle.decode([_shape_polygon(s)], height, width)
+        segmentation = rle.encode(full)
+        bbox = rle.box(segmentation, height, width)
     elif len(members) == 1 and first.shape_type == "rectangle":
         segmentation, bbox = None, _xywh(_shape_box(first))
     else:

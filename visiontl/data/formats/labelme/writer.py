@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from visiontl.atomic import atomic_write_text
+from visiontl.data import rle
 from visiontl.data.annotations import AnnotationSet, ImageRecord, Instance, WriteReport, check_text_names
 from visiontl.data.formats.common import first_line, is_number
 from visiontl.data.formats.labelme.codec import (
@@ -292,11 +293,8 @@ def _tight_box(inst: Instance, img: ImageRecord) -> tuple[float, float, float, f
     """The box reading the written shape gives back (before clipping); None for a box-only instance."""
     seg = inst.segmentation
     if isinstance(seg, dict):
-        from pycocotools import mask as mask_utils
-
         try:
-            rle = mask_utils.frPyObjects(seg, *seg["size"]) if isinstance(seg.get("counts"), list) else seg
-            x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
+            x, y, w, h = rle.box(seg, *seg["size"])
         except Exception:  # pycocotools raises bare exceptions; the mask writer has said what is wrong
             return None
         return None if w * h == 0 else (x, y, w, h)

@@ -1,4 +1,4 @@
-"""Label Studio's brush RLE <-> masks, and the COCO RLE / box of a mask."""
+"""Label Studio's brush RLE <-> masks, and the box of a mask (its COCO RLE: visiontl.data.rle)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,6 @@ from typing import Any
 import numpy as np
 
 _RLE_SIZES = (3, 4, 8, 16)
-
-
-def coco_rle(mask: np.ndarray) -> dict[str, Any]:
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
 
 
 def mask_bbox(mask: np.ndarray) -> tuple[float, float, float, float]:

@@ -8,16 +8,12 @@ of (tests/test_format_labelstudio.py reads the written config with both). Issue 
 from __future__ import annotations
 
 import re
-import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
-from defusedxml import DefusedXmlException
-from defusedxml import ElementTree as SafeET
-
 from visiontl.data.annotations import AnnotationSet, Category, Instance
-from visiontl.data.formats.common import first_line, note_input, parse_json
+from visiontl.data.formats.common import first_line, note_input, parse_json, parse_xml
 from visiontl.errors import DataError
 
 HELD = ("rectanglelabels", "polygonlabels", "brushlabels")
@@ -65,12 +61,7 @@ def read_config(path: Path) -> ProjectConfig:
                 if inputs and re.fullmatch(r"\w+", str(inputs[0].get("value", ""))):
                     config.image_keys[str(to)] = str(inputs[0]["value"])
         return config
-    try:
-        tree = SafeET.fromstring(text)
-    except ET.ParseError as exc:
-        raise DataError(f"{path}: not valid XML ({first_line(exc)})") from None
-    except DefusedXmlException as exc:
-        raise DataError(f"{path}: refused XML ({type(exc).__name__})") from None
+    tree = parse_xml(text, path, "label config")
     for el in tree.iter():
         tag = el.tag.lower() if isinstance(el.tag, str) else ""
         name = el.get("name")

@@ -10,11 +10,12 @@ import numpy as np
 
 from visiontl.data.annotations import AnnotationSet, Category, ImageRecord, Instance, ReadReport, sanitize_boxes
 from visiontl.data.formats.common import is_number, read_json
-from visiontl.data.formats.labelstudio.codec import brush_to_mask, coco_rle, mask_bbox
+from visiontl.data.formats.labelstudio.codec import brush_to_mask, mask_bbox
 from visiontl.data.formats.labelstudio.label_config import CONFIG_NAME, HELD, ProjectConfig, read_config
 from visiontl.data.formats.labelstudio.urls import image_file_name, looks_like_image
 from visiontl.data.formats.rotation import envelope, from_labelstudio, normalize_angle
 from visiontl.data.images import check_image
+from visiontl.data.rle import encode as coco_rle
 from visiontl.errors import DataError
 
 # Result types Label Studio writes that the model does not hold: read, counted, and dropped.

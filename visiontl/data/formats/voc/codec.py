@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import io
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from visiontl.data import rle
 from visiontl.data.formats.common import note_input
 from visiontl.data.images import DECODE_ERRORS, open_image
 from visiontl.errors import DataError
@@ -25,8 +25,6 @@ def object_masks(png: Path, xml_path: Path, width: int, height: int, count: int,
     object's area), for the objects that have pixels in the SegmentationObject PNG (0 background, 255 void).
     A PNG with more objects than its XML
     (some exporters list only the boxed objects) cannot be paired: its masks are left out, and said so."""
-    from pycocotools import mask as mask_utils
-
     index = _png_indices(png)
     h, w = index.shape
     if (w, h) != (width, height):
@@ -37,12 +35,9 @@ def object_masks(png: Path, xml_path: Path, width: int, height: int, count: int,
                         "of this image are not read (an object's index is its position in the XML)")
         return {}
     out = {}
-    with warnings.catch_warnings():  # pycocotools' numpy-2 copy-keyword DeprecationWarning
-        warnings.simplefilter("ignore", DeprecationWarning)
-        for k in present:
-            binary = (index == k).astype(np.uint8)
-            rle = mask_utils.encode(np.asfortranarray(binary))
-            out[k] = {"size": [h, w], "counts": rle["counts"].decode("ascii")}, int(binary.sum())
+    for k in present:
+        binary = index == k
+        out[k] = rle.encode(binary), int(binary.sum())
     return out
 
 

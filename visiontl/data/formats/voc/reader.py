@@ -35,7 +35,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path, PurePosixPath
 
 from visiontl.data.annotations import AnnotationSet, Category, ImageRecord, Instance, ReadReport, sanitize_boxes
-from visiontl.data.formats.common import note_input, parse_number, relative_name
+from visiontl.data.formats.common import note_input, parse_number, read_xml, relative_name
 from visiontl.data.formats.voc.codec import object_masks
 from visiontl.data.formats.voc.layout import select
 from visiontl.data.images import IMAGE_EXTENSIONS, check_image
@@ -66,7 +66,7 @@ def read_voc(root: Path, split: str | None = None, classes: list[str] | None = N
         for stem in part.stems:
             image_id = len(records) + 1
             xml_path = part.layout.annotations / f"{stem}.xml"
-            tree = _parse(xml_path)
+            tree = read_xml(xml_path)
             file_name = _file_name(tree, stem, part.layout.images, xml_path)
             width, height = _int_text(tree, "size/width", xml_path), _int_text(tree, "size/height", xml_path)
             if not width or not height:
@@ -121,23 +121,6 @@ def labels_txt(path: Path) -> list[str]:
         if name:
             names.append(name)
     return names
-
-
-def _parse(xml_path: Path) -> ET.Element:
-    import defusedxml.ElementTree as SafeET
-    from defusedxml import DefusedXmlException
-
-    note_input(xml_path)
-    try:
-        return SafeET.parse(xml_path).getroot()  # entity expansion and external references are refused
-    except DefusedXmlException as exc:
-        raise DataError(f"{xml_path}: refused, the XML declares entities or external references ({type(exc).__name__})") from None
-    except FileNotFoundError:
-        raise DataError(f"{xml_path}: annotation file not found") from None
-    except ET.ParseError as exc:
-        raise DataError(f"{xml_path}: not valid XML ({str(exc).splitlines()[0]})") from None
-    except OSError as exc:
-        raise DataError(f"{xml_path}: cannot read ({exc.strerror or exc})") from None
 
 
 def _file_name(tree: ET.Element, stem: str, image_root: Path, xml_path: Path) -> str:

@@ -19,7 +19,7 @@ from visiontl.data.formats.common import relative_name
 from visiontl.data.formats.voc.codec import MAX_INDEX, palette_png
 from visiontl.data.formats.voc.layout import list_file
 from visiontl.data.formats.voc.reader import LABELS_FILE, labels_txt
-from visiontl.data.masks import rle_problem
+from visiontl.data.rle import rle_problem
 from visiontl.errors import DataError
 
 _FLAGS = ("truncated", "difficult", "occluded")  # in the order VOC writes them
