@@ -435,7 +435,7 @@ def test_size_from_the_image_or_an_error(tmp_path: Path) -> None:
 def test_label_config_written_beside_keeps_category_ids_order_and_empty_ones(tmp_path: Path) -> None:
     """The writer writes label_config.xml beside the tasks (one control per result type, every category in id
     order); the reader finds it there: categories read back with their ids, in their order, empty ones kept."""
-    from visiontl.serve import parse_label_config
+    from visiontl.data.formats.labelstudio import parse_label_config
 
     aset = _generated()  # results name dog (2) first, then cat (1), then car (3)
     aset.categories.append(Category(4, 'bus & <"tram">'))  # no result names it; XML's special characters
@@ -446,7 +446,7 @@ def test_label_config_written_beside_keeps_category_ids_order_and_empty_ones(tmp
     results = [r for t in tasks for r in t["annotations"][0]["result"]]
     kinds = {"rectanglelabels": "label", "polygonlabels": "polygon", "brushlabels": "brush"}
     assert {(r["type"], r["from_name"], r["to_name"]) for r in results} == {(k, n, "image") for k, n in kinds.items()}
-    # serve's (and predict --label-config's) parser reads the same controls, objects and labels from it
+    # the one parser (the reader's, serve's, predict --label-config's) reads its controls, objects and labels
     parsed = parse_label_config((tmp_path / "label_config.xml").read_text())
     assert parsed.controls == kinds and set(parsed.to_names.values()) == {"image"} and parsed.images == {"image": "image"}
     assert all(labels == ["cat", "dog", "car", 'bus & <"tram">'] for labels in parsed.labels.values())
