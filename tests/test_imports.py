@@ -3,10 +3,13 @@ import each other, directly or round a longer loop, at module level.
 
 A cycle works only while the modules' top-level statements happen to run in a lucky order: it breaks the day
 one of them uses a name of the other at import time, and it means the two cannot be read (or reused) apart.
-The graph is read with `ast` from visiontl/**/*.py: module-level imports only (those inside functions run
-later, when every module is loaded; those under `if TYPE_CHECKING:` never run). Importing `visiontl.a.b` runs
-the package `visiontl.a` first, so that is an edge too, unless the importer is inside `visiontl.a` (its own
-packages are already being imported).
+The graph is read with `ast` from visiontl/**/*.py: module-level imports (those under `if TYPE_CHECKING:`
+never run). Importing `visiontl.a.b` runs the package `visiontl.a` first, so that is an edge too, unless the
+importer is inside `visiontl.a` (its own packages are already being imported).
+
+Imports inside functions run later, when every module is loaded, so a loop through one does not fail; it
+still ties two modules together (serve and preannotate imported each other that way until issue 17). A
+second test counts them too, with the loops that exist today listed as known.
 """
 
 from __future__ import annotations
@@ -18,9 +21,26 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "visiontl"
 
-# Cycles that exist and are not broken yet, as the edges (importer, imported) that close them: each is left out
-# of the graph, so any other cycle (a new one) still fails the test. Remove an edge here when its cycle goes.
+# Module-level cycles that exist and are not broken yet, as the edges (importer, imported) that close them:
+# each is left out of the graph, so any other cycle (a new one) still fails. None today.
 KNOWN_EDGES: set[tuple[str, str]] = set()
+
+# Loops closed by an import inside a function, known (issue 17): the edge named is the function-level import
+# that closes each; left out of the graph of every import, so a new loop still fails. Remove one when it goes.
+KNOWN_DEFERRED_EDGES: set[tuple[str, str]] = {
+    # the registry loads the backbone modules so that they register; they import the registry's types
+    ("visiontl.backbones.registry", "visiontl.backbones.timm_backbones"),
+    ("visiontl.backbones.registry", "visiontl.backbones.torchvision_backbones"),
+    # masks asks check for its SKIP_HINT text; check asks masks for rle_problem
+    ("visiontl.data.masks", "visiontl.data.check"),
+    # cocoeval runs the optional hotcoco engine, which reads cocoeval's Detections / GroundTruth
+    ("visiontl.evaluation.cocoeval", "visiontl.evaluation.hotcoco_engine"),
+    # holdout takes relative_file from visiontl.tasks.base (running visiontl.tasks, whose tasks use holdout)
+    ("visiontl.data.holdout", "visiontl.tasks"),
+    # loading a model: an exported file is loaded by visiontl.export, which loads checkpoints with inference
+    ("visiontl.engine.inference", "visiontl.export"),
+    ("visiontl.engine.inference", "visiontl.export.predict"),
+}
 
 
 def module_names() -> dict[str, Path]:
@@ -32,9 +52,9 @@ def module_names() -> dict[str, Path]:
     return names
 
 
-def _top_level_imports(body: list[ast.stmt]) -> list[ast.Import | ast.ImportFrom]:
+def _imports(body: list[ast.stmt], in_functions: bool = False) -> list[ast.Import | ast.ImportFrom]:
     """Import statements run when the module is imported: at top level, in module-level if/try/with blocks
-    and class bodies, not in functions, not under `if TYPE_CHECKING:`."""
+    and class bodies, not under `if TYPE_CHECKING:`; with `in_functions`, those in functions too."""
     found: list[ast.Import | ast.ImportFrom] = []
     for node in body:
         if isinstance(node, (ast.Import, ast.ImportFrom)):
@@ -42,21 +62,24 @@ def _top_level_imports(body: list[ast.stmt]) -> list[ast.Import | ast.ImportFrom
         elif isinstance(node, ast.If):
             test = ast.unparse(node.test)
             if test not in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
-                found += _top_level_imports(node.body)
-            found += _top_level_imports(node.orelse)
+                found += _imports(node.body, in_functions)
+            found += _imports(node.orelse, in_functions)
         elif isinstance(node, ast.Try):
             for block in (node.body, node.orelse, node.finalbody, *(h.body for h in node.handlers)):
-                found += _top_level_imports(block)
-        elif isinstance(node, (ast.With, ast.ClassDef)):
-            found += _top_level_imports(node.body)
+                found += _imports(block, in_functions)
+        elif isinstance(node, (ast.With, ast.ClassDef, ast.For, ast.While)):
+            found += _imports(node.body, in_functions)
+        elif in_functions and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            found += [n for n in ast.walk(node) if isinstance(n, (ast.Import, ast.ImportFrom))]
     return found
 
 
-def imported_modules(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
-    """The visiontl modules that importing `name` (its file: `path`) imports at module level."""
+def imported_modules(name: str, path: Path, modules: dict[str, Path], in_functions: bool = False) -> set[str]:
+    """The visiontl modules that importing `name` (its file: `path`) imports at module level (with
+    `in_functions`, or in any of its functions)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     targets: set[str] = set()
-    for node in _top_level_imports(ast.parse(path.read_text(encoding="utf-8")).body):
+    for node in _imports(ast.parse(path.read_text(encoding="utf-8")).body, in_functions):
         if isinstance(node, ast.Import):
             targets |= {alias.name for alias in node.names}
             continue
@@ -82,9 +105,11 @@ def imported_modules(name: str, path: Path, modules: dict[str, Path]) -> set[str
     return edges
 
 
-def import_graph() -> dict[str, set[str]]:
+def import_graph(in_functions: bool = False) -> dict[str, set[str]]:
+    """Module -> the modules it imports, less the known edges."""
     modules = module_names()
-    return {name: imported_modules(name, path, modules) - {b for a, b in KNOWN_EDGES if a == name}
+    known = KNOWN_EDGES | (KNOWN_DEFERRED_EDGES if in_functions else set())
+    return {name: imported_modules(name, path, modules, in_functions) - {b for a, b in known if a == name}
             for name, path in modules.items()}
 
 
@@ -155,21 +180,31 @@ def test_the_import_graph_has_no_cycle() -> None:
         " -> ".join(cycle) for cycle in cycles)
 
 
+def test_no_new_cycle_through_imports_in_functions() -> None:
+    """Counting the imports inside functions as well: no loop but the known ones (serve and preannotate, the
+    Label Studio package and its callers: none)."""
+    cycles = find_cycles(import_graph(in_functions=True))
+    assert not cycles, "import cycles between visiontl modules (imports in functions included):\n" + "\n".join(
+        " -> ".join(cycle) for cycle in cycles)
+
+
 def test_known_edges_are_still_imports() -> None:
-    """A known edge that is gone (its cycle broken) is removed from KNOWN_EDGES, so it cannot hide a new one."""
+    """A known edge that is gone (its cycle broken) is removed from the lists, so it cannot hide a new one."""
     modules = module_names()
     gone = [(a, b) for a, b in sorted(KNOWN_EDGES) if b not in imported_modules(a, modules[a], modules)]
-    assert not gone, f"not imports any more, remove from KNOWN_EDGES: {gone}"
+    gone += [(a, b) for a, b in sorted(KNOWN_DEFERRED_EDGES)
+             if a not in modules or b not in imported_modules(a, modules[a], modules, in_functions=True)]
+    assert not gone, f"not imports any more, remove from KNOWN_EDGES / KNOWN_DEFERRED_EDGES: {gone}"
 
 
 def test_every_module_imports_in_a_fresh_interpreter() -> None:
     """Each module, imported in turn by one new interpreter: an import error (a cycle that fails at import
     time, a missing name) fails the test with the module's name."""
     names = sorted(n for n in module_names() if n != "visiontl.__main__")  # __main__ runs the CLI
-    code = ("import importlib, sys, traceback\nfailed = []\n"
+    code = ("import importlib, sys\nfailed = []\n"
             f"for name in {names!r}:\n"
             "    try:\n        importlib.import_module(name)\n"
-            "    except Exception:\n        failed.append(name + ': ' + traceback.format_exc().strip().splitlines()[-1])\n"
+            "    except Exception as exc:\n        failed.append(f'{name}: {type(exc).__name__}: {exc}')\n"
             "print('\\n'.join(failed))\nsys.exit(1 if failed else 0)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           cwd=PACKAGE.parent)
@@ -177,8 +212,8 @@ def test_every_module_imports_in_a_fresh_interpreter() -> None:
 
 
 def test_the_graph_reader_finds_a_cycle(tmp_path: Path, monkeypatch) -> None:
-    """The checker itself: a two-module loop and a three-module loop are found, function-level imports and
-    TYPE_CHECKING imports are not edges, relative imports resolve."""
+    """The checker itself: a two-module loop and a three-module loop are found, relative imports resolve,
+    TYPE_CHECKING imports are never edges and imports in functions only when asked for."""
     pkg = tmp_path / "visiontl"
     (pkg / "sub").mkdir(parents=True)
     files = {
@@ -200,3 +235,9 @@ def test_the_graph_reader_finds_a_cycle(tmp_path: Path, monkeypatch) -> None:
     assert graph["visiontl.sub.d"] == {"visiontl.e"} and graph["visiontl.f"] == set()
     assert sorted(find_cycles(graph)) == [["visiontl.a", "visiontl.b", "visiontl.a"],
                                           ["visiontl.c", "visiontl.sub.d", "visiontl.e", "visiontl.c"]]
+    # counting imports in functions: f -> a (a loop only if a came back to f)
+    assert import_graph(in_functions=True)["visiontl.f"] == {"visiontl.a"}
+    (pkg / "b.py").write_text("def later():\n    import visiontl.f\n")
+    assert find_cycles(import_graph()) == [["visiontl.c", "visiontl.sub.d", "visiontl.e", "visiontl.c"]]
+    assert sorted(find_cycles(import_graph(in_functions=True)))[0] == [
+        "visiontl.a", "visiontl.b", "visiontl.f", "visiontl.a"]

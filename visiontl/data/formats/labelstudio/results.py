@@ -16,9 +16,9 @@ from visiontl.data.formats.rotation import check_rotated_box, to_labelstudio
 def prediction_results(aset: AnnotationSet, controls: dict[str, str], to_name: str,
                        kind: str | None = None) -> list[list[dict[str, Any]]]:
     """Per image of `aset` (predictions), in order: the results of its instances, each with its `score`.
-    `kind` asks for one result type: "rectanglelabels" gives every instance's box, "polygonlabels" leaves out
-    the instances with no polygon (a mask too small to trace), None (and "brushlabels", for instances with
-    masks) gives each instance's own type, as `instance_results`. `controls` and `to_name` as there."""
+    `kind`, the result type the predictions are for: "rectanglelabels" gives every instance's box,
+    "polygonlabels" leaves out instances without a shape (predicted with masks="polygon": a mask too small to
+    trace), else each instance gives its own type, as `instance_results` (`controls`, `to_name` as there)."""
     names = {c.id: c.name for c in aset.categories}
     by_image = aset.by_image()
     out = []
