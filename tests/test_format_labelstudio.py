@@ -435,7 +435,7 @@ def test_size_from_the_image_or_an_error(tmp_path: Path) -> None:
 def test_label_config_written_beside_keeps_category_ids_order_and_empty_ones(tmp_path: Path) -> None:
     """The writer writes label_config.xml beside the tasks (one control per result type, every category in id
     order); the reader finds it there: categories read back with their ids, in their order, empty ones kept."""
-    from visiontl.serve import parse_label_config
+    from visiontl.data.formats.labelstudio import parse_label_config
 
     aset = _generated()  # results name dog (2) first, then cat (1), then car (3)
     aset.categories.append(Category(4, 'bus & <"tram">'))  # no result names it; XML's special characters
@@ -446,7 +446,7 @@ def test_label_config_written_beside_keeps_category_ids_order_and_empty_ones(tmp
     results = [r for t in tasks for r in t["annotations"][0]["result"]]
     kinds = {"rectanglelabels": "label", "polygonlabels": "polygon", "brushlabels": "brush"}
     assert {(r["type"], r["from_name"], r["to_name"]) for r in results} == {(k, n, "image") for k, n in kinds.items()}
-    # serve's (and predict --label-config's) parser reads the same controls, objects and labels from it
+    # the one parser (the reader's, serve's, predict --label-config's) reads its controls, objects and labels
     parsed = parse_label_config((tmp_path / "label_config.xml").read_text())
     assert parsed.controls == kinds and set(parsed.to_names.values()) == {"image"} and parsed.images == {"image": "image"}
     assert all(labels == ["cat", "dog", "car", 'bus & <"tram">'] for labels in parsed.labels.values())
@@ -549,3 +549,89 @@ def test_label_config_errors(tmp_path: Path) -> None:
         read_labelstudio(tasks, label_config=config)
     with pytest.raises(DataError, match=r"missing\.xml: label config not found"):
         read_labelstudio(tasks, label_config=tmp_path / "missing.xml")
+
+
+# --- the public Label Studio API: one label-config parser, one result conversion --------------------------
+
+
+def test_one_parser_reads_a_config_as_xml_and_as_json() -> None:
+    """The XML config and the parsed JSON config Label Studio's API returns give the same LabelConfig: the
+    first control of each result type (name, object, labels) for predictions, every label in order, aliases
+    and every control's type for the reader."""
+    from visiontl.data.formats.labelstudio import LabelConfig, parse_label_config
+
+    xml = ('<View><Image name="img" value="$photo"/><Image name="thumb" value="static.png"/>'
+           '<RectangleLabels name="bbox" toName="img"><Label value="cat" alias="c"/><Label value="dog"/>'
+           '</RectangleLabels><RectangleLabels name="second" toName="img"><Label value="bird"/></RectangleLabels>'
+           '<PolygonLabels name="poly" toName="img"><Label value="dog"/><Label value="car"/></PolygonLabels>'
+           '<Choices name="quality" toName="img"><Choice value="ok"/></Choices></View>')
+    config = parse_label_config(xml)
+    assert config == LabelConfig(
+        controls={"rectanglelabels": "bbox", "polygonlabels": "poly"},
+        to_names={"rectanglelabels": "img", "polygonlabels": "img"},
+        images={"img": "photo", "thumb": None},
+        labels={"rectanglelabels": ["cat", "dog"], "polygonlabels": ["dog", "car"]},
+        label_order=["cat", "dog", "bird", "car"], aliases={"c": "cat"},
+        control_types={"bbox": "rectanglelabels", "second": "rectanglelabels", "poly": "polygonlabels",
+                       "quality": "choices"})
+    assert config.image_keys == {"img": "photo"} and config.image_key("polygonlabels") == "photo"
+    assert config.from_names() == {"rectanglelabels": "bbox", "polygonlabels": "poly", "brushlabels": "brush"}
+    assert config.needed() == LabelConfig(config.controls, config.to_names, {"img": "photo"})
+
+    parsed = {"bbox": {"type": "RectangleLabels", "to_name": ["img"], "inputs": [{"type": "Image", "value": "photo"}],
+                       "labels": ["cat", "dog"]},
+              "poly": {"type": "PolygonLabels", "to_name": ["img"], "inputs": [{"type": "Image", "value": "photo"}],
+                       "labels": ["dog", "car"]}}
+    from_json = parse_label_config(json.dumps(parsed))
+    assert (from_json.controls, from_json.to_names, from_json.images, from_json.labels, from_json.label_order) == (
+        config.controls, config.to_names, {"img": "photo"}, config.labels, ["cat", "dog", "car"])
+
+
+def test_a_config_to_put_predictions_in_needs_a_shape_control(tmp_path: Path) -> None:
+    from visiontl.data.formats.labelstudio import parse_label_config, read_label_config
+
+    text = '<View><Image name="i" value="$image"/><Labels name="l" toName="i"><Label value="a"/></Labels></View>'
+    config = parse_label_config(text)  # the reader reads `labels` results with it
+    assert config.controls == {} and config.label_order == ["a"] and config.control_types == {"l": "labels"}
+    with pytest.raises(DataError) as err:
+        parse_label_config(text, "project 3.1: label config", predictions=True)
+    assert str(err.value) == ("project 3.1: label config: no RectangleLabels, PolygonLabels or BrushLabels "
+                              "control to put predictions in")
+    (tmp_path / "c.xml").write_text(text)
+    with pytest.raises(DataError, match=r"c\.xml: no RectangleLabels, PolygonLabels or BrushLabels control"):
+        read_label_config(tmp_path / "c.xml", predictions=True)
+    with pytest.raises(DataError, match=r"^label config: not valid XML \("):
+        parse_label_config("<View")
+
+
+def test_prediction_results_are_the_writers_results_with_scores(tmp_path: Path) -> None:
+    """serve's results (prediction_results) are what write_labelstudio(as_predictions=True) writes, task by
+    task; asked for rectanglelabels every instance is a box, for polygonlabels box-only instances are left out."""
+    from visiontl.data.formats.labelstudio import controls_of, instance_results, prediction_results
+
+    aset = _generated()
+    for k, inst in enumerate(aset.instances):
+        inst.score = 0.5 + k / 10
+    controls = {"rectanglelabels": "box", "polygonlabels": "poly", "brushlabels": "mask"}
+    results = prediction_results(aset, controls_of(controls), "img")
+    write_labelstudio(aset, tmp_path / "tasks.json", from_name=controls, to_name="img", as_predictions=True)
+    written = [t["predictions"][0]["result"] for t in json.loads((tmp_path / "tasks.json").read_text())]
+    assert results == written
+    assert [[(r["type"], r["from_name"], r["to_name"], r["score"]) for r in rs] for rs in results] == [
+        [("rectanglelabels", "box", "img", 0.5), ("rectanglelabels", "box", "img", 0.6),
+         ("polygonlabels", "poly", "img", 0.7), ("brushlabels", "mask", "img", 0.8)],
+        [("rectanglelabels", "box", "img", 0.9)], []]
+
+    boxes = prediction_results(aset, controls_of(controls), "img", "rectanglelabels")
+    assert [[r["type"] for r in rs] for rs in boxes] == [["rectanglelabels"] * 4, ["rectanglelabels"], []]
+    x, y, w, h = aset.instances[2].bbox
+    assert boxes[0][2]["value"] == {"x": x / 90 * 100, "y": y / 60 * 100, "width": w / 90 * 100,
+                                    "height": h / 60 * 100, "rotation": 0, "rectanglelabels": ["car"]}
+    polygons = prediction_results(aset, controls_of(controls), "img", "polygonlabels")
+    assert [[r["id"] for r in rs] for rs in polygons] == [["vtl3", "vtl4"], [], []]  # the box-only ones left out
+
+    from visiontl.data.annotations import WriteReport
+
+    report, used = WriteReport(target="x"), {"vtl5"}
+    one = instance_results(aset.instances[4], aset.images[1], "dog", controls_of(), "image", used, report, "b")
+    assert [r["id"] for r in one] == ["vtl5-2"] and used == {"vtl5", "vtl5-2"} and report.boxes == 1

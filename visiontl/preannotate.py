@@ -162,8 +162,8 @@ def write_predictions(aset: AnnotationSet, fmt: str, out: Path, model_version: s
 def control_names(label_config: Path) -> dict[str, str]:
     """From a Label Studio labelling config: the control name per result type, and the image's name
     (`to_name`, that of the first control), e.g. {"rectanglelabels": "label", "to_name": "image"}."""
-    from visiontl.serve import read_label_config
+    from visiontl.data.formats.labelstudio import read_label_config
 
-    config = read_label_config(label_config)  # the one parser of label configs the backend uses too
+    config = read_label_config(label_config, predictions=True)  # the one parser, serve's and the reader's
     first = next(iter(config.controls))
     return {**config.controls, "to_name": config.to_names[first]}

@@ -24,9 +24,10 @@ Images are never downloaded. A task's image reference is mapped to a file under 
 folders (see `Backend.resolve`), and a file outside every root is refused (symbolic links are followed
 before the check).
 
-Results are built by the Label Studio writer's own per-instance conversion (`labelstudio._results`:
-percent coordinates of the top-left corner, rotation, polygons, brush RLE), so a served prediction and one
-written by `visiontl predict --format labelstudio` are the same JSON.
+Label configs are read by the Label Studio package's one parser (`labelstudio.parse_label_config`), and
+results are built by its `prediction_results` (percent coordinates of the top-left corner, rotation,
+polygons, brush RLE), the conversion the writer uses, so a served prediction and one written by
+`visiontl predict --format labelstudio` are the same JSON.
 """
 
 from __future__ import annotations
@@ -39,21 +40,19 @@ import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from visiontl.data.formats.common import parse_xml
+from visiontl.data.formats.labelstudio.label_config import (HELD, TAGS, LabelConfig, parse_label_config,
+                                                             read_label_config)
 from visiontl.errors import ConfigError, DataError, VisiontlError
 from visiontl.text import printable
 
 log = logging.getLogger("visiontl")
 
-HELD = ("rectanglelabels", "polygonlabels", "brushlabels")
-_TAG_NAMES = {"rectanglelabels": "RectangleLabels", "polygonlabels": "PolygonLabels", "brushlabels": "BrushLabels"}
 # Which result type a task's predictions become, by preference, among the controls the label config has.
 _KINDS = {
     "detection": ("rectanglelabels",),
@@ -78,65 +77,8 @@ class BadRequest(Exception):
 
 # --- label config ------------------------------------------------------------------------------------------
 
-
-@dataclass
-class LabelConfig:
-    """What the backend needs from a Label Studio label config."""
-
-    controls: dict[str, str]  # result type -> control name (from_name)
-    to_names: dict[str, str]  # result type -> object name (to_name)
-    images: dict[str, str | None] = field(default_factory=dict)  # Image tag name -> data key ($key)
-    labels: dict[str, list[str]] = field(default_factory=dict)  # result type -> its <Label value=...>s
-
-    def image_key(self, kind: str) -> str | None:
-        return self.images.get(self.to_names.get(kind, ""))
-
-    def needed(self) -> LabelConfig:
-        """Only what /predict reads: the controls, their objects and those objects' data keys (no labels, no
-        other Image tags), so a kept config is a few names long whatever its schema held."""
-        return LabelConfig(dict(self.controls), dict(self.to_names),
-                           {name: self.images[name] for name in self.to_names.values() if name in self.images})
-
-    def chars(self) -> int:
-        """Characters held in names (the weight of a kept config)."""
-        return sum(len(k) + len(v or "") for d in (self.controls, self.to_names, self.images) for k, v in d.items())
-
-
+# Without a config from Label Studio or --label-config: control `label` on image `image`, data key `image`.
 DEFAULT_CONFIG = LabelConfig({k: "label" for k in HELD}, {k: "image" for k in HELD}, {"image": "image"})
-
-
-def parse_label_config(text: str, where: str = "label config") -> LabelConfig:
-    """Control names, object names, image data keys and labels of a Label Studio label config (XML)."""
-    root = parse_xml(text, where, "label config")
-    config = LabelConfig({}, {})
-    for el in root.iter():
-        tag = el.tag.lower() if isinstance(el.tag, str) else ""
-        name = el.get("name")
-        if not name:
-            continue
-        if tag == "image":
-            value = el.get("value") or ""
-            config.images[name] = value[1:] if value.startswith("$") and len(value) > 1 else None
-        elif tag in HELD and tag not in config.controls:
-            config.controls[tag] = name
-            config.to_names[tag] = (el.get("toName") or "image").split(",")[0].strip()
-            config.labels[tag] = [lab.get("value") for lab in el
-                                  if isinstance(lab.tag, str) and lab.tag.lower() == "label" and lab.get("value")]
-    if not config.controls:
-        *others, last = _TAG_NAMES.values()
-        raise DataError(f"{where}: no {', '.join(others)} or {last} control to put predictions in")
-    return config
-
-
-def read_label_config(path: Path) -> LabelConfig:
-    """parse_label_config of a file (an option naming it: a problem is a one-line ConfigError)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: label config not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read ({exc})") from None
-    return parse_label_config(text, str(path))
 
 
 # --- the backend -------------------------------------------------------------------------------------------
@@ -182,7 +124,7 @@ class Backend:
                         **kwargs: Any) -> Backend:
         from visiontl.engine.inference import load_trained
 
-        config = read_label_config(label_config) if label_config is not None else None
+        config = read_label_config(label_config, predictions=True) if label_config is not None else None
         _check_roots(roots)  # the cheap checks first, before the model loads
         if not kwargs.get("max_request_mb", 10.0) > 0:
             raise ConfigError(f"--max-request-mb must be positive, not {kwargs['max_request_mb']}")
@@ -204,7 +146,7 @@ class Backend:
         shown = printable(project or "?", _SHOWN)
         if isinstance(schema, str) and schema.strip():
             try:
-                config = parse_label_config(schema, f"project {shown}: label config")
+                config = parse_label_config(schema, f"project {shown}: label config", predictions=True)
             except DataError as exc:
                 raise BadRequest(printable(exc)) from None
             kind = self._kind(config)
@@ -212,10 +154,10 @@ class Backend:
             if unknown:
                 log.warning(printable(
                     f"project {shown}: classes {', '.join(unknown)} of the model are not labels of its "
-                    f"{_TAG_NAMES[kind]} control {config.controls[kind][:_SHOWN]!r}: add them to the label config, "
+                    f"{TAGS[kind]} control {config.controls[kind][:_SHOWN]!r}: add them to the label config, "
                     "or their predictions show as unknown labels"))
             self._projects.put(project, config.needed())
-            log.info(printable(f"setup: project {shown} -> {_TAG_NAMES[kind]} {config.controls[kind][:_SHOWN]!r} "
+            log.info(printable(f"setup: project {shown} -> {TAGS[kind]} {config.controls[kind][:_SHOWN]!r} "
                                f"on {config.to_names[kind][:_SHOWN]!r}"))
         elif schema is not None and not isinstance(schema, str):
             raise BadRequest("'schema' must be the label config as an XML string")
@@ -355,7 +297,7 @@ class Backend:
         text = body.get("label_config")
         if isinstance(text, str) and text.strip():
             try:
-                return parse_label_config(text, "label_config")
+                return parse_label_config(text, "label_config", predictions=True)
             except DataError as exc:
                 raise BadRequest(printable(exc)) from None
         return self._projects.get(_project_id(body)) or self.label_config or DEFAULT_CONFIG
@@ -364,49 +306,26 @@ class Backend:
         for kind in _KINDS[self.task]:
             if kind in config.controls:
                 return kind
-        wanted = " or ".join(_TAG_NAMES[k] for k in _KINDS[self.task])
+        wanted = " or ".join(TAGS[k] for k in _KINDS[self.task])
         raise BadRequest(f"a {self.task} model needs a {wanted} control in the label config; it has "
-                         f"{', '.join(_TAG_NAMES[k] for k in config.controls) or 'none'}")
+                         f"{', '.join(TAGS[k] for k in config.controls) or 'none'}")
 
     def _infer(self, files: list[Path], config: LabelConfig, kind: str) -> list[tuple[list[dict[str, Any]], str | None]]:
         """Per file: its Label Studio results and an error (None when it was predicted)."""
+        from visiontl.data.formats.labelstudio.results import prediction_results
         from visiontl.preannotate import predict_set
 
         masks = "polygon" if kind == "polygonlabels" else "rle"
         try:
             with self._model_lock:
                 aset = predict_set(self.loaded, files, self.score_threshold, masks, progress=False)
-            return [(regions, None) for regions in self._regions(aset, config, kind)]
+            results = prediction_results(aset, config.from_names(), config.to_names[kind], kind)
+            return [(regions, None) for regions in results]
         except Exception as exc:  # noqa: BLE001 (an undecodable file, or a bug: the files' errors, not the batch's)
             if len(files) == 1:
                 return [([], _failure(exc, "predict"))]
             # one file fails the batch: predict one by one so the others still get results
             return [outcome for f in files for outcome in self._infer([f], config, kind)]
-
-    def _regions(self, aset: Any, config: LabelConfig, kind: str) -> list[list[dict[str, Any]]]:
-        # The Label Studio writer's per-instance conversion (private; shared so both paths give the same JSON).
-        from visiontl.data.annotations import WriteReport
-        from visiontl.data.formats.labelstudio import _controls, _results
-
-        controls, to_name = _controls(config.controls), config.to_names[kind]
-        names = {c.id: c.name for c in aset.categories}
-        by_image = aset.by_image()
-        out = []
-        for img in aset.images:
-            used: set[str] = set()
-            report = WriteReport(target="serve")
-            regions = []
-            for inst in by_image[img.id]:
-                if kind == "rectanglelabels":
-                    inst = replace(inst, segmentation=None)
-                elif kind == "polygonlabels" and not inst.segmentation:
-                    continue  # no polygon traced (a mask of a few pixels): nothing to draw
-                for r in _results(inst, img, names[inst.category_id], controls, to_name, used, report,
-                                  f"{img.file_name}: region {inst.id}"):
-                    r["score"] = inst.score
-                    regions.append(r)
-            out.append(regions)
-        return out
 
 
 def image_reference(data: dict[str, Any], key: str | None = None) -> str:

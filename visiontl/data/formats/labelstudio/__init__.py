@@ -46,16 +46,19 @@ from typing import Any
 
 from visiontl.data.annotations import AnnotationSet, WriteReport
 from visiontl.data.formats.labelstudio.codec import brush_decode, brush_encode, brush_to_mask, mask_to_brush
-from visiontl.data.formats.labelstudio.label_config import controls_of as _controls
-from visiontl.data.formats.labelstudio.label_config import labelstudio_config
+from visiontl.data.formats.labelstudio.label_config import (CONFIG_NAME, CONTROL_NAMES, HELD, TAGS, LabelConfig,
+                                                             controls_of, labelstudio_config, parse_label_config,
+                                                             read_label_config)
 from visiontl.data.formats.labelstudio.reader import read_labelstudio
-from visiontl.data.formats.labelstudio.writer import _results, write_labelstudio
+from visiontl.data.formats.labelstudio.results import instance_results, prediction_results
+from visiontl.data.formats.labelstudio.writer import write_labelstudio
 
-# `_controls` and `_results` stay importable from here: serve.py builds its results with the writer's
-# per-instance conversion, so a served prediction and a written one are the same JSON.
-
+# The public Label Studio API: the reader and the writer; the labelling config (`LabelConfig`, one parser for
+# the reader, `visiontl serve` and `predict --label-config`); the results of instances and of predictions (one
+# conversion for the writer and serve, so a served prediction and a written one are the same JSON).
 __all__ = ["read_labelstudio", "write_labelstudio", "labelstudio_config", "brush_decode", "brush_encode",
-           "brush_to_mask", "mask_to_brush"]
+           "brush_to_mask", "mask_to_brush", "LabelConfig", "parse_label_config", "read_label_config",
+           "controls_of", "instance_results", "prediction_results", "HELD", "TAGS", "CONTROL_NAMES", "CONFIG_NAME"]
 
 
 # The registry's interface (visiontl.data.formats.registry).

@@ -11,7 +11,7 @@ import numpy as np
 from visiontl.data.annotations import AnnotationSet, Category, ImageRecord, Instance, ReadReport, sanitize_boxes
 from visiontl.data.formats.common import is_number, read_json
 from visiontl.data.formats.labelstudio.codec import brush_to_mask, mask_bbox
-from visiontl.data.formats.labelstudio.label_config import CONFIG_NAME, HELD, ProjectConfig, read_config
+from visiontl.data.formats.labelstudio.label_config import CONFIG_NAME, HELD, LabelConfig, read_label_config
 from visiontl.data.formats.labelstudio.urls import image_file_name, looks_like_image
 from visiontl.data.formats.rotation import envelope, from_labelstudio, normalize_angle
 from visiontl.data.images import check_image
@@ -39,18 +39,18 @@ def read_labelstudio(json_path: Path, image_root: Path | None = None,
     items = _load_tasks(json_path)
     root = Path(image_root) if image_root is not None else json_path.parent
     if label_config is not None:
-        reader = _read_items(json_path, items, root, read_config(Path(label_config)))
+        reader = _read_items(json_path, items, root, read_label_config(Path(label_config)))
     else:
         beside = json_path.parent / CONFIG_NAME
-        reader = _read_items(json_path, items, root, read_config(beside) if beside.is_file() else ProjectConfig())
+        reader = _read_items(json_path, items, root, read_label_config(beside) if beside.is_file() else LabelConfig())
         if reader.unnamed():
-            reader = _read_items(json_path, items, root, ProjectConfig())
+            reader = _read_items(json_path, items, root, LabelConfig())
     aset = reader.finish()
     aset.validate()
     return sanitize_boxes(aset) if sanitize else aset  # False: boxes as written (check, convert)
 
 
-def _read_items(json_path: Path, items: list[Any], root: Path, config: ProjectConfig) -> _Reader:
+def _read_items(json_path: Path, items: list[Any], root: Path, config: LabelConfig) -> _Reader:
     reader = _Reader(json_path, root, config)
     if any(isinstance(it, dict) and isinstance(it.get("data"), dict) for it in items):
         for index, task in enumerate(items):
@@ -93,18 +93,18 @@ def _latest_min_records(path: Path, items: list[Any], reader: _Reader) -> list[t
 
 
 class _Reader:
-    def __init__(self, path: Path, root: Path, config: ProjectConfig) -> None:
+    def __init__(self, path: Path, root: Path, config: LabelConfig) -> None:
         self.path = path
         self.root = root
         self.config = config
-        self.cat_ids: dict[str, int] = {name: i + 1 for i, name in enumerate(config.labels)}
+        self.cat_ids: dict[str, int] = {name: i + 1 for i, name in enumerate(config.label_order)}
         self.images: list[ImageRecord] = []
         self.instances: list[Instance] = []
         self.dropped: dict[str, list[str]] = {}
 
     def unnamed(self) -> list[str]:
         """The labels of the tasks that the config does not name (when there is a config)."""
-        return list(self.cat_ids)[len(self.config.labels):] if self.config.labels else []
+        return list(self.cat_ids)[len(self.config.label_order):] if self.config.label_order else []
 
     def count(self, reason: str, example: str) -> None:
         self.dropped.setdefault(reason, []).append(example)
@@ -207,7 +207,7 @@ class _Reader:
         for name, field in record.items():
             if name in _MIN_META or name == key:
                 continue
-            control = self.config.controls.get(name)
+            control = self.config.control_types.get(name)
             entries = field if isinstance(field, list) else [field]
             is_results = control is not None or (
                 bool(entries) and all(isinstance(e, dict) and _value_kind(e) is not None for e in entries))

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from visiontl.atomic import atomic_write_json, atomic_write_text
-from visiontl.data.annotations import AnnotationSet, ImageRecord, Instance, WriteReport, check_text_names
-from visiontl.data.formats.labelstudio.codec import mask_to_brush
+from visiontl.data.annotations import AnnotationSet, WriteReport, check_text_names
 from visiontl.data.formats.labelstudio.label_config import CONFIG_NAME, config_xml, controls_of
 from visiontl.data.formats.labelstudio.reader import IMAGE_RESERVED
+from visiontl.data.formats.labelstudio.results import instance_results
 from visiontl.data.formats.labelstudio.urls import image_url
-from visiontl.data.formats.rotation import check_rotated_box, to_labelstudio
 from visiontl.errors import DataError
 
 _INSTANCE_HELD = {"rotated_box", "result_id"}
@@ -65,7 +63,8 @@ def write_labelstudio(aset: AnnotationSet, json_path: Path, *, from_name: str | 
         scores: list[float] = []
         for inst in by_image[img.id]:
             iwhere = f"{where}: annotation {inst.id}"
-            for r in _results(inst, img, names[inst.category_id], controls, to_name, used_ids, report, iwhere):
+            for r in instance_results(inst, img, names[inst.category_id], controls, to_name, used_ids, report,
+                                      iwhere):
                 if as_predictions and inst.score is not None:
                     r["score"] = inst.score
                 results.append(r)
@@ -122,58 +121,6 @@ def _lost_empty_categories(aset: AnnotationSet, report: WriteReport) -> None:
         if not counts.get(c.id):
             report.lost.append(f"category {c.id} {c.name!r}: has no annotations, so no result names it "
                                "(and no label config is written)")
-
-
-def _results(inst: Instance, img: ImageRecord, label: str, controls: dict[str, str], to_name: str,
-             used: set[str], report: WriteReport, where: str) -> list[dict[str, Any]]:
-    W, H = img.width, img.height
-    seg = inst.segmentation
-
-    def result(kind: str, value: dict[str, Any], suffix: str = "") -> dict[str, Any]:
-        value[kind] = [label]
-        return {"id": _result_id(inst, used, suffix), "type": kind, "from_name": controls[kind], "to_name": to_name,
-                "original_width": W, "original_height": H, "image_rotation": 0, "value": value}
-
-    if isinstance(seg, dict):
-        from visiontl.data.masks import instance_mask
-
-        mask = instance_mask(inst, H, W, where)
-        report.masks += 1
-        return [result("brushlabels", {"format": "rle", "rle": mask_to_brush(mask)})]
-    polygons = [p for p in (seg or []) if len(p) >= 6 and len(p) % 2 == 0]
-    if seg and len(polygons) < len(seg):
-        report.lost.append(f"{where}: {len(seg) - len(polygons)} polygon(s) with fewer than 3 points")
-    if polygons:
-        report.polygons += 1
-        if len(polygons) > 1:
-            report.lost.append(f"{where}: {len(polygons)} polygons written as {len(polygons)} separate regions")
-        out = []
-        for k, poly in enumerate(polygons):
-            points = [[poly[i] / W * 100, poly[i + 1] / H * 100] for i in range(0, len(poly), 2)]
-            out.append(result("polygonlabels", {"points": points, "closed": True}, f"_{k + 1}" if k else ""))
-        return out
-    report.boxes += 1
-    x, y, w, h = (float(v) for v in inst.bbox)
-    rotation: float = 0
-    if inst.attributes.get("rotated_box") is not None:
-        rotated, why = check_rotated_box(inst.attributes["rotated_box"], inst.bbox, W, H)
-        if rotated is None:
-            report.lost.append(f"{where}: {why}; the box is written unrotated")
-        else:
-            x, y, w, h, rotation = to_labelstudio(rotated)
-    value = {"x": x / W * 100, "y": y / H * 100, "width": w / W * 100, "height": h / H * 100, "rotation": rotation}
-    return [result("rectanglelabels", value)]
-
-
-def _result_id(inst: Instance, used: set[str], suffix: str) -> str:
-    rid = inst.attributes.get("result_id")
-    rid = f"{rid}{suffix}" if isinstance(rid, str) and re.fullmatch(r"[A-Za-z0-9_-]+", rid) else f"vtl{inst.id}{suffix}"
-    base, n = rid, 1
-    while rid in used:
-        n += 1
-        rid = f"{base}-{n}"
-    used.add(rid)
-    return rid
 
 
 def _jsonable(v: Any) -> bool:
