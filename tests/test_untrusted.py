@@ -283,7 +283,7 @@ def test_every_xml_reader_refuses_entities_in_the_same_words(attack: str, name: 
     """VOC, CVAT, Label Studio label configs (file and /setup text) all parse through formats/common.py."""
     from visiontl.data.formats.common import parse_xml, read_xml
     from visiontl.data.formats.cvat import read_cvat
-    from visiontl.data.formats.labelstudio.label_config import read_config
+    from visiontl.data.formats.labelstudio.label_config import read_label_config
     from visiontl.data.formats.voc import read_voc
     from visiontl.serve import parse_label_config
 
@@ -298,7 +298,7 @@ def test_every_xml_reader_refuses_entities_in_the_same_words(attack: str, name: 
         (lambda: read_voc(voc), f"{voc / 'Annotations' / 'a.xml'}: {annotation_files}"),
         (lambda: read_cvat(cvat), f"{cvat}: {annotation_files}"),
         (lambda: read_xml(CORPUS / "voc" / f"{attack}.xml"), f"{CORPUS / 'voc' / f'{attack}.xml'}: {annotation_files}"),
-        (lambda: read_config(config), f"{config}: {label_configs}"),
+        (lambda: read_label_config(config), f"{config}: {label_configs}"),
         (lambda: parse_label_config(config.read_text(), "project 7: label config"),
          f"project 7: label config: {label_configs}"),
         (lambda: parse_xml(config.read_bytes(), "setup", "label config"), f"setup: {label_configs}"),

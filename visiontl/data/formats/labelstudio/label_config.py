@@ -88,8 +88,8 @@ def read_label_config(path: Path, *, predictions: bool = False) -> LabelConfig:
 
 
 def parse_label_config(text: str, path: str = "label config", *, predictions: bool = False) -> LabelConfig:
-    """The `LabelConfig` of a labelling config: XML (parsed with defusedxml: entities are refused), or the
-    parsed config as JSON (`{control name: {"type", "to_name", "inputs", "labels"}}`, Label Studio's API).
+    """The `LabelConfig` of a labelling config: XML (parsed by formats.common.parse_xml: entities are
+    refused), or the parsed config as JSON (`{control name: {"type", "to_name", "inputs", "labels"}}`, Label Studio's API).
     `path` names the text in error messages (a file, or e.g. "project 3.1: label config"). With `predictions`
     the config is one to write predictions into: one with no RectangleLabels, PolygonLabels or BrushLabels
     control is a DataError."""
