@@ -32,8 +32,10 @@ def build(arch: str, backbone_name: str, num_classes: int = 3) -> torch.nn.Modul
     backbone = create_backbone(backbone_name, "none")
     if arch.startswith("faster_rcnn"):
         neck = "fpn" if arch.endswith("fpn") else "none"
-        return build_faster_rcnn(backbone, num_classes, neck, 3, 32, None, [0.5, 1.0, 2.0], 96, 128, 0.0, 0.5, 20)
-    return build_ssd(backbone, num_classes, arch == "ssdlite", 96, (0.2, 0.95), 0.0, 0.45, 20)
+        return build_faster_rcnn(backbone, num_classes, neck=neck, fpn_channels=32, min_size=96, max_size=128,
+                                 score_threshold=0.0, detections_per_image=20)
+    return build_ssd(backbone, num_classes, lite=arch == "ssdlite", ssd_size=96, score_threshold=0.0,
+                     nms_threshold=0.45, detections_per_image=20)
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)

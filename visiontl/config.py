@@ -1,7 +1,8 @@
 """The typed config: YAML plus dotted overrides in, one validated `Config` out.
 
-This schema is the only home of every default. Builders downstream take explicit arguments and never
-invent their own defaults. Every model forbids unknown keys, so a typo is an error, not a silent no-op.
+This schema is the only home of every default. The model builders' keyword defaults are read from it
+(visiontl.models.defaults); nothing downstream invents its own. Every model forbids unknown keys, so a typo is
+an error, not a silent no-op.
 """
 
 from __future__ import annotations

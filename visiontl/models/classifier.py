@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from visiontl.backbones import Backbone
+from visiontl.models.defaults import model_default
 
 # Where the backbone's body sits in this model's state dict; `model.weights: <checkpoint>` reads it back.
 BACKBONE_PREFIX = "backbone.body."
@@ -16,7 +17,7 @@ class Classifier(nn.Module):
         backbone: any `Backbone`.
         num_classes: number of output logits.
         head: 'linear' or 'mlp' (one hidden layer with ReLU).
-        hidden: width of the MLP's hidden layer.
+        mlp_hidden: width of the MLP's hidden layer.
         dropout: dropout before the last linear layer.
 
     >>> from visiontl.backbones import create_backbone
@@ -25,14 +26,16 @@ class Classifier(nn.Module):
     torch.Size([2, 3])
     """
 
-    def __init__(self, backbone: Backbone, num_classes: int, head: str = "linear", hidden: int = 512, dropout: float = 0.0):
+    def __init__(self, backbone: Backbone, num_classes: int, *, head: str = model_default("head"),
+                 mlp_hidden: int = model_default("mlp_hidden"), dropout: float = model_default("dropout")):
         super().__init__()
         self.backbone = backbone
         self.pool = nn.AdaptiveAvgPool2d(1)
         width = backbone.out_channels
         drop = [nn.Dropout(dropout)] if dropout > 0 else []
         if head == "mlp":
-            self.head = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(inplace=True), *drop, nn.Linear(hidden, num_classes))
+            self.head = nn.Sequential(nn.Linear(width, mlp_hidden), nn.ReLU(inplace=True), *drop,
+                                      nn.Linear(mlp_hidden, num_classes))
         elif head == "linear":
             self.head = nn.Sequential(*drop, nn.Linear(width, num_classes))
         else:
@@ -47,7 +50,9 @@ class Classifier(nn.Module):
         return self.head(self.features(x))
 
 
-def build_classifier(backbone: Backbone, num_classes: int, head: str, hidden: int, dropout: float) -> Classifier:
+def build_classifier(backbone: Backbone, num_classes: int, *, head: str = model_default("head"),
+                     mlp_hidden: int = model_default("mlp_hidden"), dropout: float = model_default("dropout")) -> Classifier:
+    """`Classifier` for any `model.head`, the scikit-learn ones included."""
     # The scikit-learn heads are linear maps once fitted: the model holds them as a linear layer.
     layer = "linear" if head in ("logistic_regression", "linear_svm") else head
-    return Classifier(backbone, num_classes, layer, hidden, dropout)
+    return Classifier(backbone, num_classes, head=layer, mlp_hidden=mlp_hidden, dropout=dropout)

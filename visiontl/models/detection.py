@@ -28,6 +28,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import Conv2dNormActivation
 
 from visiontl.backbones import Backbone
+from visiontl.models.defaults import model_default
 
 # Where the backbone's own body sits in a detector's state dict (model.backbone = DetectionFeatures).
 BACKBONE_PREFIX = "backbone.body.body."
@@ -70,14 +71,18 @@ class DetectionFeatures(nn.Module):
 
 
 def build_faster_rcnn(
-    backbone: Backbone, num_classes: int, neck: str, levels: int, fpn_channels: int,
-    anchor_sizes: list[list[int]] | None, aspect_ratios: list[float], min_size: int, max_size: int,
-    score_threshold: float, nms_threshold: float, detections_per_image: int, masks: bool = False,
+    backbone: Backbone, num_classes: int, *, neck: str = model_default("neck"),
+    feature_levels: int = model_default("feature_levels"), fpn_channels: int = model_default("fpn_channels"),
+    anchor_sizes: list[list[int]] | None = model_default("anchor_sizes"),
+    aspect_ratios: list[float] = model_default("aspect_ratios"), min_size: int = model_default("min_size"),
+    max_size: int = model_default("max_size"), score_threshold: float = model_default("score_threshold"),
+    nms_threshold: float = model_default("nms_threshold"),
+    detections_per_image: int = model_default("detections_per_image"), masks: bool = False,
 ) -> FasterRCNN:
-    """num_classes counts the dataset's classes; background is added here. masks=True builds Mask R-CNN
-    (the same detector plus torchvision's mask head on the same feature maps)."""
-    if neck == "none":
-        levels = 1
+    """num_classes counts the dataset's classes; background is added here. The options are `model.*` keys of
+    the config (docs/config.md), with its defaults. masks=True builds Mask R-CNN (the same detector plus
+    torchvision's mask head on the same feature maps)."""
+    levels = 1 if neck == "none" else feature_levels
     features = DetectionFeatures(backbone, levels, neck, fpn_channels)
     names = [str(i) for i in range(levels)]
     if neck == "fpn":
@@ -125,21 +130,26 @@ def _ssd_extras(in_channels: int, lite: bool) -> nn.ModuleList:
 
 
 def build_ssd(
-    backbone: Backbone, num_classes: int, lite: bool, size: int, scale_range: tuple[float, float],
-    score_threshold: float, nms_threshold: float, detections_per_image: int,
+    backbone: Backbone, num_classes: int, *, lite: bool = False, ssd_size: int = model_default("ssd_size"),
+    ssd_scale_range: tuple[float, float] = model_default("ssd_scale_range"),
+    score_threshold: float = model_default("score_threshold"), nms_threshold: float = model_default("nms_threshold"),
+    detections_per_image: int = model_default("detections_per_image"),
 ) -> SSD:
+    """SSD, or SSDlite with lite=True; num_classes as `build_faster_rcnn`. The options are `model.*` keys of the
+    config (docs/config.md), with its defaults."""
     levels = min(2, backbone.num_stages)
     extras = _ssd_extras(backbone.feature_info[-1].channels, lite)
     features = DetectionFeatures(backbone, levels, "none", extras=extras)
     channels = [*features.channels, *SSD_EXTRA_CHANNELS]
-    anchors = DefaultBoxGenerator([[2, 3] for _ in channels], min_ratio=scale_range[0], max_ratio=scale_range[1])
+    anchors = DefaultBoxGenerator([[2, 3] for _ in channels], min_ratio=ssd_scale_range[0],
+                                   max_ratio=ssd_scale_range[1])
     num_anchors = anchors.num_anchors_per_location()
     if lite:
         head = SSDLiteHead(channels, num_anchors, num_classes + 1, partial(nn.BatchNorm2d, eps=0.001, momentum=0.03))
     else:
         head = SSDHead(channels, num_anchors, num_classes + 1)
     return SSD(
-        features, anchors, (size, size), num_classes + 1, image_mean=list(backbone.mean),
+        features, anchors, (ssd_size, ssd_size), num_classes + 1, image_mean=list(backbone.mean),
         image_std=list(backbone.std), head=head, score_thresh=score_threshold, nms_thresh=nms_threshold,
         detections_per_img=detections_per_image, topk_candidates=max(400, detections_per_image),
     )

@@ -24,6 +24,8 @@ from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
 from torch import nn
 
 from visiontl.backbones import Backbone
+from visiontl.config import DEFAULT_ARCH
+from visiontl.models.defaults import model_default
 
 STRIDES = (2, 4, 8, 16, 32)
 # Where the backbone's own body sits in a segmenter's state dict.
@@ -43,8 +45,8 @@ class SegmentationModel(nn.Module):
     torch.Size([1, 4, 153, 201])
     """
 
-    def __init__(self, backbone: Backbone, num_classes: int, arch: str = "unet",
-                 decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)):
+    def __init__(self, backbone: Backbone, num_classes: int, *, arch: str = DEFAULT_ARCH["segmentation"],
+                 decoder_channels: tuple[int, ...] = model_default("decoder_channels")):
         super().__init__()
         by_stride = {f.stride: f for f in backbone.feature_info}
         if by_stride.get(32) is None:

@@ -24,7 +24,8 @@ from visiontl.data.classification import (ClassificationDataset, Sample, check_e
                                           discover_classes, load_split)
 from visiontl.data.holdout import Holdout, choose, relative_name
 from visiontl.evaluation.classification import ClassificationMetrics
-from visiontl.models.classifier import BACKBONE_PREFIX, Classifier, build_classifier
+from visiontl.models.build import build_network
+from visiontl.models.classifier import BACKBONE_PREFIX, Classifier
 from visiontl.tasks.base import relative_file
 
 log = logging.getLogger("visiontl")
@@ -81,7 +82,7 @@ class ClassificationTask:
 
     def build_model(self, cfg: Config, backbone: Backbone, classes: list[str]) -> Classifier:
         m = cfg.model
-        return build_classifier(backbone, len(classes), m.head, m.mlp_hidden, m.dropout)
+        return build_network(m, backbone, len(classes))
 
     def datasets(self, cfg: Config, data: ClassificationData, backbone: Backbone, augment: bool) -> tuple[Dataset, Dataset]:
         d = cfg.data

@@ -33,7 +33,8 @@ from visiontl.errors import CheckpointError, DataError
 from visiontl.evaluation.coco import evaluate_coco
 from visiontl.evaluation.detection_confusion import detection_confusion
 from visiontl.evaluation.per_image import detection_image_scores, display_threshold
-from visiontl.models.detection import BACKBONE_PREFIX, build_faster_rcnn, build_ssd
+from visiontl.models.build import build_network
+from visiontl.models.detection import BACKBONE_PREFIX
 from visiontl.tasks.base import relative_file
 
 log = logging.getLogger("visiontl")
@@ -165,13 +166,7 @@ class DetectionTask:
 
     def build_model(self, cfg: Config, backbone: Backbone, classes: list[str]) -> nn.Module:
         m = cfg.model
-        if m.arch in ("faster_rcnn", "mask_rcnn"):
-            model = build_faster_rcnn(backbone, len(classes), m.neck, m.feature_levels, m.fpn_channels, m.anchor_sizes,
-                                      m.aspect_ratios, m.min_size, m.max_size, m.score_threshold, m.nms_threshold,
-                                      m.detections_per_image, masks=self.masks)
-        else:
-            model = build_ssd(backbone, len(classes), m.arch == "ssdlite", m.ssd_size, tuple(m.ssd_scale_range),
-                              m.score_threshold, m.nms_threshold, m.detections_per_image)
+        model = build_network(m, backbone, len(classes))  # mask_rcnn: the arch of instance_segmentation
         if m.weights not in ("imagenet", "none"):
             _load_detector_checkpoint(model, Path(m.weights))
         return model

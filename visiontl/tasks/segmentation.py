@@ -24,7 +24,8 @@ from visiontl.data.segmentation import PadCollate, SegmentationDataset, segmenta
 from visiontl.errors import ConfigError, DataError
 from visiontl.evaluation.per_image import image_confusions, segmentation_image_scores
 from visiontl.evaluation.segmentation import SegmentationMetrics
-from visiontl.models.segmentation import BACKBONE_PREFIX, SegmentationModel
+from visiontl.models.build import build_network
+from visiontl.models.segmentation import BACKBONE_PREFIX
 from visiontl.tasks.base import relative_file
 
 
@@ -119,7 +120,7 @@ class SegmentationTask:
             raise ConfigError(f"model.class_weights: {len(classes)} classes need {len(classes)} weights, "
                               f"got {len(cfg.model.class_weights)}")
         self.loss_fn = SegmentationLoss(cfg.model.loss, cfg.data.ignore_index, cfg.model.class_weights)
-        return SegmentationModel(backbone, len(classes), cfg.model.arch, tuple(cfg.model.decoder_channels))
+        return build_network(cfg.model, backbone, len(classes))
 
     def datasets(self, cfg: Config, data: SegmentationData, backbone: Backbone, augment: bool) -> tuple[Dataset, Dataset]:
         d = cfg.data
