@@ -68,7 +68,16 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Trained]:
 
 
 def scalars(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    """The numbers of a metrics dict, NaN (a class without ground truth) as a string so that it compares equal."""
+    return {k: "nan" if v != v else v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def losses(run_dir: Path) -> list[dict]:
+    """log.csv without its timing columns."""
+    import csv
+
+    with open(run_dir / "log.csv", newline="") as f:
+        return [{k: v for k, v in row.items() if "second" not in k and k != "img_per_s"} for row in csv.DictReader(f)]
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -80,7 +89,7 @@ def test_api_training_gets_the_clis_numbers(task: str, trained: dict) -> None:
     cli = json.loads((t.cli_dir / "metrics.json").read_text())
     assert scalars(run.metrics) and scalars(run.metrics) == scalars(cli)
     assert run.metrics["best"] == cli["best"]
-    assert (run.dir / "log.csv").read_text().splitlines()[0] == (t.cli_dir / "log.csv").read_text().splitlines()[0]
+    assert losses(run.dir) == losses(t.cli_dir) and "train_loss" in losses(run.dir)[0]  # every step the same
 
 
 @pytest.mark.parametrize("task", TASKS)
