@@ -142,7 +142,7 @@ def train(config: Config | str | Path | Mapping[str, Any], overrides: Overrides 
     Interrupted) with the CLI's one-line message."""
     from visiontl.engine.trainer import train as run_training
 
-    cfg = config if isinstance(config, Config) and overrides is None else load_config(config, overrides)
+    cfg = load_config(config, overrides)  # a Config too: validated as a whole again, whatever was assigned to it
     with _console_log():
         metrics = run_training(cfg, resume=resume, force=force, log_file=True)
     return Run(Path(os.path.abspath(cfg.run.dir)), cfg, metrics)

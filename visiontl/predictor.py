@@ -32,16 +32,25 @@ class Predictor(Protocol):
     config: Config
     path: Path
 
-    def preprocess(self, images: list[np.ndarray]) -> Any: ...
+    def preprocess(self, images: list[np.ndarray]) -> Any:
+        """images: HxWx3 uint8 RGB arrays -> the model's input for them (a batch tensor or a list)."""
+        ...
 
-    def forward(self, batch: Any) -> Any: ...
+    def forward(self, batch: Any) -> Any:
+        """batch: what preprocess returned -> the model's outputs for it."""
+        ...
 
     def postprocess(self, outputs: Any, images: list[np.ndarray], sources: list[str | None], *, topk: int,
-                    score_threshold: float | None) -> list[Any]: ...
+                    score_threshold: float | None) -> list[Any]:
+        """outputs: what forward returned; images: the arrays predicted; sources: their file names (None for
+        an image given in memory); topk, score_threshold: as in predict -> one result per image."""
+        ...
 
     def predict(self, images: ImageInput | Sequence[ImageInput], *, topk: int = 5,
                 score_threshold: float | None = None, batch_size: int = 8,
-                max_pixels: int | None = None) -> list[Any]: ...
+                max_pixels: int | None = None) -> list[Any]:
+        """One result per image; each task's predictor documents the arguments (help(model.predict))."""
+        ...
 
 
 class _Predictor:
