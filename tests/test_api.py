@@ -111,6 +111,8 @@ def test_api_evaluation_gets_the_clis_numbers(task: str, trained: dict, tmp_path
     again = vtl.evaluate(t.run, out_dir=tmp_path / "api")
     assert scalars(again) == scalars(cli)
     assert sorted(p.name for p in (tmp_path / "api").iterdir()) == sorted(p.name for p in (tmp_path / "cli").iterdir())
+    on_train = vtl.evaluate(model, t.cfg.data, split="train")
+    assert on_train["num_samples"] == 12 and on_train["split"] == "train"  # 3 classes x 4 train images
 
 
 def val_images(t: Trained) -> list[Path]:
