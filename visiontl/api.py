@@ -259,27 +259,8 @@ def build_model(arch: str, *, backbone: str, num_classes: int, weights: str = "i
     options: further model.* keys of the config (e.g. min_size=512, neck="none"); their defaults are the
         config schema's.
 
-    Raises ConfigError for an unknown arch or option, WeightsError for weights that cannot be loaded."""
-    try:
-        from visiontl.models import build_model as builder  # the builders' entry point, where it exists
-    except ImportError:
-        builder = _build_model_from_config
+    Raises ConfigError for an unknown arch or option, WeightsError for weights that cannot be loaded.
+    (visiontl.models.build_model; this is its public name.)"""
+    from visiontl.models import build_model as builder
+
     return builder(arch, backbone=backbone, num_classes=num_classes, weights=weights, **options)
-
-
-def _build_model_from_config(arch: str, *, backbone: str, num_classes: int, weights: str, **options: Any) -> Any:
-    """Fallback until visiontl.models.build_model exists: the model a config with these model.* keys trains."""
-    from visiontl.backbones import create_backbone
-    from visiontl.config import TASK_ARCHS
-    from visiontl.tasks import get_task
-
-    task = next((t for t, archs in TASK_ARCHS.items() if arch in archs), None)
-    if task is None:
-        known = sorted({a for archs in TASK_ARCHS.values() for a in archs})
-        raise ConfigError(f"build_model: unknown arch {arch!r}; use one of {', '.join(known)}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ConfigError(f"build_model: num_classes must be a positive integer, got {num_classes!r}")
-    cfg = load_config({"task": task, "model": {"arch": arch, "backbone": backbone, "weights": weights, **options},
-                       "finetune": {"strategy": "full"}})
-    body = create_backbone(cfg.model.backbone, cfg.model.weights)
-    return get_task(task).build_model(cfg, body, [f"class_{i}" for i in range(num_classes)])
