@@ -31,12 +31,8 @@ KNOWN_DEFERRED_EDGES: set[tuple[str, str]] = {
     # the registry loads the backbone modules so that they register; they import the registry's types
     ("visiontl.backbones.registry", "visiontl.backbones.timm_backbones"),
     ("visiontl.backbones.registry", "visiontl.backbones.torchvision_backbones"),
-    # masks asks check for its SKIP_HINT text; check asks masks for rle_problem
-    ("visiontl.data.masks", "visiontl.data.check"),
     # cocoeval runs the optional hotcoco engine, which reads cocoeval's Detections / GroundTruth
     ("visiontl.evaluation.cocoeval", "visiontl.evaluation.hotcoco_engine"),
-    # holdout takes relative_file from visiontl.tasks.base (running visiontl.tasks, whose tasks use holdout)
-    ("visiontl.data.holdout", "visiontl.tasks"),
     # loading a model: an exported file is loaded by visiontl.export, which loads checkpoints with inference
     ("visiontl.engine.inference", "visiontl.export"),
     ("visiontl.engine.inference", "visiontl.export.predict"),

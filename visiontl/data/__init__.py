@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING
 
 from visiontl.errors import DataError
 
+# The end of the one-line error of an image that fails the checks before training.
+SKIP_HINT = "data.on_bad_image=skip trains without such images"
+
 if TYPE_CHECKING:  # visiontl.config imports the format registry from this package
     from visiontl.config import DataConfig
 
@@ -35,3 +38,16 @@ def read_annotation_split(data: DataConfig, split: str, classes: list[str] | Non
     root = dataset_root(data)
     return read_split(data.format, root, str(getattr(data, split)), images=split_images(data, split),
                       annotations=root / data.annotations if data.annotations else None, classes=classes)
+
+
+def relative_file(path: str | Path, root: Path | None) -> str:
+    """How per-image records name an image: relative to the dataset root when it lies under it (a run
+    directory then reads the same on another machine), else as given."""
+    path = Path(path)
+    if root is not None:
+        for p, r in ((path, Path(root)), (path.resolve(), Path(root).resolve())):  # as written first: no syscalls
+            try:
+                return p.relative_to(r).as_posix()
+            except ValueError:
+                pass
+    return str(path)

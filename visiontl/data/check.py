@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from visiontl.data.annotations import AnnotationSet, Instance
+from visiontl.data import SKIP_HINT
 from visiontl.errors import DataError
 from visiontl.text import printable
 
@@ -106,9 +107,6 @@ def _check_instance(inst: Instance, width: int, height: int, where: str) -> list
         if problem is not None:
             out.append(Problem("error", f"{where}: {problem}"))
     return out
-
-
-SKIP_HINT = "data.on_bad_image=skip trains without such images"
 
 
 def usable_images(paths: list[Path], on_bad_image: str, expected: list[tuple[int, int]] | None = None,

@@ -82,6 +82,6 @@ def _stratify(names: Sequence[str], classes_of: Sequence[set[Hashable]], share: 
 
 def relative_name(path: str | Path, root: Path) -> str:
     """How the val list names an image: its path relative to data.root (as given when outside it)."""
-    from visiontl.tasks.base import relative_file
+    from visiontl.data import relative_file
 
     return relative_file(path, root)

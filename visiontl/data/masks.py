@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
-from visiontl.data import rle
+
+from visiontl.data import SKIP_HINT, rle
 from visiontl.data.annotations import AnnotationSet, Instance
 from visiontl.data.images import DECODE_ERRORS, is_image_file, open_image, orientation, upright, verify_image
 from visiontl.errors import DataError
@@ -191,8 +192,6 @@ def check_pairs(samples: list[MaskSample], num_classes: int, ignore_index: int,
     """Every image decodes in full, every mask decodes to the image's size with values in [0, num_classes)
     or == ignore_index. on_bad_image "error" raises DataError on the first problem, in one line, naming the
     key that skips; "skip" returns the pairs that pass and one line per pair left out."""
-    from visiontl.data.check import SKIP_HINT
-
     kept, left_out = [], []
     for s in samples:
         problem = _pair_problem(s, num_classes, ignore_index, palette)

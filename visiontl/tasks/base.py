@@ -75,16 +75,3 @@ class TaskAdapter(Protocol):
     def fit_closed_form(
         self, cfg: Config, model: nn.Module, train: Dataset, run_dir: Path, device: torch.device
     ) -> dict[str, Any]: ...
-
-
-def relative_file(path: str | Path, root: Path | None) -> str:
-    """How per-image records name an image: relative to the dataset root when it lies under it (a run
-    directory then reads the same on another machine), else as given."""
-    path = Path(path)
-    if root is not None:
-        for p, r in ((path, Path(root)), (path.resolve(), Path(root).resolve())):  # as written first: no syscalls
-            try:
-                return p.relative_to(r).as_posix()
-            except ValueError:
-                pass
-    return str(path)

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from visiontl.backbones import Backbone
 from visiontl.config import Config
-from visiontl.data import dataset_root
+from visiontl.data import dataset_root, relative_file
 from visiontl.data.augment import classification_transform
 from visiontl.data.classification import (ClassificationDataset, Sample, check_every_class, class_counts,
                                           discover_classes, load_split)
@@ -26,7 +26,6 @@ from visiontl.data.holdout import Holdout, choose, relative_name
 from visiontl.evaluation.classification import ClassificationMetrics
 from visiontl.models.build import build_network
 from visiontl.models.classifier import BACKBONE_PREFIX, Classifier
-from visiontl.tasks.base import relative_file
 
 log = logging.getLogger("visiontl")
 

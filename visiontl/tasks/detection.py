@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from visiontl.backbones import Backbone
 from visiontl.config import Config
-from visiontl.data import dataset_root, read_annotation_split, rle
+from visiontl.data import dataset_root, read_annotation_split, relative_file, rle
 from visiontl.data.annotations import AnnotationSet, Category, LabelMap, ReadReport
 from visiontl.data.detection import (
     DetectionDataset,
@@ -35,7 +35,6 @@ from visiontl.evaluation.detection_confusion import detection_confusion
 from visiontl.evaluation.per_image import detection_image_scores, display_threshold
 from visiontl.models.build import build_network
 from visiontl.models.detection import BACKBONE_PREFIX
-from visiontl.tasks.base import relative_file
 
 log = logging.getLogger("visiontl")
 

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from visiontl.backbones import Backbone
 from visiontl.config import Config
-from visiontl.data import dataset_root
+from visiontl.data import dataset_root, relative_file
 from visiontl.data.annotations import AnnotationSet, LabelMap, ReadReport
 from visiontl.data.holdout import Holdout, choose, relative_name
 from visiontl.data.masks import MaskSample, check_pairs, find_pairs
@@ -26,7 +26,6 @@ from visiontl.evaluation.per_image import image_confusions, segmentation_image_s
 from visiontl.evaluation.segmentation import SegmentationMetrics
 from visiontl.models.build import build_network
 from visiontl.models.segmentation import BACKBONE_PREFIX
-from visiontl.tasks.base import relative_file
 
 
 @dataclass
