@@ -251,7 +251,7 @@ def _prepare(cfg: Config, resume: bool, watch: Stopwatch) -> _Run:
     if dist.active():
         log.info("distributed: rank %d of %d, backend %s", dist.rank(), dist.world_size(), dist.backend())
     device = dist.device_for(resolve_device(cfg.train.device))
-    task = get_task(cfg.task)
+    task = get_task(cfg)
     # every file checked before anything is written or built; a resumed run keeps its own val split
     data = task.prepare_data(cfg, val_files=resumed.get("val_files") if resumed is not None else None)
     Tracker.require(cfg)  # a missing tracking package stops here, before anything is written
@@ -394,7 +394,7 @@ def _make_loaders(run: _Run, train_set: Any, val_set: Any) -> _Loaders:
         preload_images(train_set.image_files() + val_set.image_files(), cfg.data.cache_max_gb * 1e9,
                        threads=max(1, t.workers), progress=t.progress)
     # Training is sharded across ranks; validation runs on rank 0 over the whole set (distributed.py says why).
-    groups = train_set.aspect_groups() if cfg.data.group_aspect_ratio and hasattr(train_set, "aspect_groups") else None
+    groups = task.batch_groups(train_set)
     epoch_sampler = dist.shard(train_sampler)
     train_loader = make_loader(SkipBadImages(train_set) if cfg.data.on_bad_image == "skip" else train_set,
                                epoch_sampler, t.batch_size, t.workers, task.collate, run.device, groups, resumable=True)
@@ -562,21 +562,20 @@ def _fit_closed_form(run: _Run, train_set: Any, val_set: Any, tracker: Tracker) 
     loader = make_loader(val_set, sampler, cfg.train.batch_size, cfg.train.workers, task.collate, device)
     metrics = evaluate(task, model, loader, device, run.data.classes, autocast)
     seconds = time.perf_counter() - started
-    trainable = model.head[-1].weight.numel() + model.head[-1].bias.numel()
-    row = {"epoch": 1, "phase": 1, "trainable_params": trainable, "train_loss": "", "val_loss": metrics.get("loss", "")}
+    row = {"epoch": 1, "phase": 1, "trainable_params": fit.fitted_params, "train_loss": "", "val_loss": metrics.get("loss", "")}
     row.update({k: metrics[k] for k in task.log_metrics})
     row.update(seconds=seconds, img_per_s=len(train_set) / max(seconds, 1e-9))
     CsvLog(run.run_dir / "log.csv").append({k: _fmt(v) for k, v in row.items()})
     tracker.log_epoch(1, row)
-    log.info("%s: train accuracy %.4f, %s", cfg.model.head, fit["train_accuracy"],
+    log.info("%s: train accuracy %.4f, %s", cfg.model.head, fit.record["train_accuracy"],
              "  ".join(f"{k} {metrics[k]:.4f}" for k in task.log_metrics))
     monitored = metrics[cfg.train.monitor]
     state = {"optimizer": {}, "epoch": 1, "step": 0, "phase": 0, "best": {"value": monitored, "epoch": 1},
-             "bad_epochs": 0, "metrics": scalars(metrics), "sklearn_head": {"kind": cfg.model.head, **fit}}
+             "bad_epochs": 0, "metrics": scalars(metrics), "sklearn_head": {"kind": cfg.model.head, **fit.record}}
     ckpt = checkpoint_dict(cfg, task, run.data, model, run.backbone, **state)
     save_checkpoint(run.run_dir / "checkpoints" / "best.pt", ckpt)
     save_checkpoint(run.last_path, ckpt)
-    final = {**metrics, "best": {cfg.train.monitor: monitored, "epoch": 1}, "sklearn_head": fit}
+    final = {**metrics, "best": {cfg.train.monitor: monitored, "epoch": 1}, "sklearn_head": fit.record}
     write_evaluation(run.run_dir, final, task, model, val_set, device, autocast, run.data.classes)
     write_run_json(run.run_dir, "train", cfg.task, device, run.watch, len(train_set), len(val_set))
     write_run_report(run.run_dir)
