@@ -1,5 +1,7 @@
 """One trainer for every task. The task adapter says how to move a batch, compute the loss and score; the
-finetune plan says what trains at which LR; this module runs the loop and writes the run directory:
+finetune plan says what trains at which LR; loop.py has the passes of an epoch (train_one_epoch, evaluate) and
+state.py what a checkpoint holds of the run (TrainState); this module runs the epochs and writes the run
+directory:
 
     <run.dir>/config.yaml   the resolved config
     <run.dir>/log.csv       one row per epoch: phase, trainable params, LR per group, losses, metrics, time
