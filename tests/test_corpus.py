@@ -74,8 +74,8 @@ def run(case: Case, tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.C
 
         real_get_task = trainer.get_task
 
-        def get_task(name: str) -> Any:
-            task = real_get_task(name)
+        def get_task(cfg: Any) -> Any:
+            task = real_get_task(cfg)
             real_prepare = task.prepare_data
 
             def prepare_data(cfg: Any, **options: Any) -> Any:

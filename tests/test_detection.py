@@ -240,3 +240,35 @@ def test_mask_rcnn_two_steps_and_segm_equal_to_pycocotools(tmp_path: Path) -> No
 
     for name, value in zip(METRIC_NAMES, ev.stats):
         assert ours[f"segm/{name}"] == pytest.approx(value, abs=1e-12), name
+
+
+@pytest.mark.parametrize("task, arch", [("instance_segmentation", "mask_rcnn"), ("detection", "faster_rcnn")])
+def test_fine_tune_from_an_instance_segmentation_checkpoint(tmp_path: Path, task: str, arch: str) -> None:
+    """A Mask R-CNN checkpoint starts a detector whole: every tensor that fits (the mask head too, for a Mask
+    R-CNN) is loaded, not only the backbone's."""
+    from visiontl.engine.checkpoint import save_checkpoint
+    from visiontl.tasks import get_task
+
+    def build_model(weights: str) -> torch.nn.Module:
+        raw = det_config(tmp_path, tmp_path / "run", model={"arch": arch, "weights": weights})
+        raw["task"] = task
+        cfg = build_config(raw)
+        torch.manual_seed(2)
+        return get_task(cfg).build_model(cfg, create_backbone(cfg.model.backbone, "none"), ["a", "b"])
+
+    raw = det_config(tmp_path, tmp_path / "run", model={"arch": "mask_rcnn"})
+    raw["task"] = "instance_segmentation"
+    cfg = build_config(raw)
+    torch.manual_seed(1)
+    trained = get_task(cfg).build_model(cfg, create_backbone(cfg.model.backbone, "none"), ["a", "b", "c"])
+    path = tmp_path / "maskrcnn.pt"
+    save_checkpoint(path, {"model": trained.state_dict(), "config": cfg.to_dict(), "task": "instance_segmentation"})
+    fresh, tuned = build_model("none").state_dict(), build_model(str(path)).state_dict()
+    source = trained.state_dict()
+    fits = [k for k in tuned if k in source and source[k].shape == tuned[k].shape]
+    assert any(k.startswith("roi_heads.box_head.") for k in fits)  # beyond the backbone
+    assert (arch == "mask_rcnn") == any(k.startswith("roi_heads.mask_head.") for k in fits)
+    for key in fits:
+        assert torch.equal(tuned[key], source[key]), key
+    # the class heads (3 classes there, 2 here) keep their fresh initialisation
+    assert torch.equal(tuned["roi_heads.box_predictor.cls_score.weight"], fresh["roi_heads.box_predictor.cls_score.weight"])

@@ -120,7 +120,7 @@ def test_coco2017_trains_segmentation_from_the_same_files(tmp_path: Path) -> Non
     cfg = build_config({"task": "segmentation", "data": {
         "format": "coco", "root": str(root), "train": "annotations/instances_train2017.json",
         "val": "annotations/instances_val2017.json"}})
-    data = SegmentationTask().prepare_data(cfg)
+    data = SegmentationTask(cfg).prepare_data(cfg)
     assert (data.train.image_root, data.val.image_root) == (root / "train2017", root / "val2017")
     assert data.classes == ["background", "person", "bicycle", "car"]
 

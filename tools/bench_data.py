@@ -138,7 +138,7 @@ def throughput(dataset: Dataset, collate: Any, workers: int, batch: int, passes:
 
 def bench_workload(name: str, raw: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
     cfg = build_config(raw)
-    task = get_task(cfg.task)
+    task = get_task(cfg)
     data = task.prepare_data(cfg)
     from visiontl.backbones import create_backbone
 

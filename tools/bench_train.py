@@ -177,7 +177,7 @@ def run_tutorial(w: Workload, cfg: Config, device: torch.device, workers: int) -
     """The tutorial's loop around visiontl's model and evaluator; one row per epoch."""
     seed_everything(0, False)
     torch.backends.cudnn.benchmark = False  # torch's default, as in the tutorial (a visiontl run before may set it)
-    task = get_task(cfg.task)
+    task = get_task(cfg)
     data = task.prepare_data(cfg)
     backbone = create_backbone(cfg.model.backbone, cfg.model.weights)
     model = task.build_model(cfg, backbone, data.classes).to(device)

@@ -17,7 +17,7 @@ from visiontl.visualize import class_color, draw_boxes, image_grid, save_png
 def preview(cfg: Config, count: int, out_dir: Path, seed: int = 0) -> Path:
     """Draw `count` augmented training samples into out_dir/preview.png: detection boxes with their labels,
     segmentation masks blended in, classification labels as titles."""
-    task = get_task(cfg.task)
+    task = get_task(cfg)
     data = task.prepare_data(cfg)
     backbone = create_backbone(cfg.model.backbone, "none")  # only its normalisation is needed
     train_set, _ = task.datasets(cfg, data, backbone, augment=True)

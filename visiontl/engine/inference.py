@@ -30,7 +30,7 @@ def load_trained(path: str | Path, overrides: list[str] | None = None) -> Loaded
     ckpt = load_checkpoint(path)
     raw = apply_overrides(copy.deepcopy(ckpt["config"]), list(overrides or []))
     cfg = build_config(raw, source=f"{path} (stored config)")
-    task = get_task(cfg.task)
+    task = get_task(cfg)
     backbone = create_backbone(cfg.model.backbone, "none")
     model = task.build_model(cfg, backbone, list(ckpt["classes"]))
     try:

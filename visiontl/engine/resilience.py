@@ -491,10 +491,10 @@ class SkipBadImages(Dataset):
 
 
 @contextlib.contextmanager
-def translated_worker_errors(cfg: Any, step: list[int]) -> Iterator[None]:
+def translated_worker_errors(cfg: Any, state: Any) -> Iterator[None]:
     """One line for what a DataLoader worker or the device reports in many: a DataError raised in a worker
     (torch re-raises it with the worker's traceback in the message), a worker killed (often by the kernel's
-    out-of-memory killer), the GPU out of memory."""
+    out-of-memory killer), the GPU out of memory. `state` (a TrainState) says the step in hand."""
     try:
         yield
     except DataError as exc:
@@ -502,7 +502,7 @@ def translated_worker_errors(cfg: Any, step: list[int]) -> Iterator[None]:
     except torch.OutOfMemoryError:
         t = cfg.train
         raise TrainingError(
-            f"the device ran out of memory at step {step[0] + 1} (train.batch_size {t.batch_size}, amp "
+            f"the device ran out of memory at step {state.step + 1} (train.batch_size {t.batch_size}, amp "
             f"{'on' if t.amp else 'off'}): lower train.batch_size and raise train.accumulate to keep the batch "
             f"({t.batch_size // 2} x {t.accumulate * 2}), turn train.amp on, or use smaller images; the last "
             "checkpoint is kept") from None
@@ -512,7 +512,7 @@ def translated_worker_errors(cfg: Any, step: list[int]) -> Iterator[None]:
             raise
         first = text.strip().splitlines()[0]
         raise TrainingError(
-            f"a DataLoader worker died at step {step[0] + 1} ({first}); usually the system ran out of memory: "
+            f"a DataLoader worker died at step {state.step + 1} ({first}); usually the system ran out of memory: "
             f"lower train.workers ({cfg.train.workers}), train.batch_size or data.cache_max_gb; the last "
             "checkpoint is kept") from None
 

@@ -1,5 +1,7 @@
 """One trainer for every task. The task adapter says how to move a batch, compute the loss and score; the
-finetune plan says what trains at which LR; this module runs the loop and writes the run directory:
+finetune plan says what trains at which LR; loop.py has the passes of an epoch (train_one_epoch, evaluate) and
+state.py what a checkpoint holds of the run (TrainState); this module runs the epochs and writes the run
+directory:
 
     <run.dir>/config.yaml   the resolved config
     <run.dir>/log.csv       one row per epoch: phase, trainable params, LR per group, losses, metrics, time
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import logging
 import math
@@ -22,6 +25,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,24 +42,23 @@ from visiontl.atomic import remove_stale_temporaries
 from visiontl.engine.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
 from visiontl.engine.environment import Stopwatch, write_run_json
 from visiontl.engine.gallery import write_gallery
+from visiontl.engine.loop import Fit, evaluate, train_one_epoch
 from visiontl.engine.resilience import (
     EarlyLog,
     EpochProgress,
     ResumableBatches,
     RunDir,
     SkipBadImages,
-    StoppableBatches,
     StoppedInValidation,
     StopRequest,
     check_run_dir,
     stop_signals_blocked,
     translated_worker_errors,
-    until_stopped,
     worker_start,
 )
-from visiontl.engine.schedule import lr_factor
-from visiontl.engine.seed import rng_state, seed_everything, set_rng_state
-from visiontl.errors import CheckpointError, ConfigError, Interrupted, TrainingError
+from visiontl.engine.seed import seed_everything, set_rng_state
+from visiontl.engine.state import TrainState, scalars
+from visiontl.errors import CheckpointError, ConfigError, Interrupted
 from visiontl.finetune import Phase, apply_phase, group_lrs, param_groups, phase_at, plan_phases, set_train_mode
 from visiontl.tasks import get_task
 from visiontl.text import printable
@@ -198,21 +201,53 @@ def train(cfg: Config, resume: bool = False, force: bool = False, log_file: bool
         return _train(cfg, resume, force, log_file, held)
 
 
+@dataclass
+class _Run:
+    """What the stages of one run share once its data is read and its model built."""
+
+    cfg: Config
+    task: Any
+    data: Any
+    backbone: Any
+    model: torch.nn.Module  # the plain model: it trains (wrapped, see Fit.model), evaluates and is saved
+    device: torch.device
+    run_dir: Path
+    main: bool  # rank 0 (or the only process): it writes the run directory
+    watch: Stopwatch
+    resumed: dict[str, Any] | None  # --resume: the checkpoint the run continues
+
+    @property
+    def last_path(self) -> Path:
+        return self.run_dir / "checkpoints" / "last.pt"
+
+
 def _train(cfg: Config, resume: bool, force: bool, log_file: bool, held: contextlib.ExitStack) -> dict[str, Any]:
     """Everything that can refuse the run (the run directory, the config, the data, the checkpoint to resume,
-    the model) comes before `start_run`; before it nothing is written, train.log included."""
+    the model) comes before `_start_run`; before it nothing is written, train.log included."""
     watch = Stopwatch()
     cfg = with_absolute_paths(cfg)  # the run's config.yaml and checkpoints then work from any folder
-    run_dir = Path(cfg.run.dir)
-    ckpt_dir = run_dir / "checkpoints"
-    last_path = ckpt_dir / "last.pt"
     writes = int(os.environ.get("RANK", "0")) == 0  # only rank 0 writes the run directory
     if writes:
-        check_run_dir(run_dir, resume, force)
+        check_run_dir(Path(cfg.run.dir), resume, force)
     early_log = held.enter_context(EarlyLog(log)) if log_file and writes else None
+    run = _prepare(cfg, resume, watch)
+    start = functools.partial(_start_run, run, held, early_log, resume, force)
+    closed_form = run.task.fits_in_closed_form(cfg)
+    # Features for a closed-form head are extracted once, so without augmentation.
+    train_set, val_set = run.task.datasets(cfg, run.data, run.backbone,
+                                           augment=not (cfg.train.overfit_batches or closed_form))
+    if closed_form:
+        if dist.active():
+            raise ConfigError(f"model.head: {cfg.model.head!r} is fitted in one process; run it without torchrun")
+        return _fit_closed_form(run, train_set, val_set, start())
+    return _fit(run, train_set, val_set, start)
+
+
+def _prepare(cfg: Config, resume: bool, watch: Stopwatch) -> _Run:
+    """Read and check what the run needs, writing nothing: the checkpoint it resumes, the data, the model."""
+    run_dir = Path(cfg.run.dir)
+    last_path = run_dir / "checkpoints" / "last.pt"
     resumed = load_checkpoint(last_path) if resume else None
-    if resume and resumed is None:
-        raise CheckpointError(f"--resume: {last_path} not found")
     if resumed is not None:
         _check_resumable(cfg, resumed, last_path)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
@@ -220,246 +255,354 @@ def _train(cfg: Config, resume: bool, force: bool, log_file: bool, held: context
     if dist.active():
         log.info("distributed: rank %d of %d, backend %s", dist.rank(), dist.world_size(), dist.backend())
     device = dist.device_for(resolve_device(cfg.train.device))
-    task = get_task(cfg.task)
+    task = get_task(cfg)
     # every file checked before anything is written or built; a resumed run keeps its own val split
     data = task.prepare_data(cfg, val_files=resumed.get("val_files") if resumed is not None else None)
-    classes = data.classes
-    main = dist.is_main()
     Tracker.require(cfg)  # a missing tracking package stops here, before anything is written
     log.info("data: %s", data.summary())
     log_data_choices(data)
-    if resumed is not None and list(resumed["classes"]) != classes:
+    if resumed is not None and list(resumed["classes"]) != data.classes:
         raise CheckpointError(f"{last_path}: trained on classes {printable(resumed['classes'], 300)}, the data now "
-                              f"has {printable(classes, 300)}")
-
-    def start_run() -> Tracker:
-        """Take the run directory (lock it; for a new run remove the previous run's files) and write its first
-        files. An unusable tracking store still stops the run here, before training (tracking.py)."""
-        if main:
-            run = held.enter_context(RunDir.open(run_dir, resume, force))
-            remove_stale_temporaries(ckpt_dir)  # what a kill during a checkpoint write left behind
-            if early_log is not None:
-                run.record("train.log")
-                early_log.to_file(run_dir / "train.log")
-            if cfg.run.tensorboard and not (run_dir / "tensorboard").exists():
-                run.record("tensorboard/")
-            save_config(cfg, run_dir / "config.yaml")
-            write_data_record(run_dir, data)
-        return Tracker.open(cfg, run_dir, main, int(resumed["epoch"]) if resumed is not None else None)
-
+                              f"has {printable(data.classes, 300)}")
     backbone = create_backbone(cfg.model.backbone, cfg.model.weights, log=log.info)
-    model = task.build_model(cfg, backbone, classes)
+    model = task.build_model(cfg, backbone, data.classes)
     log.info(
         "model: %s on %s (%d stages, %s weights), %.2fM parameters, device %s",
         cfg.model.arch, cfg.model.backbone, backbone.num_stages, cfg.model.weights,
         sum(p.numel() for p in model.parameters()) / 1e6, device,
     )
-    overfit = cfg.train.overfit_batches
-    closed_form = task.fits_in_closed_form(cfg)
-    # Features for a closed-form head are extracted once, so without augmentation.
-    train_set, val_set = task.datasets(cfg, data, backbone, augment=not (overfit or closed_form))
-    if closed_form:
-        if dist.active():
-            raise ConfigError(f"model.head: {cfg.model.head!r} is fitted in one process; run it without torchrun")
-        return _fit_closed_form(cfg, task, data, model, backbone, train_set, val_set, run_dir, device, watch,
-                                start_run())
+    return _Run(cfg, task, data, backbone, model, device, run_dir, dist.is_main(), watch, resumed)
 
-    model = dist.sync_batchnorm(model, cfg.train.sync_bn, device)
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+
+def _start_run(run: _Run, held: contextlib.ExitStack, early_log: EarlyLog | None, resume: bool, force: bool) -> Tracker:
+    """Take the run directory (lock it; for a new run remove the previous run's files) and write its first
+    files. An unusable tracking store still stops the run here, before training (tracking.py)."""
+    if run.main:
+        run_dir = held.enter_context(RunDir.open(run.run_dir, resume, force))
+        remove_stale_temporaries(run.run_dir / "checkpoints")  # what a kill during a checkpoint write left behind
+        if early_log is not None:
+            run_dir.record("train.log")
+            early_log.to_file(run.run_dir / "train.log")
+        if run.cfg.run.tensorboard and not (run.run_dir / "tensorboard").exists():
+            run_dir.record("tensorboard/")
+        save_config(run.cfg, run.run_dir / "config.yaml")
+        write_data_record(run.run_dir, run.data)
+    return Tracker.open(run.cfg, run.run_dir, run.main, int(run.resumed["epoch"]) if run.resumed is not None else None)
+
+
+@dataclass
+class Checkpoints:
+    """checkpoints/last.pt (after every epoch, and mid-epoch) and best.pt: the model and the TrainState that
+    resumes it. Only rank 0 writes them."""
+
+    run: _Run
+    optimizer: torch.optim.Optimizer
+    scaler: Any
+    steps_per_epoch: int
+
+    def save(self, state: TrainState, phase: Phase, progress: EpochProgress | None = None, best: bool = False) -> None:
+        """last.pt (and, `best`, best.pt) as `state` stands; `progress`: a mid-epoch checkpoint."""
+        if not self.run.main:
+            return
+        r = self.run
+        extra = state.to_checkpoint(self.optimizer, self.scaler, self.steps_per_epoch, phase.index, progress)
+        ckpt = checkpoint_dict(r.cfg, r.task, r.data, r.model, r.backbone, **extra)
+        if best:
+            save_checkpoint(r.run_dir / "checkpoints" / "best.pt", ckpt)
+        save_checkpoint(r.last_path, ckpt)
+
+
+@dataclass
+class _Loaders:
+    train: DataLoader
+    val: DataLoader
+    val_set: Any  # what validation runs on (in overfit mode, the train set)
+    train_sampler: Any  # its epoch is set before each pass
+    n_train: int  # images per epoch, for run.json
+    n_val: int
+
+
+@dataclass
+class _Loop:
+    """What every epoch of a run trained by gradient steps uses."""
+
+    run: _Run
+    loaders: _Loaders
+    optimizer: torch.optim.Optimizer
+    scaler: Any
+    autocast: contextlib.AbstractContextManager
+    phases: list[Phase]
+    checkpoints: Checkpoints
+    csv_log: CsvLog
+    tracker: Tracker
+    stop: StopRequest
+    wrapped: torch.nn.Module | None = None  # the DDP wrapper, rebuilt when a phase changes what trains
+    wrapped_phase: int | None = None
+
+
+def _fit(run: _Run, train_set: Any, val_set: Any, start: Callable[[], Tracker]) -> dict[str, Any]:
+    """Gradient training: the finetune plan's epochs, each trained, validated and checkpointed."""
+    cfg, t = run.cfg, run.cfg.train
+    autocast, scaler = _place_model(run)
+    loaders = _make_loaders(run, train_set, val_set)
+    steps_per_epoch = math.ceil(len(loaders.train) / t.accumulate)
+    phases = plan_phases(cfg, run.backbone.num_stages)
+    optimizer = build_optimizer(cfg, param_groups(run.model, run.backbone, t.weight_decay))
+    state = _resume(run, optimizer, scaler)
+    csv_log = CsvLog.resume(run.run_dir / "log.csv", state.epoch) if run.resumed is not None else CsvLog(run.run_dir / "log.csv")
+    tracker = start()
+    checkpoints = Checkpoints(run, optimizer, scaler, steps_per_epoch)
+    with StopRequest() as stop:  # SIGINT / SIGTERM: finish the step, write last.pt, stop
+        loop = _Loop(run, loaders, optimizer, scaler, autocast, phases, checkpoints, csv_log, tracker, stop)
+        _run_epochs(loop, state)
+    final = {**state.metrics, "best": {t.monitor: state.best["value"], "epoch": state.best["epoch"]}}
+    dist.write_test_digest(run.model)
+    if run.main:
+        write_evaluation(run.run_dir, final, run.task, run.model, loaders.val_set, run.device, autocast,
+                         run.data.classes)
+        write_run_json(run.run_dir, "train", cfg.task, run.device, run.watch, loaders.n_train, loaders.n_val)
+        write_run_report(run.run_dir)
+        tracker.finish(run.run_dir)
+    dist.barrier()  # no rank leaves (and tears the group down) before rank 0 has written the run
+    dist.shutdown()
+    return final
+
+
+def _place_model(run: _Run) -> tuple[contextlib.AbstractContextManager, Any]:
+    """The model on its device (SyncBatchNorm under DDP when asked); the autocast and grad scaler of train.amp."""
+    run.model = dist.sync_batchnorm(run.model, run.cfg.train.sync_bn, run.device)
+    run.model.to(run.device)
+    if run.device.type == "cuda":
+        run.model.to(memory_format=torch.channels_last)
         # Autotuning runs once per new input shape: a win for fixed-size batches, minutes lost on detection
         # (measured on an H200: 85 s of a first BCCD epoch; docs/benchmarks.md).
-        torch.backends.cudnn.benchmark = task.fixed_shapes and not cfg.train.deterministic
-    autocast, amp_dtype = autocast_for(device, cfg.train.amp)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+        torch.backends.cudnn.benchmark = run.task.fixed_shapes and not run.cfg.train.deterministic
+    autocast, amp_dtype = autocast_for(run.device, run.cfg.train.amp)
+    return autocast, torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
-    t = cfg.train
-    if overfit:
+
+def _make_loaders(run: _Run, train_set: Any, val_set: Any) -> _Loaders:
+    cfg, t, task = run.cfg, run.cfg.train, run.task
+    if t.overfit_batches:
         # Sanity mode: the same first N batches, unaugmented, for training and for validation.
-        subset = overfit * t.batch_size
+        subset = t.overfit_batches * t.batch_size
         train_sampler = EpochSampler(len(train_set), shuffle=False, seed=t.seed, subset=subset)
         val_set, val_sampler = train_set, EpochSampler(len(train_set), shuffle=False, seed=t.seed, subset=subset)
-        log.info("overfit mode: training and validating on the same %d fixed batches", overfit)
+        log.info("overfit mode: training and validating on the same %d fixed batches", t.overfit_batches)
     else:
         train_sampler = EpochSampler(len(train_set), shuffle=True, seed=t.seed)
         val_sampler = EpochSampler(len(val_set), shuffle=False, seed=t.seed)
     if cfg.data.cache:
         from visiontl.data.cache import preload_images
 
-        preload_images(_image_files(train_set) + _image_files(val_set), cfg.data.cache_max_gb * 1e9,
+        preload_images(train_set.image_files() + val_set.image_files(), cfg.data.cache_max_gb * 1e9,
                        threads=max(1, t.workers), progress=t.progress)
     # Training is sharded across ranks; validation runs on rank 0 over the whole set (distributed.py says why).
-    groups = train_set.aspect_groups() if cfg.data.group_aspect_ratio and hasattr(train_set, "aspect_groups") else None
+    groups = task.batch_groups(train_set)
     epoch_sampler = dist.shard(train_sampler)
     train_loader = make_loader(SkipBadImages(train_set) if cfg.data.on_bad_image == "skip" else train_set,
-                               epoch_sampler, t.batch_size, t.workers, task.collate, device, groups, resumable=True)
-    val_loader = make_loader(val_set, val_sampler, t.batch_size, t.workers, task.collate, device)
-    steps_per_epoch = math.ceil(len(train_loader) / t.accumulate)
+                               epoch_sampler, t.batch_size, t.workers, task.collate, run.device, groups, resumable=True)
+    val_loader = make_loader(val_set, val_sampler, t.batch_size, t.workers, task.collate, run.device)
+    return _Loaders(train_loader, val_loader, val_set, epoch_sampler, len(train_sampler), len(val_sampler))
 
-    phases = plan_phases(cfg, backbone.num_stages)
-    groups = param_groups(model, backbone, t.weight_decay)
-    optimizer = build_optimizer(cfg, groups)
 
-    start_epoch, step = 0, 0
-    best: dict[str, Any] = {"value": None, "epoch": None}
-    bad_epochs = 0
-    csv_log = CsvLog(run_dir / "log.csv")
-    ddp_model, ddp_phase = model, None  # the DDP wrapper, rebuilt when a phase changes what trains
-    progress = EpochProgress()
-    if resumed is not None:
+def _resume(run: _Run, optimizer: torch.optim.Optimizer, scaler: Any) -> TrainState:
+    """A new run's TrainState, or (--resume) the checkpoint's, with the model, optimizer, scaler and RNGs as
+    they were saved."""
+    resumed, last_path = run.resumed, run.last_path
+    if resumed is None:
+        return TrainState()
+    try:
+        run.model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        # torch's message: a header line, then one line per mismatch; the first two say what is wrong
+        what = " ".join(line.strip() for line in str(exc).strip().splitlines()[:2])
+        raise CheckpointError(f"--resume: {last_path} does not fit the model this config builds "
+                              f"({printable(what, 300)}); resume with the run's own config, or choose another "
+                              "run.dir") from None
+    scaler.load_state_dict(resumed["scaler"])
+    state = TrainState.from_checkpoint(resumed)
+    set_rng_state(resumed["rng"])
+    if resumed.get("progress"):
+        log.info("resumed from %s in epoch %d after %d batches, step %d", last_path, state.epoch + 1,
+                 state.progress.batches, state.step)
+    else:
+        log.info("resumed from %s at epoch %d, step %d", last_path, state.epoch, state.step)
+    return state
+
+
+def _run_epochs(loop: _Loop, state: TrainState) -> None:
+    """From `state` to train.epochs (or train.max_steps, or early stopping); a stop signal writes last.pt and
+    ends the run with Interrupted."""
+    run, t, stop = loop.run, loop.run.cfg.train, loop.stop
+    start_epoch = state.epoch
+    for epoch in range(start_epoch, t.epochs):
+        if t.max_steps is not None and state.step >= t.max_steps:
+            break
+        if dist.step_flags(torch.zeros(()), stop.requested)[1] and epoch > start_epoch:
+            # the signal came during validation or the checkpoint: last.pt already holds this point
+            raise Interrupted(f"stopped by {signal.Signals(stop.signal or signal.SIGTERM).name} after epoch {epoch}: "
+                              f"{run.last_path} written; add --resume to continue", stop.signal or signal.SIGTERM)
+        fit, trainable = _begin_epoch(loop, epoch, epoch == start_epoch)
+        started = time.perf_counter()
+        with translated_worker_errors(run.cfg, state):
+            progress = train_one_epoch(fit, loop.loaders.train, state)
+        if progress.interrupted is not None:
+            loop.checkpoints.save(state, fit.phase, progress)
+            dist.barrier()
+            name = signal.Signals(progress.interrupted).name
+            raise Interrupted(f"stopped by {name} in epoch {epoch + 1} after {progress.batches} batches (step "
+                              f"{state.step}): {run.last_path} written; add --resume to continue", progress.interrupted)
+        state.progress = EpochProgress()
+        if _end_epoch(loop, fit, state, progress, trainable, started):
+            break
+
+
+def _begin_epoch(loop: _Loop, epoch: int, first: bool) -> tuple[Fit, int]:
+    """Set what trains in this epoch's phase (and its LRs); the Fit of the epoch and its trainable parameters."""
+    run, cfg = loop.run, loop.run.cfg
+    phase = phase_at(loop.phases, epoch)
+    trainable = apply_phase(run.model, run.backbone, phase, cfg.finetune.bn)
+    base_lrs = group_lrs(phase, loop.optimizer.param_groups)
+    if epoch == phase.start_epoch or first:
+        log.info(
+            "phase %d (epochs %d-%d): %d of %d backbone stages train, %d trainable parameters",
+            phase.index + 1, phase.start_epoch + 1, phase.end_epoch, phase.trainable_stages,
+            run.backbone.num_stages, trainable,
+        )
+    set_train_mode(run.model, run.backbone, phase, cfg.finetune.bn)
+    if phase.index != loop.wrapped_phase:
+        # DDP fixes the parameters it syncs when it is built: a new wrapper for each phase's trainable set.
+        loop.wrapped, loop.wrapped_phase = dist.wrap(run.model, run.device), phase.index
+        if cfg.train.compile:  # compiled around DDP, as torch recommends; the plain model still evaluates and saves
+            loop.wrapped = torch.compile(loop.wrapped)
+    loop.loaders.train_sampler.set_epoch(epoch)
+    if run.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(run.device)
+    fit = Fit(cfg, run.task, loop.wrapped, loop.optimizer, loop.scaler, loop.autocast, run.device, loop.stop,
+              loop.checkpoints.steps_per_epoch, phase, base_lrs, loop.checkpoints)
+    return fit, trainable
+
+
+def _end_epoch(loop: _Loop, fit: Fit, state: TrainState, trained: EpochProgress, trainable: int,
+               started: float) -> bool:
+    """Validate the epoch just trained, log it, checkpoint it; True when early stopping ends the run."""
+    run, t = loop.run, loop.run.cfg.train
+    loss_sum, seen = dist.sum_over_ranks(float(trained.loss_total), trained.seen)  # the mean over all ranks
+    train_seconds = time.perf_counter() - started
+    metrics = _validate(loop, fit, state, trained)
+    seconds = time.perf_counter() - started
+    value = metrics.get(t.monitor)
+    if value is None:
+        raise ConfigError(f"train.monitor: {t.monitor!r} is not a val metric of this task; try one of "
+                          f"{run.task.log_metrics}")
+    min_delta = t.early_stopping.min_delta if t.early_stopping else 0.0
+    improved = state.record(value, state.epoch + 1, 1.0 if t.monitor_mode == "max" else -1.0, min_delta)
+    row = {"epoch": state.epoch + 1, "phase": fit.phase.index + 1, "trainable_params": trainable}
+    row.update({f"lr/{g['name']}": g["lr"] for g in loop.optimizer.param_groups})
+    row.update(train_loss=loss_sum / max(1, seen), val_loss=metrics.get("loss", ""))
+    row.update({k: metrics[k] for k in run.task.log_metrics})
+    row.update(seconds=seconds, train_seconds=train_seconds, img_per_s=seen / max(train_seconds, 1e-9))
+    if t.skip_nonfinite:
+        row["skipped_steps"] = trained.skipped
+    if run.device.type == "cuda":
+        row["gpu_mem_gib"] = torch.cuda.max_memory_allocated(run.device) / 2**30
+    _log_epoch(loop, row, metrics)
+    state.epoch, state.metrics = state.epoch + 1, metrics
+    loop.checkpoints.save(state, fit.phase, best=improved)
+    if t.early_stopping and state.bad_epochs >= t.early_stopping.patience:
+        log.info("early stopping: %s has not improved for %d epochs (best %.4f at epoch %d)",
+                 t.monitor, state.bad_epochs, state.best["value"], state.best["epoch"])
+        return True
+    return False
+
+
+def _validate(loop: _Loop, fit: Fit, state: TrainState, trained: EpochProgress) -> dict[str, Any]:
+    """The val metrics of the epoch just trained: rank 0 evaluates, every rank gets its numbers."""
+    run = loop.run
+    metrics: dict[str, Any] = {}
+    if run.main:
+        # One process: a stop signal ends validation too (it can take minutes). Under torchrun the other
+        # ranks wait for rank 0's numbers, so validation finishes and the next epoch's start stops them.
+        stop = None if dist.active() else loop.stop
         try:
-            model.load_state_dict(resumed["model"])
-            optimizer.load_state_dict(resumed["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as exc:
-            # torch's message: a header line, then one line per mismatch; the first two say what is wrong
-            what = " ".join(line.strip() for line in str(exc).strip().splitlines()[:2])
-            raise CheckpointError(f"--resume: {last_path} does not fit the model this config builds "
-                                  f"({printable(what, 300)}); resume with the run's own config, or choose another "
-                                  "run.dir") from None
-        scaler.load_state_dict(resumed["scaler"])
-        start_epoch, step = int(resumed["epoch"]), int(resumed["step"])
-        best, bad_epochs = dict(resumed["best"]), int(resumed["bad_epochs"])
-        set_rng_state(resumed["rng"])
-        csv_log = CsvLog.resume(run_dir / "log.csv", start_epoch)
-        if resumed.get("progress"):
-            progress = EpochProgress.from_state(resumed["progress"], resumed["rng"])
-            log.info("resumed from %s in epoch %d after %d batches, step %d", last_path, start_epoch + 1,
-                     progress.batches, step)
-        else:
-            log.info("resumed from %s at epoch %d, step %d", last_path, start_epoch, step)
+            metrics = evaluate(run.task, run.model, loop.loaders.val, run.device, run.data.classes, loop.autocast, stop)
+        except StoppedInValidation:
+            loop.checkpoints.save(state, fit.phase, trained)  # the whole epoch trained: --resume validates it
+            signum = loop.stop.signal or signal.SIGTERM
+            raise Interrupted(f"stopped by {signal.Signals(signum).name} while validating epoch {state.epoch + 1} "
+                              f"(step {state.step}): {run.last_path} written; add --resume to continue",
+                              signum) from None
+    # Every rank takes the same best.pt / early-stopping decisions from rank 0's numbers.
+    numbers = dist.from_main(scalars(metrics) if run.main else None)
+    return metrics if run.main else numbers
 
-    metrics: dict[str, Any] = dict(resumed.get("metrics", {})) if resumed is not None else {}
-    tracker = start_run()
-    monitor, sign = t.monitor, (1.0 if t.monitor_mode == "max" else -1.0)
-    with StopRequest() as stop:  # SIGINT / SIGTERM: finish the step, write last.pt, stop
-        for epoch in range(start_epoch, t.epochs):
-            if t.max_steps is not None and step >= t.max_steps:
-                break
-            if dist.step_flags(torch.zeros(()), stop.requested)[1] and epoch > start_epoch:
-                # the signal came during validation or the checkpoint: last.pt already holds this point
-                raise Interrupted(f"stopped by {signal.Signals(stop.signal or signal.SIGTERM).name} after epoch {epoch}: "
-                                  f"{last_path} written; add --resume to continue", stop.signal or signal.SIGTERM)
-            phase = phase_at(phases, epoch)
-            trainable = apply_phase(model, backbone, phase, cfg.finetune.bn)
-            base_lrs = group_lrs(phase, optimizer.param_groups)
-            if epoch == phase.start_epoch or epoch == start_epoch:
-                log.info(
-                    "phase %d (epochs %d-%d): %d of %d backbone stages train, %d trainable parameters",
-                    phase.index + 1, phase.start_epoch + 1, phase.end_epoch, phase.trainable_stages,
-                    backbone.num_stages, trainable,
-                )
-            set_train_mode(model, backbone, phase, cfg.finetune.bn)
-            if phase.index != ddp_phase:
-                # DDP fixes the parameters it syncs when it is built: a new wrapper for each phase's trainable set.
-                ddp_model, ddp_phase = dist.wrap(model, device), phase.index
-                if t.compile:  # compiled around DDP, as torch recommends; the plain `model` still evaluates and saves
-                    ddp_model = torch.compile(ddp_model)
-            epoch_sampler.set_epoch(epoch)
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            started = time.perf_counter()
 
-            def checkpoint_state(**extra: Any) -> dict[str, Any]:
-                return {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                        "scheduler": {"step": step_now[0], "steps_per_epoch": steps_per_epoch}, "step": step_now[0],
-                        "phase": phase.index, "best": best, "bad_epochs": bad_epochs, "metrics": _scalars(metrics),
-                        "rng": rng_state(), **extra}
+def _log_epoch(loop: _Loop, row: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """An epoch's row: log.csv and the trackers (rank 0), and one log line."""
+    run, t, epoch = loop.run, loop.run.cfg.train, row["epoch"]
+    if run.main:
+        loop.csv_log.append({k: _fmt(v) for k, v in row.items()})
+        loop.tracker.log_epoch(epoch, row)
+        loop.tracker.log_images(epoch, run.task, run.model, loop.loaders.val_set, run.device, loop.autocast,
+                                run.data.classes)
+    log.info(
+        "epoch %d/%d  train_loss %.4f  %s%s  %.0f img/s  %.1fs%s",
+        epoch, t.epochs, row["train_loss"], f"val_loss {metrics['loss']:.4f}  " if "loss" in metrics else "",
+        "  ".join(f"{k} {metrics[k]:.4f}" for k in run.task.log_metrics), row["img_per_s"], row["seconds"],
+        _memory_note(run.device),
+    )
 
-            def save_progress(done: EpochProgress, at_step: int) -> None:
-                """A mid-epoch last.pt: `epoch` counts finished epochs; `progress` says how far this one got."""
-                step_now[0] = at_step
-                if main:
-                    save_checkpoint(last_path, checkpoint_dict(cfg, task, data, model, backbone,
-                                                               **checkpoint_state(epoch=epoch, progress=done.to_state())))
 
-            step_now = [step]
-            with translated_worker_errors(cfg, step_now):
-                progress, step = _train_epoch(
-                    cfg, task, ddp_model, optimizer, scaler, autocast, train_loader, device, phase, base_lrs, epoch,
-                    step, steps_per_epoch, progress, stop, save_progress,
-                )
-            if progress.interrupted is not None:
-                save_progress(progress, step)
-                dist.barrier()
-                name = signal.Signals(progress.interrupted).name
-                raise Interrupted(f"stopped by {name} in epoch {epoch + 1} after {progress.batches} batches (step {step}): "
-                                  f"{last_path} written; add --resume to continue", progress.interrupted)
-            trained, progress = progress, EpochProgress()
-            loss_sum, seen, skipped = float(trained.loss_total), trained.seen, trained.skipped
-            loss_sum, seen = dist.sum_over_ranks(loss_sum, seen)  # the logged loss is the mean over all ranks
-            train_seconds = time.perf_counter() - started
-            if main:
-                # One process: a stop signal ends validation too (it can take minutes). Under torchrun the other
-                # ranks wait for rank 0's numbers, so validation finishes and the next epoch's start stops them.
-                batches = val_loader if dist.active() else StoppableBatches(val_loader, stop)
-                try:
-                    metrics = task.evaluate(model, batches, device, classes, autocast)
-                except StoppedInValidation:
-                    save_progress(trained, step)  # the whole epoch trained: --resume validates it
-                    name = signal.Signals(stop.signal or signal.SIGTERM).name
-                    raise Interrupted(f"stopped by {name} while validating epoch {epoch + 1} (step {step}): {last_path} "
-                                      "written; add --resume to continue", stop.signal or signal.SIGTERM) from None
-            # Every rank takes the same best.pt / early-stopping decisions from rank 0's numbers.
-            scalars = dist.from_main(_scalars(metrics) if main else None)
-            if not main:
-                metrics = scalars
-            seconds = time.perf_counter() - started
-
-            value = metrics.get(monitor)
-            if value is None:
-                raise ConfigError(f"train.monitor: {monitor!r} is not a val metric of this task; try one of {task.log_metrics}")
-            improved = best["value"] is None or sign * (value - best["value"]) > (
-                t.early_stopping.min_delta if t.early_stopping else 0.0
-            )
-            if improved:
-                best, bad_epochs = {"value": value, "epoch": epoch + 1}, 0
-            else:
-                bad_epochs += 1
-
-            row = {"epoch": epoch + 1, "phase": phase.index + 1, "trainable_params": trainable}
-            row.update({f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups})
-            row.update(train_loss=loss_sum / max(1, seen), val_loss=metrics.get("loss", ""))
-            row.update({k: metrics[k] for k in task.log_metrics})
-            row.update(seconds=seconds, train_seconds=train_seconds, img_per_s=seen / max(train_seconds, 1e-9))
-            if t.skip_nonfinite:
-                row["skipped_steps"] = skipped
-            if device.type == "cuda":
-                row["gpu_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-            if main:
-                csv_log.append({k: _fmt(v) for k, v in row.items()})
-                tracker.log_epoch(epoch + 1, row)
-                tracker.log_images(epoch + 1, task, model, val_set, device, autocast, classes)
-            log.info(
-                "epoch %d/%d  train_loss %.4f  %s%s  %.0f img/s  %.1fs%s",
-                epoch + 1, t.epochs, row["train_loss"], f"val_loss {metrics['loss']:.4f}  " if "loss" in metrics else "",
-                "  ".join(f"{k} {metrics[k]:.4f}" for k in task.log_metrics), row["img_per_s"], seconds,
-                _memory_note(device),
-            )
-
-            step_now[0] = step
-            state = checkpoint_state(epoch=epoch + 1)
-            if main:
-                ckpt = checkpoint_dict(cfg, task, data, model, backbone, **state)
-                if improved:
-                    save_checkpoint(ckpt_dir / "best.pt", ckpt)
-                save_checkpoint(last_path, ckpt)
-            if t.early_stopping and bad_epochs >= t.early_stopping.patience:
-                log.info("early stopping: %s has not improved for %d epochs (best %.4f at epoch %d)",
-                         monitor, bad_epochs, best["value"], best["epoch"])
-                break
-    final = {**metrics, "best": {monitor: best["value"], "epoch": best["epoch"]}}
-    dist.write_test_digest(model)
-    if main:
-        write_evaluation(run_dir, final, task, model, val_set, device, autocast, classes)
-        write_run_json(run_dir, "train", cfg.task, device, watch, len(train_sampler), len(val_sampler))
-        write_run_report(run_dir)
-        tracker.finish(run_dir)
-    dist.barrier()  # no rank leaves (and tears the group down) before rank 0 has written the run
-    dist.shutdown()
+def _fit_closed_form(run: _Run, train_set: Any, val_set: Any, tracker: Tracker) -> dict[str, Any]:
+    """A head fitted in closed form (scikit-learn) on features extracted once: one 'epoch', no optimizer."""
+    cfg, task, model, device = run.cfg, run.task, run.model, run.device
+    model.to(device)
+    started = time.perf_counter()
+    fit = task.fit_closed_form(cfg, model, train_set, run.run_dir, device)
+    autocast, _ = autocast_for(device, cfg.train.amp)
+    sampler = EpochSampler(len(val_set), shuffle=False, seed=cfg.train.seed)
+    loader = make_loader(val_set, sampler, cfg.train.batch_size, cfg.train.workers, task.collate, device)
+    metrics = evaluate(task, model, loader, device, run.data.classes, autocast)
+    seconds = time.perf_counter() - started
+    row = {"epoch": 1, "phase": 1, "trainable_params": fit.fitted_params, "train_loss": "", "val_loss": metrics.get("loss", "")}
+    row.update({k: metrics[k] for k in task.log_metrics})
+    row.update(seconds=seconds, img_per_s=len(train_set) / max(seconds, 1e-9))
+    CsvLog(run.run_dir / "log.csv").append({k: _fmt(v) for k, v in row.items()})
+    tracker.log_epoch(1, row)
+    log.info("%s: train accuracy %.4f, %s", cfg.model.head, fit.record["train_accuracy"],
+             "  ".join(f"{k} {metrics[k]:.4f}" for k in task.log_metrics))
+    monitored = metrics[cfg.train.monitor]
+    state = {"optimizer": {}, "epoch": 1, "step": 0, "phase": 0, "best": {"value": monitored, "epoch": 1},
+             "bad_epochs": 0, "metrics": scalars(metrics), "sklearn_head": {"kind": cfg.model.head, **fit.record}}
+    ckpt = checkpoint_dict(cfg, task, run.data, model, run.backbone, **state)
+    save_checkpoint(run.run_dir / "checkpoints" / "best.pt", ckpt)
+    save_checkpoint(run.last_path, ckpt)
+    final = {**metrics, "best": {cfg.train.monitor: monitored, "epoch": 1}, "sklearn_head": fit.record}
+    write_evaluation(run.run_dir, final, task, model, val_set, device, autocast, run.data.classes)
+    write_run_json(run.run_dir, "train", cfg.task, device, run.watch, len(train_set), len(val_set))
+    write_run_report(run.run_dir)
+    tracker.finish(run.run_dir)
     return final
 
 
+def _check_resumable(cfg: Config, resumed: dict[str, Any], last_path: Path) -> None:
+    """--resume continues the run's own model: another task, architecture or backbone is refused before anything
+    is read or written (config.yaml keeps the run's config)."""
+    model = (resumed.get("config") or {}).get("model") or {}
+    for key, was, now in (("task", resumed.get("task"), cfg.task), ("model.arch", model.get("arch"), cfg.model.arch),
+                          ("model.backbone", model.get("backbone"), cfg.model.backbone)):
+        if was is not None and was != now:
+            raise CheckpointError(f"--resume: {last_path} was trained with {key} {printable(was, 100)}, the config says "
+                                  f"{printable(now, 100)}; resume with the run's own config "
+                                  f"({last_path.parent.parent / 'config.yaml'}), or choose another run.dir")
+
+
+def _memory_note(device: torch.device) -> str:
+    if device.type != "cuda":
+        return ""
+    return f"  gpu mem {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
 
 
 def write_run_report(folder: Path) -> None:
@@ -499,161 +642,3 @@ def write_metrics(folder: Path, metrics: dict[str, Any]) -> None:
         atomic_write_bytes(folder / "eval_raw.npz", buf.getvalue())
         metrics["raw"] = "eval_raw.npz"
     atomic_write_json(folder / "metrics.json", metrics)
-
-
-def _train_epoch(
-    cfg: Config, task: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: Any,
-    autocast: contextlib.AbstractContextManager, loader: DataLoader, device: torch.device, phase: Phase,
-    base_lrs: dict[str, float], epoch: int, step: int, steps_per_epoch: int, progress: EpochProgress,
-    stop: StopRequest, save_progress: Callable[[EpochProgress, int], None],
-) -> tuple[EpochProgress, int]:
-    """One pass over `loader`, from where `progress` says the epoch stands (a resumed half-epoch skips the
-    batches already trained on); returns the epoch's progress (finished, or interrupted by a signal) and the
-    global step after it."""
-    from tqdm.auto import tqdm
-
-    t = cfg.train
-    phase_first_step = phase.start_epoch * steps_per_epoch
-    phase_steps = phase.epochs * steps_per_epoch
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    loss_total = progress.loss_total.to(device)
-    step_loss = torch.zeros((), device=device)  # summed over the micro-batches of the optimizer step in hand
-    step_keys: list[Any] = []
-    seen, step_seen, micro, skipped = progress.seen, 0, progress.batches, progress.skipped
-    optimizer.zero_grad(set_to_none=True)
-    loader.batch_sampler.skip = progress.batches
-    n_batches = len(loader)
-    batches = iter(loader)
-    if progress.rng is not None:
-        # Making the iterator draws from the global RNG; the uninterrupted run drew it before these batches.
-        set_rng_state(progress.rng)
-    bar = tqdm(batches, total=n_batches, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not t.progress, leave=False,
-               mininterval=1.0)
-
-    def done(interrupted: int | None = None) -> EpochProgress:
-        return EpochProgress(micro_at_step[0], loss_total, seen, skipped, interrupted)
-
-    micro_at_step = [micro]
-    stop_now, consumed = False, 0
-    for i, batch in enumerate(until_stopped(bar, stop)):
-        consumed = i + 1
-        micro += 1
-        last_micro = micro % t.accumulate == 0 or i + 1 == n_batches
-        # Under DDP, gradients are all-reduced once per optimizer step: not on the micro-steps before it.
-        with dist.no_sync(model, last_micro):
-            with autocast:
-                loss, n = task.loss(model, batch, device)
-            scaler.scale(loss / t.accumulate).backward()
-        step_loss += loss.detach() * n
-        step_seen += n
-        step_keys += list(batch[-1])  # what names the images (index or image id), for the message below
-        if not last_micro:
-            continue
-        # The one host sync per optimizer step (a collective under DDP): a non-finite loss must not reach the
-        # weights, and every rank must stop at the same step when a signal asks for it.
-        finite, stop_now = dist.step_flags(step_loss, stop.requested)
-        if finite:
-            loss_total += step_loss
-            seen += step_seen
-            factor = lr_factor(t, step - phase_first_step, phase_steps, epoch - phase.start_epoch)
-            for g in optimizer.param_groups:
-                g["lr"] = base_lrs[g["name"]] * factor
-            if t.clip_grad is not None:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(trainable, t.clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            skipped += _nonfinite(cfg, loader.dataset, step_keys, step_loss, step + 1, epoch)
-        optimizer.zero_grad(set_to_none=True)
-        step_loss, step_seen, step_keys = torch.zeros((), device=device), 0, []
-        step += 1
-        micro_at_step[0] = micro
-        if stop_now:
-            break
-        if step % t.log_every == 0 and t.progress:
-            bar.set_postfix(loss=f"{loss_total.item() / max(1, seen):.4f}")
-        if t.max_steps is not None and step >= t.max_steps:
-            break
-        if t.checkpoint_every and step % t.checkpoint_every == 0 and i + 1 < n_batches:
-            save_progress(done(), step)
-    bar.close()
-    if stop.requested and (stop_now or consumed < n_batches):
-        return done(stop.signal), step
-    return done(), step
-
-
-def _nonfinite(cfg: Config, dataset: Any, keys: list[Any], loss: torch.Tensor, step: int, epoch: int) -> int:
-    """A non-finite loss at optimizer step `step`: TrainingError naming the images, or (train.skip_nonfinite)
-    a warning and 1 for the count of skipped steps."""
-    names = [_file_of(dataset, k) for k in keys]
-    shown = ", ".join(names[:8]) + (f" (+{len(names) - 8} more)" if len(names) > 8 else "")
-    what = f"loss is {float(loss)} at step {step} (epoch {epoch + 1}), batch images: {shown}"
-    if not cfg.train.skip_nonfinite:
-        raise TrainingError(f"{what}; the last checkpoint is kept. Lower train.lr, set train.clip_grad, check these "
-                            "images' labels, or set train.skip_nonfinite: true to skip such steps")
-    log.warning("skipped: %s", what)
-    return 1
-
-
-def _file_of(dataset: Any, key: Any) -> str:
-    key = key.item() if isinstance(key, torch.Tensor) else key
-    return dataset.file_of(key) if hasattr(dataset, "file_of") else str(key)
-
-
-def _fit_closed_form(cfg, task, data, model, backbone, train_set, val_set, run_dir, device, watch,
-                     tracker) -> dict[str, Any]:
-    model.to(device)
-    started = time.perf_counter()
-    fit = task.fit_closed_form(cfg, model, train_set, run_dir, device)
-    autocast, _ = autocast_for(device, cfg.train.amp)
-    sampler = EpochSampler(len(val_set), shuffle=False, seed=cfg.train.seed)
-    loader = make_loader(val_set, sampler, cfg.train.batch_size, cfg.train.workers, task.collate, device)
-    metrics = task.evaluate(model, loader, device, data.classes, autocast)
-    seconds = time.perf_counter() - started
-    trainable = model.head[-1].weight.numel() + model.head[-1].bias.numel()
-    row = {"epoch": 1, "phase": 1, "trainable_params": trainable, "train_loss": "", "val_loss": metrics.get("loss", "")}
-    row.update({k: metrics[k] for k in task.log_metrics})
-    row.update(seconds=seconds, img_per_s=len(train_set) / max(seconds, 1e-9))
-    CsvLog(run_dir / "log.csv").append({k: _fmt(v) for k, v in row.items()})
-    tracker.log_epoch(1, row)
-    log.info("%s: train accuracy %.4f, %s", cfg.model.head, fit["train_accuracy"],
-             "  ".join(f"{k} {metrics[k]:.4f}" for k in task.log_metrics))
-    state = {"optimizer": {}, "epoch": 1, "step": 0, "phase": 0, "best": {"value": metrics[cfg.train.monitor], "epoch": 1},
-             "bad_epochs": 0, "metrics": _scalars(metrics), "sklearn_head": {"kind": cfg.model.head, **fit}}
-    ckpt = checkpoint_dict(cfg, task, data, model, backbone, **state)
-    save_checkpoint(run_dir / "checkpoints" / "best.pt", ckpt)
-    save_checkpoint(run_dir / "checkpoints" / "last.pt", ckpt)
-    final = {**metrics, "best": {cfg.train.monitor: metrics[cfg.train.monitor], "epoch": 1}, "sklearn_head": fit}
-    write_evaluation(run_dir, final, task, model, val_set, device, autocast, data.classes)
-    write_run_json(run_dir, "train", cfg.task, device, watch, len(train_set), len(val_set))
-    write_run_report(run_dir)
-    tracker.finish(run_dir)
-    return final
-
-
-def _check_resumable(cfg: Config, resumed: dict[str, Any], last_path: Path) -> None:
-    """--resume continues the run's own model: another task, architecture or backbone is refused before anything
-    is read or written (config.yaml keeps the run's config)."""
-    model = (resumed.get("config") or {}).get("model") or {}
-    for key, was, now in (("task", resumed.get("task"), cfg.task), ("model.arch", model.get("arch"), cfg.model.arch),
-                          ("model.backbone", model.get("backbone"), cfg.model.backbone)):
-        if was is not None and was != now:
-            raise CheckpointError(f"--resume: {last_path} was trained with {key} {printable(was, 100)}, the config says "
-                                  f"{printable(now, 100)}; resume with the run's own config "
-                                  f"({last_path.parent.parent / 'config.yaml'}), or choose another run.dir")
-
-
-def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
-    """The numbers of a metrics dict (what checkpoints keep): no protocol, per-image records or raw arrays."""
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-
-
-def _image_files(dataset: Any) -> list[str]:
-    return dataset.image_files() if hasattr(dataset, "image_files") else []
-
-
-def _memory_note(device: torch.device) -> str:
-    if device.type != "cuda":
-        return ""
-    return f"  gpu mem {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"

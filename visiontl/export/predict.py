@@ -137,4 +137,4 @@ def load_exported(path: str | Path, allow_torchscript_code: bool = False) -> Any
     checkpoint = {"label_map": meta.get("label_map"), "epoch": (meta.get("checkpoint") or {}).get("epoch"),
                   "exported": str(path)}
     model = ExportedModel(runtime, cfg.task, spec, str(path)).eval()
-    return LoadedModel(model, PixelScale(), get_task(cfg.task), cfg, list(meta["classes"]), checkpoint)
+    return LoadedModel(model, PixelScale(), get_task(cfg), cfg, list(meta["classes"]), checkpoint)

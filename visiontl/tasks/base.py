@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,7 +26,19 @@ class PreparedData(Protocol):
     def summary(self) -> str: ...
 
 
+@dataclass
+class ClosedFormFit:
+    """A head fitted without gradient steps (scikit-learn heads)."""
+
+    record: dict[str, Any]  # what the checkpoint (sklearn_head) and metrics.json keep of the fit
+    fitted_params: int  # the parameters the fit set: log.csv's trainable_params
+
+
 class TaskAdapter(Protocol):
+    """Built for one config (`get_task(cfg)`), which it keeps as `cfg`: the loss, the collate and whatever else
+    it needs of the config are made then. No call leaves state behind for a later one."""
+
+    cfg: Config
     name: str
     backbone_prefix: str  # where the backbone body sits in the model's state dict
     log_metrics: tuple[str, ...]  # scalar val metrics that go into log.csv
@@ -43,6 +56,11 @@ class TaskAdapter(Protocol):
     def datasets(self, cfg: Config, data: PreparedData, backbone: Backbone, augment: bool) -> tuple[Dataset, Dataset]: ...
 
     def collate(self, batch: list[Any]) -> Any: ...
+
+    def batch_groups(self, dataset: Dataset) -> list[int] | None:
+        """One group id per dataset index when every training batch must come from one group (make_loader),
+        else None."""
+        ...
 
     def checkpoint_extras(self, data: PreparedData) -> dict[str, Any]:
         """What else a checkpoint must carry to be used alone (e.g. the detection label map)."""
@@ -74,4 +92,23 @@ class TaskAdapter(Protocol):
 
     def fit_closed_form(
         self, cfg: Config, model: nn.Module, train: Dataset, run_dir: Path, device: torch.device
-    ) -> dict[str, Any]: ...
+    ) -> ClosedFormFit: ...
+
+
+class ClassifierTask(TaskAdapter, Protocol):
+    """The classification adapter: what prediction, ranking and serving call besides the trainer's methods."""
+
+    def predict(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities of a batch of normalised images (softmax of the logits)."""
+        ...
+
+
+class DetectorTask(TaskAdapter, Protocol):
+    """The detection and instance segmentation adapters: what prediction, ranking, serving and pre-annotation
+    call besides the trainer's methods."""
+
+    def detect(self, model: nn.Module, images: list[torch.Tensor], device: torch.device,
+               autocast: AbstractContextManager) -> list[dict[str, torch.Tensor]]:
+        """torchvision's detections per image (boxes, labels, scores; masks for instance segmentation), on the CPU."""
+        ...
+

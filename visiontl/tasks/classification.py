@@ -26,6 +26,7 @@ from visiontl.data.holdout import Holdout, choose, relative_name
 from visiontl.evaluation.classification import ClassificationMetrics
 from visiontl.models.build import build_network
 from visiontl.models.classifier import BACKBONE_PREFIX, Classifier
+from visiontl.tasks.base import ClosedFormFit
 
 log = logging.getLogger("visiontl")
 
@@ -52,7 +53,9 @@ class ClassificationTask:
     backbone_prefix = BACKBONE_PREFIX
     fixed_shapes = True  # every image is resized to data.image_size
     log_metrics = ("accuracy", "macro_f1")
-    data_root: Path | None = None  # set by datasets(): per-image records name files relative to it
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg  # its data.root is what per-image records name files relative to
 
     def prepare_data(self, cfg: Config, *, val_files: list[str] | None = None,
                      trained: dict[str, Any] | None = None) -> ClassificationData:
@@ -85,7 +88,6 @@ class ClassificationTask:
 
     def datasets(self, cfg: Config, data: ClassificationData, backbone: Backbone, augment: bool) -> tuple[Dataset, Dataset]:
         d = cfg.data
-        self.data_root = dataset_root(d)
 
         def transform(train: bool) -> Any:
             return classification_transform(d.augment, d.image_size, backbone.mean, backbone.std, train, d.hflip, d.vflip)
@@ -93,8 +95,10 @@ class ClassificationTask:
         return ClassificationDataset(data.train, transform(augment)), ClassificationDataset(data.val, transform(False))
 
     def collate(self, batch: list[Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        images, labels, index = zip(*batch)
-        return torch.stack(images), torch.as_tensor(labels), torch.as_tensor(index)
+        return collate(batch)
+
+    def batch_groups(self, dataset: Dataset) -> None:
+        return None  # every image is resized to one size: nothing to group
 
     def checkpoint_extras(self, data: ClassificationData) -> dict[str, Any]:
         return {}
@@ -140,7 +144,7 @@ class ClassificationTask:
         images = []
         for index, labels, p_true, predicted in per_batch:
             for i, y, p, k in zip(index.tolist(), labels.tolist(), p_true.tolist(), predicted.tolist()):
-                images.append({"file": relative_file(dataset.samples[i].path, self.data_root), "score": p, "index": i,
+                images.append({"file": relative_file(dataset.samples[i].path, self.cfg.data.root), "score": p, "index": i,
                                "true": classes[y], "predicted": classes[k], "correct": y == k})
         return {"metric": "probability the model gives the true class (softmax)", "higher_is_better": True,
                 "images": images}
@@ -178,7 +182,7 @@ class ClassificationTask:
     def fits_in_closed_form(self, cfg: Config) -> bool:
         return cfg.model.head in SKLEARN_HEADS
 
-    def fit_closed_form(self, cfg: Config, model: nn.Module, train: Dataset, run_dir: Path, device: torch.device) -> dict[str, Any]:
+    def fit_closed_form(self, cfg: Config, model: nn.Module, train: Dataset, run_dir: Path, device: torch.device) -> ClosedFormFit:
         """Extract pooled backbone features once (cached in the run dir), fit the scikit-learn model, and
         fold it (scaler included) into the model's linear head, so the checkpoint is an ordinary model."""
         from sklearn.linear_model import LogisticRegression
@@ -194,9 +198,16 @@ class ClassificationTask:
             estimator = LinearSVC(C=c, max_iter=20000)
         log.info("fitting %s (C=%g) on %d x %d features", cfg.model.head, c, *feats.shape)
         pipe = make_pipeline(StandardScaler(), estimator).fit(feats, labels)
-        fold_linear_head(model, pipe, num_classes=model.head[-1].out_features)
+        linear = model.head[-1]
+        fold_linear_head(model, pipe, num_classes=linear.out_features)
         train_acc = float((pipe.predict(feats) == labels).mean())
-        return {"train_accuracy": train_acc, "num_features": int(feats.shape[1])}
+        return ClosedFormFit({"train_accuracy": train_acc, "num_features": int(feats.shape[1])},
+                             linear.weight.numel() + linear.bias.numel())
+
+
+def collate(batch: list[Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    images, labels, index = zip(*batch)
+    return torch.stack(images), torch.as_tensor(labels), torch.as_tensor(index)
 
 
 def _to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -207,7 +218,7 @@ def _to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 @torch.no_grad()
 def extract_features(model: Classifier, dataset: Dataset, device: torch.device, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=ClassificationTask().collate)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
     feats, labels = [], []
     for images, y, _ in loader:
         feats.append(model.features(_to_device(images, device)).float().cpu())

@@ -35,6 +35,7 @@ from visiontl.evaluation.detection_confusion import detection_confusion
 from visiontl.evaluation.per_image import detection_image_scores, display_threshold
 from visiontl.models.build import build_network
 from visiontl.models.detection import BACKBONE_PREFIX
+from visiontl.tasks.base import ClosedFormFit
 
 log = logging.getLogger("visiontl")
 
@@ -119,7 +120,9 @@ class DetectionTask:
     log_metrics: tuple[str, ...] = ("bbox/AP", "bbox/AP50")
     iou_types: tuple[str, ...] = ("bbox",)
     masks = False
-    data_root: Path | None = None  # set by datasets(): per-image records name files relative to it
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg  # its data.root is what per-image records name files relative to
 
     def prepare_data(self, cfg: Config, *, val_files: list[str] | None = None,
                      trained: dict[str, Any] | None = None) -> DetectionData:
@@ -172,7 +175,6 @@ class DetectionTask:
 
     def datasets(self, cfg: Config, data: DetectionData, backbone: Backbone, augment: bool) -> tuple[Dataset, Dataset]:
         d = cfg.data
-        self.data_root = dataset_root(d)
         ops = pipeline_ops(d.pipeline) if d.pipeline is not None else preset_ops(d.augment, d.hflip, d.vflip)
         train_tf = detection_transform(ops if augment else [], d.min_visibility)
         val_tf = detection_transform([], d.min_visibility)
@@ -181,6 +183,10 @@ class DetectionTask:
 
     def collate(self, batch: list[Any]) -> Any:
         return collate_detection(batch)
+
+    def batch_groups(self, dataset: DetectionDataset) -> list[int] | None:
+        """data.group_aspect_ratio: landscape images batched with landscape, portrait with portrait."""
+        return dataset.aspect_groups() if self.cfg.data.group_aspect_ratio else None
 
     def checkpoint_extras(self, data: DetectionData) -> dict[str, Any]:
         return {"label_map": data.label_map.to_dict()}
@@ -248,7 +254,7 @@ class DetectionTask:
                       "by score to ground truth of the same class (crowd regions ignored); 1.0 for an image with "
                       "no ground truth and no detections",
             "higher_is_better": True,
-            "images": [{"file": relative_file(gt.image_path(record), self.data_root), "score": scores[record.id]["score"],
+            "images": [{"file": relative_file(gt.image_path(record), self.cfg.data.root), "score": scores[record.id]["score"],
                         "index": position[record.id], **scores[record.id]} for record in gt.images],
         }
         return metrics
@@ -285,7 +291,7 @@ class DetectionTask:
     def fits_in_closed_form(self, cfg: Config) -> bool:
         return False
 
-    def fit_closed_form(self, *args: Any) -> dict[str, Any]:
+    def fit_closed_form(self, *args: Any) -> ClosedFormFit:
         raise NotImplementedError("detection heads train with gradient steps")
 
 
@@ -346,8 +352,8 @@ def _load_detector_checkpoint(model: nn.Module, path: Path) -> None:
         ckpt = load_checkpoint(path)
     except CheckpointError:
         return  # a plain backbone state dict: create_backbone has loaded it already
-    if ckpt.get("task") != "detection":
-        return
+    if ckpt.get("task") not in ("detection", "instance_segmentation"):
+        return  # a classifier or a segmentation model: its backbone is what fits (create_backbone)
     own = model.state_dict()
     fits = {k: v for k, v in ckpt["model"].items() if k in own and own[k].shape == v.shape}
     skipped = sorted(k for k in ckpt["model"] if k not in fits)

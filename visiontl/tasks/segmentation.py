@@ -26,6 +26,7 @@ from visiontl.evaluation.per_image import image_confusions, segmentation_image_s
 from visiontl.evaluation.segmentation import SegmentationMetrics
 from visiontl.models.build import build_network
 from visiontl.models.segmentation import BACKBONE_PREFIX
+from visiontl.tasks.base import ClosedFormFit
 
 
 @dataclass
@@ -53,10 +54,11 @@ class SegmentationTask:
     backbone_prefix = BACKBONE_PREFIX
     fixed_shapes = True  # training crops are data.image_size squares
     log_metrics = ("mIoU", "pixel_accuracy")
-    data_root: Path | None = None  # set by datasets(): per-image records name files relative to it
 
-    def __init__(self) -> None:
-        self._collate = PadCollate(255)
+    def __init__(self, cfg: Config):
+        self.cfg = cfg  # its data.root is what per-image records name files relative to
+        self._collate = PadCollate(cfg.data.ignore_index)
+        self.loss_fn = SegmentationLoss(cfg.model.loss, cfg.data.ignore_index, cfg.model.class_weights)
 
     def prepare_data(self, cfg: Config, *, val_files: list[str] | None = None,
                      trained: dict[str, Any] | None = None) -> SegmentationData:
@@ -118,13 +120,10 @@ class SegmentationTask:
         if cfg.model.class_weights is not None and len(cfg.model.class_weights) != len(classes):
             raise ConfigError(f"model.class_weights: {len(classes)} classes need {len(classes)} weights, "
                               f"got {len(cfg.model.class_weights)}")
-        self.loss_fn = SegmentationLoss(cfg.model.loss, cfg.data.ignore_index, cfg.model.class_weights)
         return build_network(cfg.model, backbone, len(classes))
 
     def datasets(self, cfg: Config, data: SegmentationData, backbone: Backbone, augment: bool) -> tuple[Dataset, Dataset]:
         d = cfg.data
-        self.data_root = dataset_root(d)
-        self._collate = PadCollate(d.ignore_index)
         train_tf = segmentation_transform(d.augment if augment else "none", d.image_size, backbone.mean, backbone.std,
                                           d.ignore_index, d.hflip, d.vflip)
         val_tf = segmentation_transform("none", None, backbone.mean, backbone.std, d.ignore_index, d.hflip, d.vflip)
@@ -138,6 +137,9 @@ class SegmentationTask:
 
     def collate(self, batch: list[Any]) -> Any:
         return self._collate(batch)
+
+    def batch_groups(self, dataset: Dataset) -> None:
+        return None  # training crops are one size: nothing to group
 
     def checkpoint_extras(self, data: SegmentationData) -> dict[str, Any]:
         return {"label_map": data.label_map.to_dict()} if data.label_map is not None else {}
@@ -184,7 +186,7 @@ class SegmentationTask:
         for index, confusions in per_batch:
             miou, accuracy = segmentation_image_scores(confusions.numpy())
             for i, m, a in zip(index.tolist(), miou.tolist(), accuracy.tolist()):
-                images.append({"file": relative_file(dataset.names(i), self.data_root), "score": m, "index": i,
+                images.append({"file": relative_file(dataset.names(i), self.cfg.data.root), "score": m, "index": i,
                                "pixel_accuracy": a})
         return {"metric": "the image's own mean IoU over the classes present in its ground truth or prediction "
                           "(labelled pixels only; 1.0 when none is labelled)",
@@ -224,7 +226,7 @@ class SegmentationTask:
     def fits_in_closed_form(self, cfg: Config) -> bool:
         return False
 
-    def fit_closed_form(self, *args: Any) -> dict[str, Any]:
+    def fit_closed_form(self, *args: Any) -> ClosedFormFit:
         raise NotImplementedError("segmentation heads train with gradient steps")
 
 
