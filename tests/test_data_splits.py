@@ -190,7 +190,7 @@ def test_a_run_with_a_relative_root_evaluates_from_another_folder_on_a_val_only_
 
 @pytest.mark.parametrize(("to", "images_as"), [("voc", "copy"), ("coco", "link"), ("yolo", "copy"), ("csv", "copy"),
                                                ("cvat", "copy"), ("labelme", "copy"), ("labelstudio", "refer"),
-                                               ("coco", "refer")])
+                                               ("labelstudio", "copy"), ("coco", "refer")])
 def test_data_split_output_trains_with_the_keys_it_prints(only_train: Path, tmp_path: Path, to: str, images_as: str,
                                                           capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "split"
@@ -200,6 +200,8 @@ def test_data_split_output_trains_with_the_keys_it_prints(only_train: Path, tmp_
     line = next(x for x in printed.splitlines() if x.startswith("train on it: visiontl train CONFIG "))
     keys = dict(k.split("=", 1) for k in line.removeprefix("train on it: visiontl train CONFIG ").split())
     assert keys["data.format"] == to and keys["data.root"] == str(out)
+    if to in ("labelstudio", "labelme"):  # their files name the images where they are, whatever was asked
+        assert f"the images referred to where they are, in {only_train}" in printed
     if images_as == "link":
         copied = next((out / "images").rglob("*.png"))
         assert copied.stat().st_nlink == 2  # the same file as the source's, no extra space

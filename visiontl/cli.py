@@ -261,8 +261,8 @@ def cmd_data_split(args: argparse.Namespace) -> int:
         fractions["test"] = args.test
     to = args.to or args.format
     spec = get_format(to)
-    copies = args.images_as != "refer"
-    if not copies and to in IMAGE_LAYOUT_FORMATS:
+    copies = args.images_as != "refer" and spec.copies_images
+    if args.images_as == "refer" and to in IMAGE_LAYOUT_FORMATS:
         raise ConfigError(f"--images-as refer: {spec.title} finds images only in its own layout; use copy or link")
     parts = split_images(aset, fractions, args.seed)
     names = {img.id: img.file_name for img in aset.images}
@@ -278,7 +278,7 @@ def cmd_data_split(args: argparse.Namespace) -> int:
     # last: a split refused for replacing an input leaves no split.json naming files that were not written
     atomic_write_json(out / "split.json", {name: [names[i] for i in ids] for name, ids in parts.items()})
     images = {"copy": "copied into it", "link": "hard-linked into it (copied where the file system cannot link)",
-              "refer": f"referred to where they are, in {aset.image_root}"}[args.images_as]
+              "refer": f"referred to where they are, in {aset.image_root}"}[args.images_as if copies else "refer"]
     print(f"split.json and the {to} files of each split written to {printable(out)}, the images {printable(images)}")
     keys = [f"data.format={to}", f"data.root={out}"]
     keys += [f"data.{split}={spec.split_source.format(split=split)}" for split in ("train", "val")]
@@ -495,8 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--images-as", dest="images_as", choices=["copy", "link", "refer"], default="copy",
                    help="copy the images into the written layout (default), hard-link them there (no extra space; "
-                        "a copy across file systems), or refer to them where they are (coco, cvat, labelstudio, "
-                        "labelme; the command prints the keys that find them)")
+                        "a copy across file systems), or refer to them where they are (coco, cvat; labelstudio and "
+                        "labelme files always refer to them); the command prints the keys that train the result")
     p.set_defaults(func=cmd_data_split)
     p = d.add_parser("rank", help="active learning: the unlabelled images to label next, with the reason for each")
     p.add_argument("checkpoint")

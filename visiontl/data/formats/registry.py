@@ -42,6 +42,9 @@ class Format:
     # The files name classes, not ids: the reader makes the ids up, so two splits' ids need not agree and the
     # val split's classes are matched to the train split's by name.
     named_categories: bool = True
+    # The writer copies images into what it writes (`copy_images`); False: its files name the images where they
+    # are (Label Studio's task URLs, labelme's relative imagePath).
+    copies_images: bool = True
 
     def impl(self) -> ModuleType:
         return importlib.import_module(self.module)
@@ -63,9 +66,9 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            split_source="{split}/annotations.xml", split_folder=True),
     Format("labelstudio", "Label Studio", "visiontl.data.formats.labelstudio", _INSTANCES,
            "the export JSON (--images: where the files the tasks name are)", split_source="{split}/tasks.json",
-           split_folder=True),
+           split_folder=True, copies_images=False),
     Format("labelme", "labelme", "visiontl.data.formats.labelme", _INSTANCES,
-           "a folder of labelme JSON files, or one file", split_folder=True),
+           "a folder of labelme JSON files, or one file", split_folder=True, copies_images=False),
     Format("csv", "CSV", "visiontl.data.formats.boxcsv", _DETECTION,
            "the box CSV, or a folder holding it (--split: a split folder or <split>.csv in it; --images: the "
            "image folder, default: the CSV's folder)"),
