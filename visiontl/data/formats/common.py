@@ -57,16 +57,21 @@ def note_input(path: Path) -> None:
         inputs.append(Path(path))
 
 
-def read_json(path: Path, what: str = "annotation file") -> Any:
-    """Parse a JSON file (a UTF-8 byte order mark, as Windows tools write, is allowed)."""
+def read_text(path: Path, what: str, encoding: str = "utf-8") -> str:
+    """The text of an input file (recorded as read); not found or unreadable is one DataError line, `what`
+    naming the file ("annotation file not found")."""
     note_input(path)
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")
+        return Path(path).read_text(encoding=encoding)
     except FileNotFoundError:
         raise DataError(f"{path}: {what} not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read ({first_line(exc)})") from None
-    return parse_json(text, path)
+
+
+def read_json(path: Path, what: str = "annotation file") -> Any:
+    """Parse a JSON file (a UTF-8 byte order mark, as Windows tools write, is allowed)."""
+    return parse_json(read_text(path, what, "utf-8-sig"), path)
 
 
 def parse_json(text: str | bytes, where: str | Path) -> Any:

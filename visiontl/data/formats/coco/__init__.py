@@ -36,13 +36,9 @@ def write(aset: AnnotationSet, out: Path, split: str, copy_images: bool | str, o
     reader finds them; the splits of one set share it)."""
     report = write_coco(aset, out / f"{split}.json")
     if copy_images:
-        from visiontl.data.formats.common import relative_name
-        from visiontl.data.formats.voc import copy_image
+        from visiontl.data.formats.voc import copy_images_into
 
-        for img in aset.images:
-            dest = out / "images" / relative_name(img.file_name, f"image {img.id}")
-            if not copy_image(aset.image_path(img), dest, copy_images):
-                report.lost.append(f"image {img.id}: {img.file_name} not found, not copied")
+        copy_images_into(aset, out / "images", copy_images, report)
     return report
 
 

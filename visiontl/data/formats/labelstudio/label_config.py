@@ -12,7 +12,7 @@ from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 from visiontl.data.annotations import AnnotationSet, Category, Instance
-from visiontl.data.formats.common import first_line, note_input, parse_json, parse_xml
+from visiontl.data.formats.common import parse_json, parse_xml, read_text
 from visiontl.errors import DataError
 
 HELD = ("rectanglelabels", "polygonlabels", "brushlabels")
@@ -77,14 +77,7 @@ class LabelConfig:
 
 def read_label_config(path: Path, *, predictions: bool = False) -> LabelConfig:
     """`parse_label_config` of a file (a problem, the file not found included, is a one-line DataError)."""
-    note_input(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: label config not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read ({first_line(exc)})") from None
-    return parse_label_config(text, str(path), predictions=predictions)
+    return parse_label_config(read_text(path, "label config"), str(path), predictions=predictions)
 
 
 def parse_label_config(text: str, path: str = "label config", *, predictions: bool = False) -> LabelConfig:

@@ -12,6 +12,7 @@ from visiontl.data.formats.voc.reader import LABELS_FILE, read_voc
 from visiontl.data.formats.voc.writer import (
     category_losses,
     copy_image,
+    copy_images_into,
     flag_value,
     has_shape,
     image_losses,
@@ -21,9 +22,9 @@ from visiontl.data.formats.voc.writer import (
     write_voc,
 )
 
-__all__ = ["LABELS_FILE", "category_losses", "copy_image", "flag_value", "has_shape", "image_losses",
-           "instance_losses", "polygon_parts", "read", "read_split", "read_voc", "relative_file", "write",
-           "write_voc"]
+__all__ = ["LABELS_FILE", "category_losses", "copy_image", "copy_images_into", "flag_value", "has_shape",
+           "image_losses", "instance_losses", "polygon_parts", "read", "read_split", "read_voc", "relative_file",
+           "write", "write_voc"]
 
 
 # The registry's interface (visiontl.data.formats.registry).

@@ -292,6 +292,15 @@ def copy_image(src: Path, dest: Path, how: bool | str = "copy") -> bool:
     return True
 
 
+def copy_images_into(aset: AnnotationSet, folder: Path, how: bool | str, report: WriteReport) -> None:
+    """Every image of `aset` into `folder` under its file name (copy_image's `how`); a missing source image is
+    a lost line of `report`. For the writers whose reader finds images in a folder beside the file."""
+    for img in aset.images:
+        dest = folder / relative_name(img.file_name, f"image {img.id}")
+        if not copy_image(aset.image_path(img), dest, how):
+            report.lost.append(f"image {img.id}: {img.file_name} not found, not copied")
+
+
 def polygon_parts(segmentation: Any) -> tuple[list[list[float]], int]:
     """The polygons of a COCO polygon segmentation that have 3 or more points, and how many do not."""
     if not isinstance(segmentation, list):
