@@ -392,7 +392,7 @@ def test_writer_lists_what_cvat_cannot_hold(tmp_path: Path) -> None:
     assert (report.boxes, report.polygons, report.masks) == (1, 1, 1)
     where = "image 1 (x.jpg): annotation"
     assert report.lost == [
-        "category 4 (a): supercategory 'vehicle' (CVAT labels have none)",
+        "category 4 (a): supercategory 'vehicle' (CVAT has no supercategories)",
         "category ids [4, 9]: CVAT labels have names only, they read back as 1..N in this order",
         "image 1 (x.jpg): attribute(s) task_id (a task export's images have none)",
         f"{where} 5: polygon of 2 parts written as a mask (a CVAT polygon has one part)",
@@ -515,7 +515,7 @@ def test_writer_refuses_two_categories_with_one_name(tmp_path: Path) -> None:
     aset = AnnotationSet([Category(1, "a"), Category(2, "a")], [ImageRecord(1, "x.jpg", 5, 5)], [], Path("."))
     with pytest.raises(DataError) as err:
         write_cvat(aset, tmp_path / "a.xml")
-    assert str(err.value) == f"{tmp_path / 'a.xml'}: categories 1 and 2 are both named 'a'; CVAT tells labels apart by name only"
+    assert str(err.value) == f"{tmp_path / 'a.xml'}: categories 1 and 2 are both named 'a'; CVAT tells classes apart by name only"
     assert not (tmp_path / "a.xml").exists()
 
 

@@ -11,7 +11,7 @@ from visiontl.atomic import atomic_write_text
 from visiontl.data.annotations import AnnotationSet, WriteReport, check_text_names
 from visiontl.data.formats.boxcsv.reader import ANNOTATIONS, CLASS_FILES
 from visiontl.data.formats.common import relative_name
-from visiontl.data.formats.voc import category_losses, copy_image, has_shape, image_losses, instance_losses
+from visiontl.data.formats.voc import category_losses, copy_image, has_shape, image_losses, writable_instances
 from visiontl.errors import DataError
 
 HEADER = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")
@@ -53,12 +53,7 @@ def write_box_csv(aset: AnnotationSet, root: Path, split: str = "train", copy_im
         report.lost += image_losses(img, "CSV")
         image = [rel, str(img.width), str(img.height)]
         boxes = 0
-        for inst in by_image[img.id]:
-            where = f"{img.file_name}: annotation {inst.id} ({names[inst.category_id]})"
-            if inst.iscrowd:
-                report.lost.append(f"{where}: crowd region not written (CSV has no crowd regions)")
-                continue
-            report.lost += instance_losses(inst, where, "CSV")
+        for inst, where in writable_instances(img, by_image[img.id], names, "CSV", report):
             if has_shape(inst):
                 what = "RLE mask" if isinstance(inst.segmentation, dict) else "polygon"
                 report.lost.append(f"{where}: {what} written as its box (a box CSV holds boxes only)")

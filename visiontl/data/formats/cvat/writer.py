@@ -15,7 +15,7 @@ from visiontl.data.annotations import AnnotationSet, ImageRecord, Instance, Writ
 from visiontl.data.formats.common import short
 from visiontl.data.formats.cvat.codec import SHAPE_FIELDS, attribute_score, mask_to_cvat_rle
 from visiontl.data.formats.rotation import check_rotated_box, to_cvat
-from visiontl.errors import DataError
+from visiontl.data.formats.voc import names_by_id
 
 _DECIMALS = 2  # as CVAT writes coordinates
 
@@ -28,16 +28,7 @@ def write_cvat(aset: AnnotationSet, xml_path: Path, source: str | None = None) -
     aset.validate()
     check_text_names(aset, "CVAT")
     report = WriteReport(target=str(xml_path))
-    names: dict[int, str] = {}
-    seen: dict[str, int] = {}
-    for c in aset.categories:
-        if c.name in seen:
-            raise DataError(f"{xml_path}: categories {seen[c.name]} and {c.id} are both named {c.name!r}; "
-                            "CVAT tells labels apart by name only")
-        seen[c.name] = c.id
-        names[c.id] = c.name
-        if c.supercategory:
-            report.lose("supercategories (CVAT labels have none)", f"category {c.id} ({c.name}): supercategory {c.supercategory!r} (CVAT labels have none)")
+    names = names_by_id(aset, xml_path, "CVAT", report)
     if [c.id for c in aset.categories] != list(range(1, len(aset.categories) + 1)):
         report.lost.append(f"category ids {_ids([c.id for c in aset.categories])}: CVAT labels have names only, "
                            "they read back as 1..N in this order")

@@ -17,6 +17,7 @@ from visiontl.atomic import atomic_write_text
 from visiontl.data import rle
 from visiontl.data.annotations import AnnotationSet, ImageRecord, Instance, WriteReport, check_text_names
 from visiontl.data.formats.common import first_line, is_number
+from visiontl.data.formats.voc import names_by_id
 from visiontl.data.formats.labelme.codec import (
     FILE_KEYS,
     HELD_TYPES,
@@ -37,19 +38,10 @@ def write_labelme(aset: AnnotationSet, folder: Path, embed_images: bool = False)
     check_text_names(aset, "labelme")
     report = WriteReport(target=str(folder))
     cats = sorted(aset.categories, key=lambda c: c.id)
-    names: dict[int, str] = {}
-    seen: dict[str, int] = {}
     for c in cats:
         if "\n" in c.name or "\r" in c.name or not c.name.strip():
             raise DataError(f"{aset.report.source}: category {c.id} name {c.name!r} cannot be a labelme label")
-        if c.name in seen:
-            raise DataError(f"{aset.report.source}: categories {seen[c.name]} and {c.id} are both named {c.name!r}; "
-                            "labelme tells classes apart by name only")
-        seen[c.name] = c.id
-        names[c.id] = c.name
-        if c.supercategory:
-            report.lose("supercategories (labelme has none)",
-                        f"category {c.id} ({c.name}): supercategory {c.supercategory!r} (labelme has no supercategories)")
+    names = names_by_id(aset, aset.report.source, "labelme", report)
     if [c.id for c in cats] != list(range(1, len(cats) + 1)):
         ids = f"{[c.id for c in cats][:8]}{'...' if len(cats) > 8 else ''}"
         report.lost.append(f"category ids {ids} become 1..{len(cats)} in id order (labelme keeps class names, not ids)")

@@ -17,14 +17,16 @@ from visiontl.data.formats.voc.writer import (
     has_shape,
     image_losses,
     instance_losses,
+    names_by_id,
     polygon_parts,
     relative_file,
+    writable_instances,
     write_voc,
 )
 
 __all__ = ["LABELS_FILE", "category_losses", "copy_image", "copy_images_into", "flag_value", "has_shape",
-           "image_losses", "instance_losses", "polygon_parts", "read", "read_split", "read_voc", "relative_file",
-           "write", "write_voc"]
+           "image_losses", "instance_losses", "names_by_id", "polygon_parts", "read", "read_split", "read_voc",
+           "relative_file", "writable_instances", "write", "write_voc"]
 
 
 # The registry's interface (visiontl.data.formats.registry).

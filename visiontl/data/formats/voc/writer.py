@@ -9,7 +9,7 @@ import re
 import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -71,14 +71,7 @@ def write_voc(aset: AnnotationSet, root: Path, split: str = "train", copy_images
     for img in aset.images:
         stem = stems[img.id]
         report.lost += image_losses(img, "VOC")
-        objects = []
-        for inst in by_image[img.id]:
-            where = f"{img.file_name}: annotation {inst.id} ({names[inst.category_id]})"
-            if inst.iscrowd:
-                report.lost.append(f"{where}: crowd region not written (VOC has no crowd regions)")
-                continue
-            report.lost += instance_losses(inst, where, "VOC", _FLAGS)
-            objects.append(inst)
+        objects = [inst for inst, _ in writable_instances(img, by_image[img.id], names, "VOC", report, _FLAGS)]
         png = masks and any(has_shape(i) for i in objects)
         shaped = _write_pngs(root, stem, img, objects, names, labels, report) if png else set()
         for inst in objects:
@@ -350,6 +343,35 @@ def instance_losses(inst: Instance, where: str, fmt: str, flags: tuple[str, ...]
             out.append(Lost("flags that are not 0/1",
                             f"{where}: {k}={inst.attributes[k]!r} is not a 0/1 flag; written as 0"))
     return out
+
+
+def writable_instances(img: ImageRecord, instances: list[Instance], names: dict[int, str], fmt: str,
+                       report: WriteReport, flags: tuple[str, ...] = ()) -> Iterator[tuple[Instance, str]]:
+    """The instances of `img` that a format without crowd regions writes, each with the `where` that starts
+    its report lines; what each loses (a crowd region, a score, attributes other than `flags`) goes to
+    `report`."""
+    for inst in instances:
+        where = f"{img.file_name}: annotation {inst.id} ({names[inst.category_id]})"
+        if inst.iscrowd:
+            report.lost.append(f"{where}: crowd region not written ({fmt} has no crowd regions)")
+            continue
+        report.lost += instance_losses(inst, where, fmt, flags)
+        yield inst, where
+
+
+def names_by_id(aset: AnnotationSet, target: str | Path, fmt: str, report: WriteReport) -> dict[int, str]:
+    """Category id -> name for a format that tells classes apart by name only: two categories of one name are
+    refused (one line naming both ids), supercategories are reported lost."""
+    names: dict[int, str] = {}
+    seen: dict[str, int] = {}
+    for c in sorted(aset.categories, key=lambda c: c.id):
+        if c.name in seen:
+            raise DataError(f"{target}: categories {seen[c.name]} and {c.id} are both named {c.name!r}; "
+                            f"{fmt} tells classes apart by name only")
+        seen[c.name] = c.id
+        names[c.id] = c.name
+    report.lost += category_losses(aset, fmt)
+    return names
 
 
 def category_losses(aset: AnnotationSet, fmt: str) -> list[str]:

@@ -14,9 +14,9 @@ from visiontl.data.formats.voc import (
     copy_image,
     has_shape,
     image_losses,
-    instance_losses,
     polygon_parts,
     relative_file,
+    writable_instances,
 )
 from visiontl.data.formats.yolo.files import IDS_KEY, category_ids, label_path, load_yaml, names_of
 from visiontl.data.images import check_image, is_image_file
@@ -71,12 +71,7 @@ def write_yolo(aset: AnnotationSet, root: Path, split: str = "train", task: str 
             report.lost.append(f"{img.file_name}: not named like an image file, so YOLO readers do not list it")
         report.lost += image_losses(img, "YOLO")
         lines: list[str] = []
-        for inst in by_image[img.id]:
-            where = f"{img.file_name}: annotation {inst.id} ({names[inst.category_id]})"
-            if inst.iscrowd:
-                report.lost.append(f"{where}: crowd region not written (YOLO has no crowd regions)")
-                continue
-            report.lost += instance_losses(inst, where, "YOLO")
+        for inst, where in writable_instances(img, by_image[img.id], names, "YOLO", report):
             lines += _instance_lines(inst, index_of[inst.category_id], img, task, where, report)
         atomic_write_text(label, "".join(f"{line}\n" for line in lines))
         if copy_images and not copy_image(aset.image_path(img), dest, copy_images):
