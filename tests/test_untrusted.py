@@ -225,7 +225,7 @@ def test_python_loaders_refuse_torchscript_unless_allowed(tmp_path: Path) -> Non
         assert str(err.value).startswith(f"{pt}: ") and "\n" not in str(err.value)
     loaded = load_for_prediction(pt, allow_torchscript_code=True)
     assert canary.read_bytes() == b"intact\n"  # loading ran nothing yet; calling the model does
-    loaded.model(torch.rand(1, 3, 32, 32))
+    loaded.model.runtime(torch.rand(1, 3, 32, 32).numpy())
     assert canary.read_bytes() == b"XXXXXX\n"
 
     # allowed or not, metadata is read as bytes and bounded: a 17 MiB side-car (sparse) is refused unread
@@ -593,7 +593,7 @@ def backend(tmp_path: Path) -> Any:
     loaded = SimpleNamespace(config=SimpleNamespace(task="detection", model=SimpleNamespace(arch="faster_rcnn",
                                                                                            backbone="resnet18"),
                                                     data=SimpleNamespace(max_pixels=120_000_000)),
-                             checkpoint={"epoch": 1}, classes=["cell"])
+                             epoch=1, classes=["cell"])
     return Backend(loaded, [root], max_request_mb=0.01)
 
 
