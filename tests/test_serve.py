@@ -541,12 +541,12 @@ def test_predict_refuses_an_image_over_the_budget_before_decoding(trained: tuple
     """`visiontl predict` (and its pre-annotation) checks every header against the pixel budget
     (data.max_pixels, --max-pixels) before it decodes any image, and refuses in one line naming the file."""
     from visiontl import cli
+    from visiontl import loading
     from visiontl.data import images
-    from visiontl.engine import inference
 
     checkpoint, root = trained
     # loaded once (seconds)
-    monkeypatch.setattr(inference, "load_for_prediction", lambda path, allow_torchscript_code=False: served[1].predictor)
+    monkeypatch.setattr(loading, "load_predictor", lambda path, allow_torchscript_code=False: served[1].predictor)
     huge = png_claiming(tmp_path / "huge.png", 16384, 16384)
     decoded = []
     real_read = images.read_image

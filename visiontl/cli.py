@@ -67,7 +67,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     if args.format is not None:
         return _preannotate(args)
-    from visiontl.engine.inference import predict
+    from visiontl.prediction_files import predict
 
     rows = predict(args.checkpoint, [Path(p) for p in args.images], Path(args.out), topk=args.topk,
                    score_threshold=args.score_threshold, draw_dir=Path(args.draw) if args.draw else None,
@@ -79,10 +79,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _preannotate(args: argparse.Namespace) -> int:
-    from visiontl.engine.inference import check_pixel_budget, image_files, load_for_prediction
+    from visiontl.engine.inference import check_pixel_budget, image_files
     from visiontl.preannotate import predict_set, write_predictions
+    from visiontl.loading import load_predictor
 
-    predictor = load_for_prediction(args.checkpoint, args.allow_torchscript_code)
+    predictor = load_predictor(args.checkpoint, args.allow_torchscript_code)
     files = image_files([Path(p) for p in args.images])
     budget = args.max_pixels or predictor.config.data.max_pixels
     check_pixel_budget(files, budget)

@@ -5,7 +5,9 @@ taken one batch at a time (Predictor.predict_batches):
 - write_detections: detection and instance segmentation, COCO results JSON (dataset category ids, masks as
   RLE, each record with its image's file name), and optionally the boxes drawn per image;
 - write_masks: segmentation, one label PNG per image (class ids, the image's own size), optionally a colour
-  overlay per image.
+  overlay per image;
+
+and `predict`, the command end to end.
 
 Each returns the rows `visiontl predict` counts (one per image, or per detection for COCO results).
 """
@@ -26,6 +28,29 @@ from visiontl.predictions import ClassPrediction, Detections, SegmentationPredic
 
 # Images per forward pass of `visiontl predict`, by task: segmentation holds one full-size image at a time.
 BATCH_SIZE = {"classification": 32, "detection": 8, "instance_segmentation": 8, "segmentation": 1}
+
+
+def predict(path: str | Path, inputs: list[Path], out_file: Path, topk: int = 1, score_threshold: float | None = None,
+            draw_dir: Path | None = None, overlay: bool = False, max_pixels: int | None = None,
+            allow_torchscript_code: bool = False) -> list[dict[str, Any]]:
+    """`visiontl predict`: image files through a checkpoint's or an exported file's Predictor, a batch at a
+    time, into the task's files (out_file: classification .csv or .json, detection .json, segmentation a
+    folder; draw_dir: detection pictures; overlay: segmentation overlays). An image of more than `max_pixels`
+    (default: the config's data.max_pixels) is refused before any is decoded."""
+    from visiontl.engine.inference import image_files
+    from visiontl.loading import load_predictor
+
+    predictor = load_predictor(path, allow_torchscript_code)
+    files = image_files(inputs)
+    task = predictor.task
+    batches = predictor.predict_batches(files, topk=topk if task == "classification" else 1,
+                                        score_threshold=score_threshold, batch_size=BATCH_SIZE[task],
+                                        max_pixels=max_pixels, progress=task != "classification")
+    if task == "segmentation":
+        return write_masks(batches, Path(out_file), overlay)
+    if task in ("detection", "instance_segmentation"):
+        return write_detections(batches, Path(out_file), draw_dir)
+    return write_classes(batches, Path(out_file), min(topk, len(predictor.classes)))
 
 
 def write_classes(batches: Iterable[list[ClassPrediction]], out_file: Path, k: int) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ called in `forward` and the normalisation in `preprocess`:
 
 - a checkpoint (`checkpoint_predictor`): its PyTorch model, on the device asked for; inputs normalised with
   the backbone's mean and std;
-- an exported file (visiontl.export.predict.load_exported): its graph in onnxruntime or torch.jit, on the
+- an exported file (visiontl.export.predict.exported_predictor): its graph in onnxruntime or torch.jit, on the
   CPU; inputs only scaled to [0, 1], since the graph normalises itself.
 
 `visiontl predict` (visiontl.prediction_files), pre-annotation, `visiontl serve` and `visiontl data rank` all

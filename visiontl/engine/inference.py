@@ -42,20 +42,6 @@ def load_trained(path: str | Path, overrides: list[str] | None = None) -> Loaded
     return LoadedModel(model, backbone, task, cfg, list(ckpt["classes"]), ckpt)
 
 
-def load_for_prediction(path: str | Path, allow_torchscript_code: bool = False, device: str | None = None) -> Any:
-    """The task's Predictor (visiontl.predictor) for a checkpoint, or a file `visiontl export` wrote (ONNX;
-    TorchScript only with `allow_torchscript_code`, since the code it holds runs when it is used). `device`:
-    where a checkpoint's model runs (default: the CPU); an exported file runs on the CPU."""
-    from visiontl.export.runtime import is_exported_file
-    from visiontl.predictor import checkpoint_predictor
-
-    if is_exported_file(path):
-        from visiontl.export.predict import load_exported
-
-        return load_exported(path, allow_torchscript_code)
-    return checkpoint_predictor(load_trained(path), path, device)
-
-
 def evaluate_checkpoint(path: str | Path, overrides: list[str], out_dir: Path) -> dict[str, Any]:
     """Score a checkpoint on its config's val split (overrides may point elsewhere, e.g. data.val=test) and
     write the evaluation files of a run directory into `out_dir` (docs/run-directory.md)."""
@@ -119,25 +105,3 @@ def check_pixel_budget(files: list[Path], max_pixels: int) -> None:
     for f in files:
         check_image(f, max_pixels)
 
-
-def predict(path: str | Path, inputs: list[Path], out_file: Path, topk: int = 1, score_threshold: float | None = None,
-            draw_dir: Path | None = None, overlay: bool = False, max_pixels: int | None = None,
-            allow_torchscript_code: bool = False) -> list[dict[str, Any]]:
-    """Predict image files with a checkpoint or an exported file. Classification: top-k classes to CSV or JSON
-    (by suffix); detection: COCO results JSON in the dataset's category ids (optionally boxes drawn into
-    draw_dir); segmentation: one label PNG per image into the folder `out_file` (optionally colour overlays).
-    An image of more than `max_pixels` (default: the config's data.max_pixels) is refused before any is decoded.
-    The images go through the Predictor a batch at a time; visiontl.prediction_files writes its results."""
-    from visiontl import prediction_files
-
-    predictor = load_for_prediction(path, allow_torchscript_code)
-    files = image_files(inputs)
-    task = predictor.task
-    batches = predictor.predict_batches(files, topk=topk if task == "classification" else 1, score_threshold=score_threshold,
-                                        batch_size=prediction_files.BATCH_SIZE[task], max_pixels=max_pixels,
-                                        progress=task != "classification")
-    if task == "segmentation":
-        return prediction_files.write_masks(batches, Path(out_file), overlay)
-    if task in ("detection", "instance_segmentation"):
-        return prediction_files.write_detections(batches, Path(out_file), draw_dir)
-    return prediction_files.write_classes(batches, Path(out_file), min(topk, len(predictor.classes)))

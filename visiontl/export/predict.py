@@ -1,5 +1,5 @@
-"""An exported file as a Predictor (visiontl.predictor): `load_exported` reads the file and its metadata and
-returns the task's predictor around an `ExportedGraph`, so `visiontl predict model.onnx IMAGES --out ...` and
+"""An exported file as a Predictor (visiontl.predictor): `exported_predictor` reads the file and its metadata,
+and the task's predictor calls its `ExportedGraph` where a checkpoint's calls the PyTorch model, so `visiontl predict model.onnx IMAGES --out ...` and
 `vtl.load("model.onnx")` give the results of the checkpoint it came from, through the same pre- and
 postprocessing. The graph normalises its input itself: the predictor only scales pixels to [0, 1]."""
 
@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from visiontl.data.annotations import LabelMap
 from visiontl.errors import CheckpointError
 from visiontl.export.graphs import DETECTION_TASKS, OUTPUTS, InputSpec
 from visiontl.export.runtime import ExportedRuntime, open_exported
@@ -104,12 +105,12 @@ class ExportedGraph:
         return out
 
 
-def load_exported(path: str | Path, allow_torchscript_code: bool = False) -> Any:
+def exported_predictor(path: str | Path, allow_torchscript_code: bool = False) -> Any:
     """The task's Predictor (visiontl.predictor) for an exported file, made from the file and its metadata
     alone (a TorchScript file only with `allow_torchscript_code`: it holds code that runs,
-    runtime.open_exported). It runs on the CPU and feeds the graph pixels in [0, 1]."""
+    runtime.open_exported): its graph called in forward, pixels only scaled to [0, 1] in preprocess (the graph
+    normalises them itself), on the CPU."""
     from visiontl.config import build_config
-    from visiontl.data.annotations import LabelMap
     from visiontl.predictor import PREDICTORS
 
     runtime = open_exported(path, allow_torchscript_code)
