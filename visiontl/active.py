@@ -172,6 +172,9 @@ def rank_images(predictor: Any, files: list[Path], strategy: str, top: int, labe
         raise DataError(f"top {top}: rank at least 1 image")
     if labelled and strategy != "diversity":
         raise DataError(f"a labelled pool is used by the diversity strategy only, not by {strategy}")
+    if strategy == "diversity" and predictor.backbone is None:
+        raise DataError(f"{predictor.path}: diversity compares the backbone's features, which an exported file does "
+                        "not give; rank with its checkpoint")
     known = {Path(f).resolve() for f in labelled or []}
     files = sorted({Path(f) for f in files if Path(f).resolve() not in known}, key=str)
     if not files:

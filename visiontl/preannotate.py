@@ -34,7 +34,7 @@ def common_root(files: list[Path]) -> Path:
 
 def predict_set(predictor: Any, files: list[Path], score_threshold: float | None = None, masks: str = "rle",
                 batch_size: int = 8, progress: bool = True, max_pixels: int | None = None) -> AnnotationSet:
-    """Predictions of `predictor` (a Predictor: engine.inference.load_for_prediction) on image files, as an
+    """Predictions of `predictor` (a Predictor: visiontl.loading.load_predictor) on image files, as an
     AnnotationSet. score_threshold: detection: the lowest score kept (default: the model's); segmentation:
     the lowest mean probability of a region kept (default: every region). max_pixels: the pixel budget
     (default: the config's data.max_pixels)."""
@@ -62,7 +62,8 @@ def predict_set(predictor: Any, files: list[Path], score_threshold: float | None
         found = _detected(result, masks) if detection else _regions(result, score_threshold, masks)
         instances += [Instance(len(instances) + k, image_id, category, box, segmentation=seg, score=score,
                                attributes={"source": "auto"}) for k, (category, box, seg, score) in enumerate(found)]
-    return AnnotationSet(categories, images, instances, root, ReadReport(f"predictions of {predictor.config.model.arch}"))
+    report = ReadReport(f"predictions of {predictor.config.model.arch}")
+    return AnnotationSet(categories, images, instances, root, report)
 
 
 def _record(image_id: int, path: Path, array: np.ndarray, root: Path) -> ImageRecord:

@@ -70,7 +70,8 @@ def write_classes(batches: Iterable[list[ClassPrediction]], out_file: Path, k: i
     return rows
 
 
-def write_detections(batches: Iterable[list[Detections]], out_file: Path, draw_dir: Path | None) -> list[dict[str, Any]]:
+def write_detections(batches: Iterable[list[Detections]], out_file: Path,
+                     draw_dir: Path | None) -> list[dict[str, Any]]:
     """COCO results JSON: per detection image_id (1, 2, ... in input order), the dataset's category_id, bbox
     [x, y, w, h], score, segmentation (RLE, Mask R-CNN) and file_name; with draw_dir, each image with its
     boxes drawn (DRAW_DIR/<stem>.png)."""

@@ -1,7 +1,8 @@
 """An exported file as a Predictor (visiontl.predictor): `exported_predictor` reads the file and its metadata,
-and the task's predictor calls its `ExportedGraph` where a checkpoint's calls the PyTorch model, so `visiontl predict model.onnx IMAGES --out ...` and
-`vtl.load("model.onnx")` give the results of the checkpoint it came from, through the same pre- and
-postprocessing. The graph normalises its input itself: the predictor only scales pixels to [0, 1]."""
+and the task's predictor calls its `ExportedGraph` where a checkpoint's calls the PyTorch model, so
+`visiontl predict model.onnx IMAGES --out ...` and `vtl.load("model.onnx")` give the results of the checkpoint
+it came from, through the same pre- and postprocessing. The graph normalises its input itself: the predictor
+only scales pixels to [0, 1]."""
 
 from __future__ import annotations
 
