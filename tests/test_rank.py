@@ -30,9 +30,9 @@ from visiontl.data.images import read_image
 from visiontl.data.segmentation import segmentation_transform
 from visiontl.data.synthetic import make_detection_coco, make_imagefolder, make_segmentation_folders
 from visiontl.engine.inference import LoadedModel, image_files, load_trained
-from visiontl.predictor import checkpoint_predictor
 from visiontl.engine.trainer import train
 from visiontl.errors import DataError
+from visiontl.predictor import checkpoint_predictor
 
 PROBS = np.array([[0.5, 0.3, 0.2], [1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3], [0.7, 0.2, 0.1]])
 

@@ -80,8 +80,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _preannotate(args: argparse.Namespace) -> int:
     from visiontl.engine.inference import check_pixel_budget, image_files
-    from visiontl.preannotate import predict_set, write_predictions
     from visiontl.loading import load_predictor
+    from visiontl.preannotate import predict_set, write_predictions
 
     predictor = load_predictor(args.checkpoint, args.allow_torchscript_code)
     files = image_files([Path(p) for p in args.images])
@@ -306,7 +306,8 @@ def cmd_data_rank(args: argparse.Namespace) -> int:
     predictor = checkpoint_predictor(load_trained(args.checkpoint), args.checkpoint)
     inputs = [Path(p) for p in args.images]
     labelled = image_files([Path(args.labelled)]) if args.labelled else None
-    ranked = rank_images(predictor, image_files(inputs), args.strategy, args.top, labelled, args.batch_size, args.device)
+    ranked = rank_images(predictor, image_files(inputs), args.strategy, args.top, labelled, args.batch_size,
+                         args.device)
     write_list(ranked, Path(args.out))
     for i, r in enumerate(ranked[:10], start=1):
         print(f"{i:4d}  {r.score:.4f}  {printable(r.file)}  {r.reason}")

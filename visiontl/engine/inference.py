@@ -104,4 +104,3 @@ def check_pixel_budget(files: list[Path], max_pixels: int) -> None:
 
     for f in files:
         check_image(f, max_pixels)
-
