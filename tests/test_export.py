@@ -124,6 +124,20 @@ def test_cli_predict_and_vtl_load_give_the_same_numbers(classifier: Path, detect
         probabilities.append(np.stack([p.probabilities for p in preds]))
     assert np.abs(probabilities[0] - probabilities[1]).max() < 1e-5  # the file and its checkpoint agree
 
+    # ranking takes either Predictor; diversity needs the checkpoint's backbone and says so in one line
+    from visiontl.active import rank_images
+    from visiontl.engine.inference import image_files
+    from visiontl.errors import DataError
+
+    files = image_files([images])
+    by_file, by_checkpoint = (rank_images(vtl.load(m), files, "uncertainty", 12, progress=False)
+                              for m in (tmp_path / "clf.onnx", classifier))
+    scores = {r.file: r.score for r in by_checkpoint}
+    assert len(by_file) == 12 and all(r.score == pytest.approx(scores[r.file], abs=1e-5) for r in by_file)
+    with pytest.raises(DataError, match=r"clf\.onnx: diversity compares the backbone's features, which an exported "
+                                        r"file does not give; rank with its checkpoint$"):
+        rank_images(vtl.load(tmp_path / "clf.onnx"), files, "diversity", 2, progress=False)
+
     val = detector.parents[2] / "val"
     assert export(capsys, detector, "--format", "onnx", "--out", tmp_path / "det.onnx")[0] == 0
     for model in (detector, tmp_path / "det.onnx"):
