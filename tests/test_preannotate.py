@@ -14,7 +14,8 @@ from test_detection import det_config
 from visiontl.config import build_config
 from visiontl.data.formats.registry import read_dataset
 from visiontl.data.synthetic import make_detection_coco
-from visiontl.engine.inference import image_files, load_trained
+from visiontl.engine.inference import image_files
+from visiontl.loading import load_predictor
 from visiontl.engine.trainer import train
 from visiontl.preannotate import control_names, predict_set
 
@@ -60,7 +61,7 @@ def _same(got, expected, tol: float) -> bool:
 
 def test_predictions_in_every_tool_format(detector: tuple[Path, Path], tmp_path: Path) -> None:
     ckpt, images = detector
-    expected = predict_set(load_trained(ckpt), image_files([images]), 0.0, progress=False)
+    expected = predict_set(load_predictor(ckpt), image_files([images]), 0.0, progress=False)
     assert expected.instances and all(i.score is not None for i in expected.instances)
 
     config = tmp_path / "config.xml"

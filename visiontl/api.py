@@ -159,12 +159,11 @@ def load(path: str | Path, *, device: str | None = None, allow_torchscript_code:
         "Which files can run code"); ONNX files and checkpoints run no code.
 
     Raises CheckpointError (not a visiontl file, weights that do not fit), ConfigError."""
-    from visiontl.engine.inference import load_for_prediction
-    from visiontl.predictor import predictor_for
+    from visiontl.loading import load_predictor
 
     if not Path(path).is_file():
         raise CheckpointError(f"{path}: no such file")
-    return predictor_for(load_for_prediction(path, allow_torchscript_code), path, device)
+    return load_predictor(path, allow_torchscript_code, device)
 
 
 def evaluate(model: Any, data: DataConfig | Mapping[str, Any] | None = None, split: str = "val",

@@ -67,7 +67,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     if args.format is not None:
         return _preannotate(args)
-    from visiontl.engine.inference import predict
+    from visiontl.prediction_files import predict
 
     rows = predict(args.checkpoint, [Path(p) for p in args.images], Path(args.out), topk=args.topk,
                    score_threshold=args.score_threshold, draw_dir=Path(args.draw) if args.draw else None,
@@ -79,15 +79,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _preannotate(args: argparse.Namespace) -> int:
-    from visiontl.engine.inference import check_pixel_budget, image_files, load_for_prediction
+    from visiontl.engine.inference import check_pixel_budget, image_files
+    from visiontl.loading import load_predictor
     from visiontl.preannotate import predict_set, write_predictions
 
-    loaded = load_for_prediction(args.checkpoint, args.allow_torchscript_code)
+    predictor = load_predictor(args.checkpoint, args.allow_torchscript_code)
     files = image_files([Path(p) for p in args.images])
-    check_pixel_budget(files, args.max_pixels or loaded.config.data.max_pixels)
-    aset = predict_set(loaded, files, args.score_threshold, args.masks)
-    version = args.model_version or f"visiontl {loaded.config.model.arch} {loaded.config.model.backbone} " \
-                                    f"epoch {loaded.checkpoint.get('epoch', '?')}"
+    budget = args.max_pixels or predictor.config.data.max_pixels
+    check_pixel_budget(files, budget)
+    aset = predict_set(predictor, files, args.score_threshold, args.masks, max_pixels=budget)
+    epoch = "?" if predictor.epoch is None else predictor.epoch
+    version = args.model_version or f"visiontl {predictor.config.model.arch} {predictor.config.model.backbone} " \
+                                    f"epoch {epoch}"
     report = write_predictions(aset, args.format, Path(args.out), version,
                                Path(args.label_config) if args.label_config else None)
     print(f"{len(aset.instances)} predictions on {len(aset.images)} images (file names relative to "
@@ -296,13 +299,15 @@ def cmd_data_rank(args: argparse.Namespace) -> int:
     from visiontl.active import common_folder, rank_images, write_list, write_tasks
     from visiontl.engine.inference import image_files, load_trained
     from visiontl.errors import ConfigError
+    from visiontl.predictor import checkpoint_predictor
 
     if (args.as_format is None) != (args.tasks is None):
         raise ConfigError("--as and --tasks go together: --as labelstudio|cvat --tasks FILE")
-    loaded = load_trained(args.checkpoint)
+    predictor = checkpoint_predictor(load_trained(args.checkpoint), args.checkpoint)
     inputs = [Path(p) for p in args.images]
     labelled = image_files([Path(args.labelled)]) if args.labelled else None
-    ranked = rank_images(loaded, image_files(inputs), args.strategy, args.top, labelled, args.batch_size, args.device)
+    ranked = rank_images(predictor, image_files(inputs), args.strategy, args.top, labelled, args.batch_size,
+                         args.device)
     write_list(ranked, Path(args.out))
     for i, r in enumerate(ranked[:10], start=1):
         print(f"{i:4d}  {r.score:.4f}  {printable(r.file)}  {r.reason}")
@@ -311,7 +316,7 @@ def cmd_data_rank(args: argparse.Namespace) -> int:
     print(f"{len(ranked)} images ranked by {args.strategy} written to {printable(args.out)}")
     if args.tasks:
         root = common_folder(inputs)
-        write_tasks(ranked, args.as_format, Path(args.tasks), root, loaded.classes, args.image_prefix)
+        write_tasks(ranked, args.as_format, Path(args.tasks), root, predictor.classes, args.image_prefix)
         print(f"{args.as_format} task file for {len(ranked)} images written to {printable(args.tasks)} "
               f"(file names relative to {printable(root)})")
     return 0

@@ -42,18 +42,6 @@ def load_trained(path: str | Path, overrides: list[str] | None = None) -> Loaded
     return LoadedModel(model, backbone, task, cfg, list(ckpt["classes"]), ckpt)
 
 
-def load_for_prediction(path: str | Path, allow_torchscript_code: bool = False) -> LoadedModel:
-    """A checkpoint, or a file `visiontl export` wrote (ONNX; TorchScript only with `allow_torchscript_code`,
-    since the code it holds runs when it is used), ready for the prediction code."""
-    from visiontl.export.runtime import is_exported_file
-
-    if is_exported_file(path):
-        from visiontl.export.predict import load_exported
-
-        return load_exported(path, allow_torchscript_code)
-    return load_trained(path)
-
-
 def evaluate_checkpoint(path: str | Path, overrides: list[str], out_dir: Path) -> dict[str, Any]:
     """Score a checkpoint on its config's val split (overrides may point elsewhere, e.g. data.val=test) and
     write the evaluation files of a run directory into `out_dir` (docs/run-directory.md)."""
@@ -116,58 +104,3 @@ def check_pixel_budget(files: list[Path], max_pixels: int) -> None:
 
     for f in files:
         check_image(f, max_pixels)
-
-
-def predict(path: str | Path, inputs: list[Path], out_file: Path, topk: int = 1, score_threshold: float | None = None,
-            draw_dir: Path | None = None, overlay: bool = False, max_pixels: int | None = None,
-            allow_torchscript_code: bool = False) -> list[dict[str, Any]]:
-    """Predict image files with a checkpoint or an exported file. Classification: top-k classes to CSV or JSON
-    (by suffix); detection: COCO results JSON in the dataset's category ids (optionally boxes drawn into
-    draw_dir); segmentation: one label PNG per image into the folder `out_file` (optionally colour overlays).
-    An image of more than `max_pixels` (default: the config's data.max_pixels) is refused before any is decoded."""
-    loaded = load_for_prediction(path, allow_torchscript_code)
-    files = image_files(inputs)
-    check_pixel_budget(files, loaded.config.data.max_pixels if max_pixels is None else max_pixels)
-    if loaded.config.task == "segmentation":
-        from visiontl.tasks.segmentation import predict_masks
-
-        return predict_masks(loaded, files, Path(out_file), overlay)
-    if loaded.config.task in ("detection", "instance_segmentation"):
-        from visiontl.tasks.detection import predict_images
-
-        return predict_images(loaded, files, Path(out_file), score_threshold, draw_dir)
-    return _predict_classes(loaded, files, Path(out_file), topk)
-
-
-def _predict_classes(loaded: LoadedModel, files: list[Path], out_file: Path, topk: int, batch_size: int = 32) -> list[dict[str, Any]]:
-    import csv
-    import io
-    import json
-
-    import torch
-
-    from visiontl.data.augment import classification_transform
-    from visiontl.data.images import read_image
-    from visiontl.engine.checkpoint import atomic_write_text
-
-    d = loaded.config.data
-    transform = classification_transform("none", d.image_size, loaded.backbone.mean, loaded.backbone.std, train=False)
-    k = min(topk, len(loaded.classes))
-    rows = []
-    for start in range(0, len(files), batch_size):
-        chunk = files[start : start + batch_size]
-        images = torch.stack([transform(image=read_image(f))["image"] for f in chunk])
-        probs = loaded.task.predict(loaded.model, images)
-        scores, labels = probs.topk(k, dim=1)
-        for f, s, lab in zip(chunk, scores.tolist(), labels.tolist()):
-            rows.append({"file": str(f), "top": [{"class": loaded.classes[j], "score": round(p, 6)} for j, p in zip(lab, s)]})
-    if out_file.suffix.lower() == ".json":
-        atomic_write_text(out_file, json.dumps(rows, indent=2) + "\n")
-    else:
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        writer.writerow(["file"] + [c for i in range(k) for c in (f"class_{i + 1}", f"score_{i + 1}")])
-        for r in rows:
-            writer.writerow([r["file"]] + [v for t in r["top"] for v in (t["class"], t["score"])])
-        atomic_write_text(out_file, buf.getvalue())
-    return rows
