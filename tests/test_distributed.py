@@ -111,3 +111,24 @@ def test_shards_are_disjoint_cover_the_epoch_and_have_equal_length(size: int, wo
     assert set(flat) == set(order)  # together they cover the epoch, in the shared seeded order
     padding = len(flat) - size
     assert padding < world and sorted(flat) == sorted(order + order[:padding])  # padded by repeating the start
+
+
+def test_a_session_quiets_the_other_ranks_and_leaves_only_a_group_it_joined(monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    from visiontl.engine import distributed as d
+
+    log = logging.getLogger("visiontl")
+    group = {"joined": False}
+    left: list[str] = []
+    monkeypatch.setattr(d, "init", lambda device: group.update(joined=True))
+    monkeypatch.setattr(d, "active", lambda: group["joined"])
+    monkeypatch.setattr(d, "is_main", lambda: False)  # rank 1
+    monkeypatch.setattr(d, "shutdown", lambda: left.append("left"))
+    monkeypatch.setattr(log, "level", logging.INFO)
+    with d.session("cpu"):
+        assert log.level == logging.WARNING  # one copy of the progress lines: rank 0's
+    assert log.level == logging.INFO and left == ["left"]
+    with d.session("cpu"):  # a group joined before (by the caller) is the caller's to leave
+        assert log.level == logging.WARNING
+    assert log.level == logging.INFO and left == ["left"]
