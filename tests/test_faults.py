@@ -482,11 +482,11 @@ def test_a_run_dir_in_use_is_refused_naming_the_process(synthetic_root: Path, tm
     import subprocess
     import sys
 
-    from visiontl.engine.resilience import RunDir, check_run_dir
+    from visiontl.engine.rundir import RunDir
     from visiontl.errors import ConfigError
 
     run = tmp_path / "run"
-    with RunDir.open(run, resume=False, force=False):
+    with RunDir(run).open(resume=False, force=False):
         with pytest.raises(ConfigError) as err:
             train(build_config(tiny_config(synthetic_root, run, train={"epochs": 1})))
         assert str(err.value) == (f"run.dir {run} is in use by process {os.getpid()} (visiontl.lock); wait for it to "
@@ -497,17 +497,17 @@ def test_a_run_dir_in_use_is_refused_naming_the_process(synthetic_root: Path, tm
             evaluate_checkpoint(tmp_path / "any.pt", [], run)
     other = tmp_path / "other"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from visiontl.engine.resilience import "
-         f"RunDir; RunDir.open(Path({str(other)!r}), False, False); print('held', flush=True); time.sleep(60)"],
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from visiontl.engine.rundir import "
+         f"RunDir; RunDir(Path({str(other)!r})).open(False, False); print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == "held\n"
         with pytest.raises(ConfigError, match=rf"is in use by process {holder.pid} \(visiontl.lock\)"):
-            check_run_dir(other, resume=False, force=False)
+            RunDir(other).check(resume=False, force=False)
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-    check_run_dir(other, resume=False, force=False)  # the kernel dropped the lock with the process
+    RunDir(other).check(resume=False, force=False)  # the kernel dropped the lock with the process
 
 
 # ---- a stop signal to the whole process group (issue 15, item 6) --------------------------------------

@@ -10,11 +10,11 @@ import argparse
 import logging
 import os
 import sys
-from typing import Any
 from pathlib import Path
 
+from visiontl.console import ConsoleHandler
 from visiontl.errors import VisiontlError
-from visiontl.text import PrintableFormatter, printable
+from visiontl.text import printable
 
 log = logging.getLogger("visiontl")
 
@@ -23,35 +23,26 @@ from visiontl.data.formats.registry import FORMAT_NAMES as ANNOTATION_FORMATS  #
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from visiontl import api
     from visiontl.config import load_config
 
     cfg = load_config(args.config, args.overrides)
     if args.nproc is not None and args.nproc > 1 and "RANK" not in os.environ:
         return _relaunch(args)
-    from visiontl.engine import distributed as dist
-    from visiontl.engine.trainer import train
-
-    dist.init(cfg.train.device)  # under torchrun: join the group before logging, so only rank 0 writes train.log
-    if dist.active() and not dist.is_main():
-        log.setLevel(logging.WARNING)  # one copy of the epoch lines: rank 0's
-    try:
-        # train.log is written from the start of the run on, never for a start that was refused
-        metrics = train(cfg, resume=args.resume, force=args.force, log_file=dist.is_main())
-    finally:
-        dist.shutdown()
-    if int(os.environ.get("RANK", "0")) != 0:  # the group is gone by now; the launcher's rank remains
+    run = api.train(cfg, resume=args.resume, force=args.force)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return 0
-    monitor = cfg.train.monitor
+    metrics, monitor = run.metrics, cfg.train.monitor
     print(f"done: {monitor} {metrics.get(monitor, float('nan')):.4f} (best {metrics['best'][monitor]:.4f} at epoch "
           f"{metrics['best']['epoch']}); run directory {printable(cfg.run.dir)}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from visiontl.engine.inference import evaluate_checkpoint
+    from visiontl import api
     from visiontl.evaluation.coco import METRIC_NAMES
 
-    metrics = evaluate_checkpoint(args.checkpoint, args.overrides, Path(args.out))
+    metrics = api.evaluate(args.checkpoint, overrides=args.overrides, out_dir=args.out)
     for key in ("accuracy", "macro_f1", "mIoU", "mDice", "pixel_accuracy", "loss", "num_samples",
                 *(f"bbox/{n}" for n in METRIC_NAMES)):
         if key in metrics:
@@ -561,19 +552,6 @@ def _relaunch(args: argparse.Namespace) -> int:
     return subprocess.call(cmd)
 
 
-class ConsoleHandler(logging.StreamHandler):
-    """Writes to the sys.stdout of the moment, not the one at creation: the handler is set once per process,
-    and a notebook, a test's captured output or a redirect may have replaced (and closed) that stream since."""
-
-    @property
-    def stream(self) -> Any:
-        return sys.stdout
-
-    @stream.setter
-    def stream(self, value: Any) -> None:  # StreamHandler.__init__ assigns it; the property decides
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):
         # A file name that is not valid UTF-8 (Linux allows any bytes) must print, not end in a traceback.
@@ -581,9 +559,7 @@ def main(argv: list[str] | None = None) -> int:
             stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     if not log.handlers:
-        handler = ConsoleHandler()
-        handler.setFormatter(PrintableFormatter("%(message)s"))
-        log.addHandler(handler)
+        log.addHandler(ConsoleHandler())
         log.setLevel(logging.INFO)
         log.propagate = False
     try:

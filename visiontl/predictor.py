@@ -80,7 +80,9 @@ class _Predictor:
     path: the file; source: "checkpoint", "onnx" or "torchscript"; epoch: the training epoch it holds (None
         if unknown); label_map: detection's LabelMap (class <-> the dataset's category ids);
     mean, std: the normalisation of preprocess (an exported graph normalises itself: 0 and 1);
-    backbone: a checkpoint's backbone module (feature extraction, visiontl.active), else None."""
+    backbone: a checkpoint's backbone module (feature extraction, visiontl.active), else None;
+    loaded: the checkpoint as engine.inference.load_trained read it (a LoadedModel: vtl.evaluate scores its
+        model in memory with it), else None."""
 
     def __init__(self, model: Any, *, config: Config, classes: list[str], path: str | Path, source: str = "checkpoint",
                  epoch: int | None = None, label_map: Any = None, mean: Sequence[float] = (0.0, 0.0, 0.0),
@@ -97,6 +99,7 @@ class _Predictor:
         self.mean, self.std = tuple(mean), tuple(std)
         self.backbone = backbone
         self.device = device or torch.device("cpu")
+        self.loaded: Any = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, task={self.task!r}, classes={self.classes!r})"
@@ -264,6 +267,7 @@ def checkpoint_predictor(loaded: Any, path: str | Path, device: str | None = Non
         epoch=loaded.checkpoint.get("epoch"), label_map=LabelMap.from_dict(label_map) if label_map else None,
         mean=loaded.backbone.mean, std=loaded.backbone.std, backbone=loaded.backbone,
         device=next(loaded.model.parameters()).device)
+    predictor.loaded = loaded
     return predictor.to(device) if device is not None else predictor
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -14,6 +14,10 @@ from visiontl.config import Config, apply_overrides, build_config
 from visiontl.engine.checkpoint import load_checkpoint
 from visiontl.errors import CheckpointError
 from visiontl.tasks import TaskAdapter, get_task
+
+if TYPE_CHECKING:
+    from visiontl.engine.environment import Stopwatch
+    from visiontl.engine.rundir import RunDir
 
 
 @dataclass
@@ -42,41 +46,57 @@ def load_trained(path: str | Path, overrides: list[str] | None = None) -> Loaded
     return LoadedModel(model, backbone, task, cfg, list(ckpt["classes"]), ckpt)
 
 
-def evaluate_checkpoint(path: str | Path, overrides: list[str], out_dir: Path) -> dict[str, Any]:
-    """Score a checkpoint on its config's val split (overrides may point elsewhere, e.g. data.val=test) and
-    write the evaluation files of a run directory into `out_dir` (docs/run-directory.md)."""
-    from visiontl.data.sampling import EpochSampler
-    from visiontl.engine.environment import Stopwatch, write_run_json
-    from visiontl.config import save_config
-    from visiontl.engine.resilience import RunDir, check_run_dir
-    from visiontl.engine.trainer import autocast_for, make_loader, resolve_device, write_evaluation, write_run_report
+def evaluate_checkpoint(path: str | Path, overrides: list[str], out_dir: Path | None = None) -> dict[str, Any]:
+    """Score a checkpoint on its config's val split (overrides may point elsewhere, e.g. data.val=test), on
+    the config's train.device, and (`out_dir`) write the evaluation files of a run directory there
+    (docs/run-directory.md)."""
+    from visiontl.engine.environment import Stopwatch
+    from visiontl.engine.rundir import RunDir
+    from visiontl.engine.trainer import resolve_device
 
     watch = Stopwatch()
-    out_dir = Path(out_dir)
-    # A folder that is not one, or is in use by a run, is refused before any work; what is there is kept
-    # (resume=True), and the evaluation's files are added to its manifest.
-    check_run_dir(out_dir, resume=True, force=False, contents=False)
+    out = RunDir(out_dir) if out_dir is not None else None
+    if out is not None:
+        # A folder that is not one, or is in use by a run, is refused before any work; what is there is kept
+        # (resume=True), and the evaluation's files are added to its manifest.
+        out.check(resume=True, force=False, contents=False)
     loaded = load_trained(path, overrides)
-    cfg, task = loaded.config, loaded.task
+    loaded.model.to(resolve_device(loaded.config.train.device))
+    return evaluate_model(loaded, path, out, watch)
+
+
+def evaluate_model(loaded: LoadedModel, checkpoint: str | Path, out: RunDir | None = None,
+                   watch: Stopwatch | None = None) -> dict[str, Any]:
+    """Score `loaded.model` as it is, on the device it is on, on the val split of `loaded.config` (with
+    `loaded.task` built for that config); `checkpoint` is the file it came from (metrics["checkpoint"]).
+    `out` (a RunDir): write the evaluation files there (metrics.json, eval_raw.npz, eval_images.json, the
+    gallery, run.json, config.yaml, the report); without it nothing is written. `watch`: when the command
+    started (for run.json)."""
+    from visiontl.data.sampling import EpochSampler
+    from visiontl.engine.environment import Stopwatch
+    from visiontl.engine.trainer import autocast_for, make_loader
+
+    watch = watch or Stopwatch()
+    cfg, task, model = loaded.config, loaded.task, loaded.model
     # only the split evaluated is read (a named val split), or the train split it was taken from (a fraction)
     data = task.prepare_data(cfg, val_files=loaded.checkpoint.get("val_files"), trained=loaded.checkpoint)
     if data.classes != loaded.classes:
-        raise CheckpointError(f"{path}: trained on classes {loaded.classes}, the data has {data.classes}")
-    device = resolve_device(cfg.train.device)
+        raise CheckpointError(f"{checkpoint}: trained on classes {loaded.classes}, the data has {data.classes}")
+    device = next(model.parameters()).device
     train_set, val_set = task.datasets(cfg, data, loaded.backbone, augment=False)
     loader = make_loader(val_set, EpochSampler(len(val_set), False, cfg.train.seed), cfg.train.batch_size,
                          cfg.train.workers, task.collate, device)
     autocast, _ = autocast_for(device, cfg.train.amp)
-    model = loaded.model.to(device)
     metrics = task.evaluate(model, loader, device, loaded.classes, autocast)
-    metrics["checkpoint"] = str(path)
+    metrics["checkpoint"] = str(checkpoint)
     metrics["split"] = cfg.data.val
-    with RunDir.open(out_dir, resume=True, force=False, contents=False):  # locked while its files are written
-        write_evaluation(out_dir, metrics, task, model, val_set, device, autocast, loaded.classes)
-        # train_images: null when only the val split was read
-        write_run_json(out_dir, "evaluate", cfg.task, device, watch, len(train_set) or None, len(val_set))
-        save_config(cfg, out_dir / "config.yaml")  # what was evaluated, overrides included, for the report
-        write_run_report(out_dir)
+    if out is not None:
+        with out.open(resume=True, force=False, contents=False):  # locked while its files are written
+            out.write_evaluation(metrics, task, model, val_set, device, autocast, loaded.classes)
+            # train_images: null when only the val split was read
+            out.write_run_json("evaluate", cfg.task, device, watch, len(train_set) or None, len(val_set))
+            out.write_config(cfg)  # what was evaluated, overrides included, for the report
+            out.write_report()
     return metrics
 
 
