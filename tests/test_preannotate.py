@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import cli_run
 from visiontl.data.formats.registry import read_dataset
 from visiontl.engine.inference import image_files, load_trained
 from visiontl.preannotate import control_names, predict_set
@@ -30,8 +30,7 @@ def detector(trained_detector: tuple[Path, Path]) -> tuple[Path, Path]:
 
 
 def _predict(ckpt: Path, images: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "visiontl", "predict", str(ckpt), str(images), "--score-threshold", "0.0",
-                           *args], capture_output=True, text=True, timeout=300)
+    return cli_run("predict", ckpt, images, "--score-threshold", "0.0", *args)
 
 
 def _rows(aset) -> list[tuple]:
