@@ -1,4 +1,5 @@
-"""Shared fixtures: a private torch hub cache, synthetic image folders, real MobileNetV2 weights."""
+"""Shared fixtures: a private torch hub cache, synthetic image folders, real MobileNetV2 weights, one detector
+trained for the session; test configs on a tiny backbone; the CLI run in this process."""
 
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ def trained_detector(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
 
 
 # timm's test_resnet: resnet's five stages under the same names (conv1, bn1, layer1-4) in 0.37M parameters, so a
-# run trains about five times faster than on resnet18 and its checkpoint is 3 MB, not 130
+# run trains about five times faster than on resnet18 and its checkpoint is 5 MB, not 130
 TINY_BACKBONE = "timm:test_resnet"
 
 
