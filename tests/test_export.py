@@ -14,12 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import tiny_config
-from test_detection import det_config
+from conftest import resnet18_config
 from test_segmentation import seg_config
 from visiontl.cli import main
 from visiontl.config import build_config
-from visiontl.data.synthetic import make_detection_coco, make_segmentation_folders
+from visiontl.data.synthetic import make_segmentation_folders
 from visiontl.engine.trainer import train
 
 onnx = pytest.importorskip("onnx", reason="the export extra (pip install 'visiontl[export]') is not installed")
@@ -31,7 +30,7 @@ ONE_STEP = {"epochs": 1, "max_steps": 1}
 @pytest.fixture(scope="module")
 def classifier(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("clf") / "run"
-    train(build_config(tiny_config(synthetic_root, run, train=ONE_STEP)))
+    train(build_config(resnet18_config(synthetic_root, run, train=ONE_STEP)))  # the tests below name resnet18
     return run / "checkpoints" / "last.pt"
 
 
@@ -44,12 +43,9 @@ def unet(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def detector(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("det")
-    make_detection_coco(base, images=4, split="train", seed=0)
-    make_detection_coco(base, images=3, split="val", seed=1)
-    train(build_config(det_config(base, base / "run", train={**ONE_STEP, "batch_size": 2})))
-    return base / "run" / "checkpoints" / "last.pt"
+def detector(trained_detector: tuple[Path, Path]) -> Path:
+    """The session's detector (conftest); its val images are `detector.parents[2] / "val"`."""
+    return trained_detector[0]
 
 
 def export(capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str, str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import resnet18_config as tiny_config  # a resume message names resnet18
 from visiontl.config import build_config
 from visiontl.engine.trainer import train
 from visiontl.errors import TrainingError
@@ -184,7 +184,7 @@ def test_kill_during_checkpoint_write_keeps_the_previous_one(synthetic_root: Pat
     script = f"""
 import os, signal
 import visiontl.atomic as atomic
-from conftest import tiny_config
+from conftest import resnet18_config as tiny_config
 from visiontl.config import build_config
 from visiontl.engine.trainer import train
 real, calls = atomic.os.fsync, [0]

@@ -16,7 +16,6 @@ import torch
 from PIL import Image
 
 from conftest import tiny_config
-from test_detection import det_config
 from test_segmentation import seg_config
 from visiontl.active import (Ranked, classification_reason, detection_entropy, detection_reason, detection_uncertainty,
                              entropy, k_center_greedy, least_confidence, rank_images, segmentation_reason, write_list)
@@ -223,15 +222,11 @@ def test_rank_refuses_bad_requests_in_one_line(classifier: tuple[Path, Path, Pat
 
 
 @pytest.fixture(scope="module")
-def detector(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A Faster R-CNN (mobilenet_v2, 72-96 px) trained one epoch; an unlabelled pool of 4 images, one empty."""
-    root = tmp_path_factory.mktemp("shapes")
-    make_detection_coco(root, images=3, split="train", seed=0)
-    make_detection_coco(root, images=1, split="val", empty=0, seed=1)
-    make_detection_coco(root, images=4, split="pool", seed=2)
-    run = tmp_path_factory.mktemp("det_run")
-    train(build_config(det_config(root, run, train={"epochs": 1}, model={"detections_per_image": 20})))
-    return run / "checkpoints" / "last.pt", root / "pool"
+def detector(trained_detector: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The session's Faster R-CNN (conftest: mobilenet_v2, 72-96 px, one epoch); an unlabelled pool of 4 images."""
+    pool = tmp_path_factory.mktemp("shapes")
+    make_detection_coco(pool, images=4, split="pool", seed=2)
+    return trained_detector[0], pool / "pool"
 
 
 def test_rank_detector_cli_and_the_nothing_found_rule(detector: tuple[Path, Path], tmp_path: Path,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 import urllib.error
@@ -18,10 +19,6 @@ from typing import Any
 
 import pytest
 
-from test_detection import det_config
-from visiontl.config import build_config
-from visiontl.data.synthetic import make_detection_coco
-from visiontl.engine.trainer import train
 from visiontl.errors import DataError
 from visiontl.preannotate import predict_set
 from visiontl.serve import Backend, make_server
@@ -37,19 +34,18 @@ PROJECT = "7.1717000000"  # Label Studio's project uid: "<id>.<created_at timest
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(checkpoint, image root) of a tiny detector trained one epoch on synthetic shapes."""
-    data = tmp_path_factory.mktemp("shapes")
-    make_detection_coco(data, images=4, split="train", seed=0)
-    make_detection_coco(data, images=3, split="val", seed=1)
-    run = tmp_path_factory.mktemp("run")
-    train(build_config(det_config(data, run)))
-    root = data / "val"
-    secret = data / "secret.png"  # outside the root
+def trained(trained_detector: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(checkpoint, image root): the session's tiny detector (conftest), its val images copied here to add
+    the path cases."""
+    checkpoint, data = trained_detector
+    base = tmp_path_factory.mktemp("shapes")
+    root = base / "val"
+    shutil.copytree(data / "val", root)
+    secret = base / "secret.png"  # outside the root
     secret.write_bytes((root / "img_001.png").read_bytes())
     (root / "link.png").symlink_to(secret)  # inside the root, pointing outside
     (root / "broken.png").write_bytes(b"not an image")
-    return run / "checkpoints" / "last.pt", root
+    return checkpoint, root
 
 
 @pytest.fixture(scope="module")

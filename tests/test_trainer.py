@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import tiny_config
+from conftest import resnet18_config as tiny_config  # its tests count resnet18's 512 features
 from visiontl.config import build_config
 from visiontl.data.synthetic import make_imagefolder
 from visiontl.engine.checkpoint import load_checkpoint

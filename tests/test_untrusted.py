@@ -32,7 +32,7 @@ import yaml
 
 import corpus_build as cb
 from conftest import run_main as _cli
-from conftest import tiny_config
+from conftest import resnet18_config, tiny_config
 from visiontl.errors import CheckpointError, ConfigError, DataError, WeightsError
 
 CORPUS = cb.CORPUS
@@ -106,7 +106,7 @@ def test_weights_that_would_run_code(evil: SimpleNamespace, synthetic_root: Path
     weights = _evil(evil.tmp / "resnet18.pth", evil.marker)
     run = evil.tmp / "run"
     config = evil.tmp / "config.yaml"
-    config.write_text(yaml.safe_dump(tiny_config(synthetic_root, run)))
+    config.write_text(yaml.safe_dump(resnet18_config(synthetic_root, run)))  # resnet18: its ImageNet file is named below
     # model.weights: a path -> read with weights_only, refused before any training
     code, out, err = _cli(["train", str(config), f"model.weights={weights}"], capsys)
     assert code == 2 and not evil.marker.exists() and not (run / "checkpoints").exists()
