@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import resnet18_config as tiny_config  # a resume message names resnet18
+from conftest import resnet18_config, tiny_config
 from visiontl.config import build_config
 from visiontl.engine.trainer import train
 from visiontl.errors import TrainingError
@@ -184,7 +184,7 @@ def test_kill_during_checkpoint_write_keeps_the_previous_one(synthetic_root: Pat
     script = f"""
 import os, signal
 import visiontl.atomic as atomic
-from conftest import resnet18_config as tiny_config
+from conftest import tiny_config
 from visiontl.config import build_config
 from visiontl.engine.trainer import train
 real, calls = atomic.os.fsync, [0]
@@ -444,7 +444,7 @@ def test_a_failed_resume_changes_nothing(synthetic_root: Path, tmp_path: Path) -
     from visiontl.errors import CheckpointError
 
     run = tmp_path / "run"
-    raw = tiny_config(synthetic_root, run, train={"epochs": 2, "max_steps": 2})
+    raw = resnet18_config(synthetic_root, run, train={"epochs": 2, "max_steps": 2})  # the message names resnet18
     train(build_config(raw), log_file=True)
     (run / "run.json").unlink()  # as if stopped in epoch 1
     before = _tree(run)
@@ -454,7 +454,7 @@ def test_a_failed_resume_changes_nothing(synthetic_root: Path, tmp_path: Path) -
     assert str(err.value) == (f"--resume: {run / 'checkpoints' / 'last.pt'} was trained with model.backbone resnet18, "
                               f"the config says mobilenet_v2; resume with the run's own config ({run / 'config.yaml'}), "
                               "or choose another run.dir")
-    head = tiny_config(synthetic_root, run, model={"head": "mlp"}, train={"epochs": 2})
+    head = resnet18_config(synthetic_root, run, model={"head": "mlp"}, train={"epochs": 2})
     with pytest.raises(CheckpointError, match=r"does not fit the model this config builds \(Error\(s\) in loading "
                                               r"state_dict for Classifier: .*Missing key"):
         train(build_config(head), resume=True, log_file=True)
