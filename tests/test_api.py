@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -113,6 +114,37 @@ def test_api_evaluation_gets_the_clis_numbers(task: str, trained: dict, tmp_path
     assert sorted(p.name for p in (tmp_path / "api").iterdir()) == sorted(p.name for p in (tmp_path / "cli").iterdir())
     on_train = vtl.evaluate(model, t.cfg.data, split="train")
     assert on_train["num_samples"] == 12 and on_train["split"] == "train"  # 3 classes x 4 train images
+
+
+def test_evaluate_scores_the_model_in_memory_and_writes_nothing_without_out_dir(trained: dict, tmp_path: Path,
+                                                                               capsys: pytest.CaptureFixture) -> None:
+    import torch
+
+    from visiontl.atomic import observe_writes, stop_observing_writes
+
+    t = trained["classification"]
+    copy = tmp_path / "copy.pt"
+    shutil.copy(t.run.best, copy)
+    model = vtl.load(copy)
+    copy.unlink()  # scored in memory: the checkpoint is not read again
+    written: list[Path] = []
+    observe_writes(written.append)
+    try:
+        metrics = vtl.evaluate(model, t.cfg.data)
+    finally:
+        stop_observing_writes(written.append)
+    assert written == [] and list(tmp_path.iterdir()) == []
+    code, _, err = run_main(["evaluate", str(t.run.best), "--out", str(tmp_path / "cli")], capsys)
+    assert code == 0, err
+    assert scalars(metrics) == scalars(json.loads((tmp_path / "cli" / "metrics.json").read_text()))
+    assert metrics["checkpoint"] == str(copy) and metrics["split"] == str(t.cfg.data.val)
+    with torch.no_grad():  # the model as it is now: all-zero weights give every class the same logit
+        for p in model.model.parameters():
+            p.zero_()
+    assert vtl.evaluate(model, t.cfg.data)["loss"] == pytest.approx(np.log(3), abs=1e-6)
+    # model.* keys rebuild the model from its checkpoint, as `visiontl evaluate` does: here it is gone
+    with pytest.raises(vtl.errors.CheckpointError):
+        vtl.evaluate(model, t.cfg.data, overrides={"model.dropout": 0.5})
 
 
 def val_images(t: Trained) -> list[Path]:
@@ -250,7 +282,7 @@ def test_a_callers_handler_gets_the_log_instead(trained: dict, tmp_path: Path, c
         logger.addHandler(Collect())
         logger.setLevel(logging.INFO)
         capsys.readouterr()
-        vtl.evaluate(t.run.best, overrides=["train.device=cpu"])
+        vtl.evaluate(t.run.best, out_dir=tmp_path / "eval", overrides=["train.device=cpu"])  # (it reports)
         assert capsys.readouterr().out == ""  # nothing printed: the caller's handler decides
     assert any(line.startswith("report:") for line in lines)
 

@@ -13,7 +13,9 @@ from visiontl.backbones.weights import load_strict
 from visiontl.errors import WeightsError
 from visiontl.models import Classifier
 
-ALL = [*list_backbones(), "timm:test_resnet", "timm:test_efficientnet"]
+TINY = ["timm:test_resnet", "timm:test_efficientnet"]
+# the full-size registry grid is `slow` (`pytest -m "not slow"` skips it; `make test` runs it)
+ALL = [*TINY, *(pytest.param(name, marks=pytest.mark.slow) for name in list_backbones())]
 # Odd sizes; Inception v3's unpadded convolutions need at least 75 px.
 INPUT = {"inception_v3": (99, 87)}
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import cli_run
+
 
 def cli(*args: str, torch_home: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TORCH_HOME": str(torch_home)}
-    return subprocess.run([sys.executable, "-m", "visiontl", *args], capture_output=True, text=True, env=env, timeout=300)
+    """`visiontl ARGS` in this process (test_corpus and test_trainer run `python -m visiontl` as a process)."""
+    assert os.environ["TORCH_HOME"] == str(torch_home)  # conftest's private cache
+    return cli_run(*args)
 
 
 def test_backbones_lists_every_name_with_channels_and_strides(torch_home: Path) -> None:

@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from conftest import cli_run as run_cli
 from conftest import run_main as _cli
 from visiontl.config import Config, load_config
 from visiontl.errors import ConfigError
@@ -58,10 +57,6 @@ def test_staged_epochs_come_from_the_phases(tmp_path: Path) -> None:
     assert cfg.train.epochs == 5
     with pytest.raises(ConfigError, match="add up to 5 epochs"):
         load_config(write(tmp_path, {"finetune": {"strategy": "staged", "stages": stages}, "train": {"epochs": 4}}))
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "visiontl", *args], capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize(

@@ -9,14 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import cli_run as run
 from test_data_check import broken_coco
 from visiontl.cli import ANNOTATION_FORMATS
 from visiontl.data.formats.registry import FORMAT_NAMES, FORMATS, read_dataset
 from visiontl.data.synthetic import make_detection_coco
-
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "visiontl", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_every_format_name_comes_from_the_registry_and_the_parser_imports_no_reader() -> None:

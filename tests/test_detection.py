@@ -4,15 +4,13 @@ through training and prediction, a Roboflow-shaped export, fine-tuning policies 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from conftest import with_sections
+from conftest import cli_run, with_sections
 from visiontl.backbones import create_backbone
 from visiontl.config import build_config
 from visiontl.data.annotations import LabelMap
@@ -26,6 +24,8 @@ from visiontl.tasks.detection import _to_results
 
 ARCHS = ["faster_rcnn_fpn", "faster_rcnn_single", "ssd", "ssdlite"]
 BACKBONES = ["vgg16", "resnet50", "mobilenet_v2", "efficientnet_b0", "inception_v3"]
+# the tiny ones run by default; the full-size grid is `slow` (`make test` runs it, `pytest -m "not slow"` does not)
+GRID = ["timm:test_resnet", "timm:test_efficientnet", *(pytest.param(b, marks=pytest.mark.slow) for b in BACKBONES)]
 
 
 def build(arch: str, backbone_name: str, num_classes: int = 3) -> torch.nn.Module:
@@ -38,7 +38,7 @@ def build(arch: str, backbone_name: str, num_classes: int = 3) -> torch.nn.Modul
                      nms_threshold=0.45, detections_per_image=20)
 
 
-@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("backbone", GRID)
 @pytest.mark.parametrize("arch", ARCHS)
 def test_detector_trains_two_steps_and_predicts(arch: str, backbone: str) -> None:
     torch.manual_seed(0)
@@ -104,9 +104,8 @@ def test_category_ids_round_trip_through_train_and_predict(shapes: Path, tmp_pat
     assert ckpt["config"]["model"]["min_size"] == 72  # the eval-time resize travels with the weights
 
     out = tmp_path / "pred.json"
-    done = subprocess.run([sys.executable, "-m", "visiontl", "predict", str(run / "checkpoints" / "last.pt"),
-                           str(shapes / "val"), "--out", str(out), "--score-threshold", "0.0", "--draw", str(tmp_path / "drawn")],
-                          capture_output=True, text=True)
+    done = cli_run("predict", run / "checkpoints" / "last.pt", shapes / "val", "--out", out, "--score-threshold", "0.0",
+                   "--draw", tmp_path / "drawn")
     assert done.returncode == 0, done.stderr
     results = json.loads(out.read_text())
     assert results, "a score threshold of 0 keeps every detection"
@@ -115,8 +114,7 @@ def test_category_ids_round_trip_through_train_and_predict(shapes: Path, tmp_pat
     assert {Path(r["file_name"]).name for r in results} <= {f"img_{i:03d}.png" for i in range(3)}
     assert len(list((tmp_path / "drawn").glob("*.png"))) == 3
 
-    done = subprocess.run([sys.executable, "-m", "visiontl", "evaluate", str(run / "checkpoints" / "last.pt"),
-                           "--out", str(tmp_path / "eval")], capture_output=True, text=True)
+    done = cli_run("evaluate", run / "checkpoints" / "last.pt", "--out", tmp_path / "eval")
     assert done.returncode == 0, done.stderr
     again = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert again["bbox/AP"] == pytest.approx(saved["bbox/AP"], abs=1e-9)
@@ -190,8 +188,7 @@ def test_fine_tune_from_a_detector_with_other_classes(shapes: Path, tmp_path: Pa
 def test_data_preview_writes_a_picture(shapes: Path, tmp_path: Path) -> None:
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(det_config(shapes, tmp_path / "run", data={"augment": "strong"})))
-    done = subprocess.run([sys.executable, "-m", "visiontl", "data", "preview", str(cfg), "--n", "4", "--out",
-                           str(tmp_path / "prev")], capture_output=True, text=True)
+    done = cli_run("data", "preview", cfg, "--n", "4", "--out", tmp_path / "prev")
     assert done.returncode == 0, done.stderr
     from PIL import Image
 

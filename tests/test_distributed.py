@@ -100,6 +100,27 @@ def test_detector_with_its_val_split_taken_from_train(tmp_path: Path) -> None:
     assert sorted(i["file"] for i in images) == sorted(val) and len(val) == 3
 
 
+def test_the_api_under_torchrun_logs_on_rank_0_only_and_leaves_the_group(synthetic_root: Path, tmp_path: Path) -> None:
+    """A script calling vtl.train, started by torchrun: one copy of the progress lines (rank 0's), a Run on
+    every rank, the process group left when vtl.train returns."""
+    run = tmp_path / "run"
+    cfg = tiny_config(synthetic_root, run, train={"epochs": 1, "batch_size": 8})
+    script = tmp_path / "script.py"
+    script.write_text("import torch.distributed, visiontl as vtl\n"
+                      f"run = vtl.train({cfg!r})\n"
+                      "print('run', run.metrics['best']['epoch'], torch.distributed.is_initialized(), flush=True)\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+                           f"--master_port={free_port()}", str(script)], capture_output=True, text=True, timeout=120,
+                          env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert out.count("epoch 1/1") == 1 and out.count("distributed: rank 0 of 2") == 1 and "rank 1 of 2" not in out
+    assert out.count("data: ") == 1 and out.count("report: ") == 1
+    assert out.count("run 1 False") == 2  # both ranks return the Run, out of the group
+    assert "distributed: rank 0 of 2" in (run / "train.log").read_text()
+
+
 @pytest.mark.parametrize("size,world", [(10, 3), (12, 2), (1, 2), (7, 1)])
 def test_shards_are_disjoint_cover_the_epoch_and_have_equal_length(size: int, world: int) -> None:
     inner = EpochSampler(size, shuffle=True, seed=3)
@@ -111,3 +132,24 @@ def test_shards_are_disjoint_cover_the_epoch_and_have_equal_length(size: int, wo
     assert set(flat) == set(order)  # together they cover the epoch, in the shared seeded order
     padding = len(flat) - size
     assert padding < world and sorted(flat) == sorted(order + order[:padding])  # padded by repeating the start
+
+
+def test_a_session_quiets_the_other_ranks_and_leaves_only_a_group_it_joined(monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    from visiontl.engine import distributed as d
+
+    log = logging.getLogger("visiontl")
+    group = {"joined": False}
+    left: list[str] = []
+    monkeypatch.setattr(d, "init", lambda device: group.update(joined=True))
+    monkeypatch.setattr(d, "active", lambda: group["joined"])
+    monkeypatch.setattr(d, "is_main", lambda: False)  # rank 1
+    monkeypatch.setattr(d, "shutdown", lambda: left.append("left"))
+    monkeypatch.setattr(log, "level", logging.INFO)
+    with d.session("cpu"):
+        assert log.level == logging.WARNING  # one copy of the progress lines: rank 0's
+    assert log.level == logging.INFO and left == ["left"]
+    with d.session("cpu"):  # a group joined before (by the caller) is the caller's to leave
+        assert log.level == logging.WARNING
+    assert log.level == logging.INFO and left == ["left"]

@@ -14,11 +14,10 @@ import torch
 from PIL import Image
 
 from conftest import tiny_config
-from test_detection import det_config
 from test_segmentation import seg_config
 from visiontl.config import build_config
 from visiontl.data.annotations import AnnotationSet, Category, ImageRecord, Instance
-from visiontl.data.synthetic import make_detection_coco, make_segmentation_folders
+from visiontl.data.synthetic import make_segmentation_folders
 from visiontl.engine.checkpoint import load_checkpoint
 from visiontl.engine.gallery import pick_examples
 from visiontl.engine.inference import evaluate_checkpoint
@@ -199,17 +198,9 @@ def test_classification_run_and_evaluate_leave_the_report_files(synthetic_root: 
         assert "accuracy" in (folder / "report.md").read_text()
 
 
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("shapes")
-    make_detection_coco(root, images=4, split="train", seed=0)
-    make_detection_coco(root, images=3, split="val", seed=1)
-    return root
-
-
-def test_detection_run_leaves_confusion_matrix_and_gallery(shapes: Path, tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    train(build_config(det_config(shapes, run)))
+def test_detection_run_leaves_confusion_matrix_and_gallery(trained_detector: tuple[Path, Path]) -> None:
+    shapes = trained_detector[1]
+    run = shapes / "run"  # the session's detection run (conftest), read only
     raw = np.load(run / "eval_raw.npz", allow_pickle=False)
     names = ["shape_0", "shape_5", "shape_17"]
     assert raw["class_names"].tolist() == names

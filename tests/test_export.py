@@ -14,12 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import tiny_config
-from test_detection import det_config
+from conftest import resnet18_config
 from test_segmentation import seg_config
 from visiontl.cli import main
 from visiontl.config import build_config
-from visiontl.data.synthetic import make_detection_coco, make_segmentation_folders
+from visiontl.data.synthetic import make_segmentation_folders
 from visiontl.engine.trainer import train
 
 onnx = pytest.importorskip("onnx", reason="the export extra (pip install 'visiontl[export]') is not installed")
@@ -31,7 +30,7 @@ ONE_STEP = {"epochs": 1, "max_steps": 1}
 @pytest.fixture(scope="module")
 def classifier(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("clf") / "run"
-    train(build_config(tiny_config(synthetic_root, run, train=ONE_STEP)))
+    train(build_config(resnet18_config(synthetic_root, run, train=ONE_STEP)))  # the tests below name resnet18
     return run / "checkpoints" / "last.pt"
 
 
@@ -44,12 +43,9 @@ def unet(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def detector(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("det")
-    make_detection_coco(base, images=4, split="train", seed=0)
-    make_detection_coco(base, images=3, split="val", seed=1)
-    train(build_config(det_config(base, base / "run", train={**ONE_STEP, "batch_size": 2})))
-    return base / "run" / "checkpoints" / "last.pt"
+def detector(trained_detector: tuple[Path, Path]) -> Path:
+    """The session's detector (conftest); its val images are `detector.parents[2] / "val"`."""
+    return trained_detector[0]
 
 
 def export(capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str, str]:
@@ -100,6 +96,67 @@ def test_classifier_to_onnx_parity_metadata_and_predict(classifier: Path, synthe
     # here, with AVX-512 or AVX2): a last digit may differ by one. Measured: 1e-6 on both; allowed: two digits.
     assert np.allclose([[float(r[2]), float(r[4])] for r in ours[1:]], [[float(r[2]), float(r[4])] for r in theirs[1:]],
                        atol=2e-6)
+
+
+def test_cli_predict_and_vtl_load_give_the_same_numbers(classifier: Path, detector: Path, synthetic_root: Path,
+                                                       tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The same images through `visiontl predict` and through `vtl.load(...).predict` (the same Predictor
+    underneath): the same numbers in the files as in memory, for a checkpoint and for its ONNX export."""
+    import visiontl as vtl
+
+    images = synthetic_root / "val"
+    assert export(capsys, classifier, "--format", "onnx", "--out", tmp_path / "clf.onnx")[0] == 0
+    probabilities = []
+    for model in (classifier, tmp_path / "clf.onnx"):
+        out = tmp_path / f"{model.name}.json"
+        assert main(["predict", str(model), str(images), "--out", str(out), "--topk", "3"]) == 0
+        rows = json.loads(out.read_text())
+        predictor = vtl.load(model)
+        assert predictor.source == ("checkpoint" if model == classifier else "onnx")
+        preds = predictor.predict(images, topk=3, batch_size=32)  # the CLI's batch: the same float sums
+        assert len(rows) == len(preds) == 12 and [r["file"] for r in rows] == [p.source for p in preds]
+        assert [[t["class"] for t in r["top"]] for r in rows] == [p.labels for p in preds]
+        assert [[t["score"] for t in r["top"]] for r in rows] == [[round(s, 6) for s in p.scores] for p in preds]
+        probabilities.append(np.stack([p.probabilities for p in preds]))
+    assert np.abs(probabilities[0] - probabilities[1]).max() < 1e-5  # the file and its checkpoint agree
+
+    # ranking takes either Predictor; diversity needs the checkpoint's backbone and says so in one line
+    from visiontl.active import rank_images
+    from visiontl.engine.inference import image_files
+    from visiontl.errors import DataError
+
+    files = image_files([images])
+    by_file, by_checkpoint = (rank_images(vtl.load(m), files, "uncertainty", 12, progress=False)
+                              for m in (tmp_path / "clf.onnx", classifier))
+    scores = {r.file: r.score for r in by_checkpoint}
+    assert len(by_file) == 12 and all(r.score == pytest.approx(scores[r.file], abs=1e-5) for r in by_file)
+    with pytest.raises(DataError, match=r"clf\.onnx: diversity compares the backbone's features, which an exported "
+                                        r"file does not give; rank with its checkpoint$"):
+        rank_images(vtl.load(tmp_path / "clf.onnx"), files, "diversity", 2, progress=False)
+
+    val = detector.parents[2] / "val"
+    assert export(capsys, detector, "--format", "onnx", "--out", tmp_path / "det.onnx")[0] == 0
+    for model in (detector, tmp_path / "det.onnx"):
+        out = tmp_path / f"{model.name}.json"
+        assert main(["predict", str(model), str(val), "--out", str(out), "--score-threshold", "0"]) == 0
+        records = json.loads(out.read_text())
+        found = vtl.load(model).predict(val, score_threshold=0.0)
+        expected = [{**r, "file_name": d.source} for i, d in enumerate(found) for r in d.to_coco(i + 1)]
+        assert records and records == json.loads(json.dumps(expected))
+
+
+def test_predict_batches_decodes_one_batch_at_a_time(classifier: Path, synthetic_root: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """predict_batches (what `visiontl predict` writes from) holds one batch of images at a time."""
+    import visiontl as vtl
+    from visiontl.data import images as image_io
+
+    decoded = []
+    real_read = image_io.read_image
+    monkeypatch.setattr(image_io, "read_image", lambda path: decoded.append(path) or real_read(path))
+    batches = vtl.load(classifier).predict_batches(synthetic_root / "val", topk=1, batch_size=5)
+    assert len(next(batches)) == 5 and len(decoded) == 5
+    assert [len(batch) for batch in batches] == [5, 2] and len(decoded) == 12
 
 
 def test_classifier_to_torchscript_with_dynamic_batch(classifier: Path, synthetic_root: Path, tmp_path: Path,

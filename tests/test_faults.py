@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import resnet18_config, tiny_config
 from visiontl.config import build_config
 from visiontl.engine.trainer import train
 from visiontl.errors import TrainingError
@@ -444,7 +444,7 @@ def test_a_failed_resume_changes_nothing(synthetic_root: Path, tmp_path: Path) -
     from visiontl.errors import CheckpointError
 
     run = tmp_path / "run"
-    raw = tiny_config(synthetic_root, run, train={"epochs": 2, "max_steps": 2})
+    raw = resnet18_config(synthetic_root, run, train={"epochs": 2, "max_steps": 2})  # the message names resnet18
     train(build_config(raw), log_file=True)
     (run / "run.json").unlink()  # as if stopped in epoch 1
     before = _tree(run)
@@ -454,7 +454,7 @@ def test_a_failed_resume_changes_nothing(synthetic_root: Path, tmp_path: Path) -
     assert str(err.value) == (f"--resume: {run / 'checkpoints' / 'last.pt'} was trained with model.backbone resnet18, "
                               f"the config says mobilenet_v2; resume with the run's own config ({run / 'config.yaml'}), "
                               "or choose another run.dir")
-    head = tiny_config(synthetic_root, run, model={"head": "mlp"}, train={"epochs": 2})
+    head = resnet18_config(synthetic_root, run, model={"head": "mlp"}, train={"epochs": 2})
     with pytest.raises(CheckpointError, match=r"does not fit the model this config builds \(Error\(s\) in loading "
                                               r"state_dict for Classifier: .*Missing key"):
         train(build_config(head), resume=True, log_file=True)
@@ -482,11 +482,11 @@ def test_a_run_dir_in_use_is_refused_naming_the_process(synthetic_root: Path, tm
     import subprocess
     import sys
 
-    from visiontl.engine.resilience import RunDir, check_run_dir
+    from visiontl.engine.rundir import RunDir
     from visiontl.errors import ConfigError
 
     run = tmp_path / "run"
-    with RunDir.open(run, resume=False, force=False):
+    with RunDir(run).open(resume=False, force=False):
         with pytest.raises(ConfigError) as err:
             train(build_config(tiny_config(synthetic_root, run, train={"epochs": 1})))
         assert str(err.value) == (f"run.dir {run} is in use by process {os.getpid()} (visiontl.lock); wait for it to "
@@ -497,17 +497,17 @@ def test_a_run_dir_in_use_is_refused_naming_the_process(synthetic_root: Path, tm
             evaluate_checkpoint(tmp_path / "any.pt", [], run)
     other = tmp_path / "other"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from visiontl.engine.resilience import "
-         f"RunDir; RunDir.open(Path({str(other)!r}), False, False); print('held', flush=True); time.sleep(60)"],
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from visiontl.engine.rundir import "
+         f"RunDir; RunDir(Path({str(other)!r})).open(False, False); print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == "held\n"
         with pytest.raises(ConfigError, match=rf"is in use by process {holder.pid} \(visiontl.lock\)"):
-            check_run_dir(other, resume=False, force=False)
+            RunDir(other).check(resume=False, force=False)
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-    check_run_dir(other, resume=False, force=False)  # the kernel dropped the lock with the process
+    RunDir(other).check(resume=False, force=False)  # the kernel dropped the lock with the process
 
 
 # ---- a stop signal to the whole process group (issue 15, item 6) --------------------------------------

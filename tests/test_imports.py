@@ -33,9 +33,6 @@ KNOWN_DEFERRED_EDGES: set[tuple[str, str]] = {
     ("visiontl.backbones.registry", "visiontl.backbones.torchvision_backbones"),
     # cocoeval runs the optional hotcoco engine, which reads cocoeval's Detections / GroundTruth
     ("visiontl.evaluation.cocoeval", "visiontl.evaluation.hotcoco_engine"),
-    # loading a model: an exported file is loaded by visiontl.export, which loads checkpoints with inference
-    ("visiontl.engine.inference", "visiontl.export"),
-    ("visiontl.engine.inference", "visiontl.export.predict"),
 }
 
 

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from test_detection import det_config
-from visiontl.config import build_config
+from conftest import cli_run
 from visiontl.data.formats.registry import read_dataset
-from visiontl.data.synthetic import make_detection_coco
-from visiontl.engine.inference import image_files, load_trained
-from visiontl.engine.trainer import train
+from visiontl.engine.inference import image_files
+from visiontl.loading import load_predictor
 from visiontl.preannotate import control_names, predict_set
 
 LABEL_CONFIG = """<View>
@@ -27,18 +24,14 @@ LABEL_CONFIG = """<View>
 
 
 @pytest.fixture(scope="module")
-def detector(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("shapes")
-    make_detection_coco(root, images=4, split="train", seed=0)
-    make_detection_coco(root, images=3, split="val", seed=1)
-    run = tmp_path_factory.mktemp("run")
-    train(build_config(det_config(root, run, train={"epochs": 1}, model={"detections_per_image": 20})))
-    return run / "checkpoints" / "last.pt", root / "val"
+def detector(trained_detector: tuple[Path, Path]) -> tuple[Path, Path]:
+    """The session's detector (conftest) and its val images."""
+    ckpt, root = trained_detector
+    return ckpt, root / "val"
 
 
 def _predict(ckpt: Path, images: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "visiontl", "predict", str(ckpt), str(images), "--score-threshold", "0.0",
-                           *args], capture_output=True, text=True, timeout=300)
+    return cli_run("predict", ckpt, images, "--score-threshold", "0.0", *args)
 
 
 def _rows(aset) -> list[tuple]:
@@ -60,7 +53,7 @@ def _same(got, expected, tol: float) -> bool:
 
 def test_predictions_in_every_tool_format(detector: tuple[Path, Path], tmp_path: Path) -> None:
     ckpt, images = detector
-    expected = predict_set(load_trained(ckpt), image_files([images]), 0.0, progress=False)
+    expected = predict_set(load_predictor(ckpt), image_files([images]), 0.0, progress=False)
     assert expected.instances and all(i.score is not None for i in expected.instances)
 
     config = tmp_path / "config.xml"

@@ -16,7 +16,6 @@ import torch
 from PIL import Image
 
 from conftest import tiny_config
-from test_detection import det_config
 from test_segmentation import seg_config
 from visiontl.active import (Ranked, classification_reason, detection_entropy, detection_reason, detection_uncertainty,
                              entropy, k_center_greedy, least_confidence, rank_images, segmentation_reason, write_list)
@@ -32,6 +31,7 @@ from visiontl.data.synthetic import make_detection_coco, make_imagefolder, make_
 from visiontl.engine.inference import LoadedModel, image_files, load_trained
 from visiontl.engine.trainer import train
 from visiontl.errors import DataError
+from visiontl.predictor import checkpoint_predictor
 
 PROBS = np.array([[0.5, 0.3, 0.2], [1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3], [0.7, 0.2, 0.1]])
 
@@ -111,6 +111,11 @@ def test_k_center_greedy_picks_the_farthest_points_in_order() -> None:
     assert [p[0] for p in picks] == [0, 1, 3, 2] and picks[-1][1] == 0.0
 
 
+def predictor(loaded: LoadedModel) -> object:
+    """The Predictor rank_images takes, around a loaded checkpoint."""
+    return checkpoint_predictor(loaded, "checkpoint.pt")
+
+
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, LoadedModel]:
     """A resnet18 classifier trained one epoch at 32 px, its labelled images, an unlabelled pool of 9 other
@@ -145,7 +150,7 @@ def test_rank_classifier_cli_writes_sorted_deterministic_list_and_task_files(
     out = tmp_path / "uncertainty.txt"
     code, printed, err = _rank(capsys, ckpt, pool, "--strategy", "uncertainty", "--top", 6, "--out", out)
     assert code == 0, err
-    write_list(rank_images(loaded, files, "uncertainty", 6, progress=False), tmp_path / "again.txt")
+    write_list(rank_images(predictor(loaded), files, "uncertainty", 6, progress=False), tmp_path / "again.txt")
     assert out.read_bytes() == (tmp_path / "again.txt").read_bytes()  # a second run: the same bytes
     rows = _read_list(out)
     assert len(rows) == 6 and len({r[0] for r in rows}) == 6 and {Path(r[0]) for r in rows} <= set(files)
@@ -154,7 +159,7 @@ def test_rank_classifier_cli_writes_sorted_deterministic_list_and_task_files(
     assert f"   1  {rows[0][1]:.4f}  {rows[0][0]}  {rows[0][2]}" in printed  # the top, with its reason
 
     # the whole pool: each score is 1 - max of the model's own probabilities; twins tied, in name order
-    ranked = rank_images(loaded, files, "uncertainty", 100, progress=False)
+    ranked = rank_images(predictor(loaded), files, "uncertainty", 100, progress=False)
     assert len(ranked) == len(files)
     assert [(-r.score, str(r.file)) for r in ranked] == sorted((-r.score, str(r.file)) for r in ranked)
     transform = classification_transform("none", 32, loaded.backbone.mean, loaded.backbone.std, train=False)
@@ -198,7 +203,7 @@ def test_rank_classifier_cli_writes_sorted_deterministic_list_and_task_files(
     back = read_cvat(xml, image_root=pool)
     assert [im.file_name for im in back.images] == [Path(r[0]).relative_to(pool).as_posix() for r in rows]
     assert back.instances == [] and [c.name for c in back.categories] == ["class_0", "class_1", "class_2"]
-    again = rank_images(loaded, files, "diversity", 4, labelled=image_files([labelled]), progress=False)
+    again = rank_images(predictor(loaded), files, "diversity", 4, labelled=image_files([labelled]), progress=False)
     assert [(str(r.file), f"{r.score:.6f}", r.reason) for r in again] == [(f, f"{sc:.6f}", w) for f, sc, w in rows]
 
 
@@ -209,23 +214,19 @@ def test_rank_refuses_bad_requests_in_one_line(classifier: tuple[Path, Path, Pat
     assert code == 2 and err == "visiontl: error: --as and --tasks go together: --as labelstudio|cvat --tasks FILE\n"
     assert not (tmp_path / "x.txt").exists()
     with pytest.raises(DataError, match="^a labelled pool is used by the diversity strategy only, not by uncertainty$"):
-        rank_images(loaded, image_files([pool]), "uncertainty", 3, labelled=image_files([labelled]))
+        rank_images(predictor(loaded), image_files([pool]), "uncertainty", 3, labelled=image_files([labelled]))
     with pytest.raises(DataError, match="rank at least 1 image"):
-        rank_images(loaded, image_files([pool]), "entropy", 0)
+        rank_images(predictor(loaded), image_files([pool]), "entropy", 0)
     with pytest.raises(DataError, match="every one is in the labelled pool"):
-        rank_images(loaded, image_files([pool]), "diversity", 3, labelled=image_files([pool]))
+        rank_images(predictor(loaded), image_files([pool]), "diversity", 3, labelled=image_files([pool]))
 
 
 @pytest.fixture(scope="module")
-def detector(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A Faster R-CNN (mobilenet_v2, 72-96 px) trained one epoch; an unlabelled pool of 4 images, one empty."""
-    root = tmp_path_factory.mktemp("shapes")
-    make_detection_coco(root, images=3, split="train", seed=0)
-    make_detection_coco(root, images=1, split="val", empty=0, seed=1)
-    make_detection_coco(root, images=4, split="pool", seed=2)
-    run = tmp_path_factory.mktemp("det_run")
-    train(build_config(det_config(root, run, train={"epochs": 1}, model={"detections_per_image": 20})))
-    return run / "checkpoints" / "last.pt", root / "pool"
+def detector(trained_detector: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The session's Faster R-CNN (conftest: mobilenet_v2, 72-96 px, one epoch); an unlabelled pool of 4 images."""
+    pool = tmp_path_factory.mktemp("shapes")
+    make_detection_coco(pool, images=4, split="pool", seed=2)
+    return trained_detector[0], pool / "pool"
 
 
 def test_rank_detector_cli_and_the_nothing_found_rule(detector: tuple[Path, Path], tmp_path: Path,
@@ -249,16 +250,16 @@ def test_rank_detector_cli_and_the_nothing_found_rule(detector: tuple[Path, Path
     outputs = loaded.task.detect(loaded.model, [unit_tensor(read_image(f)) for f in files], torch.device("cpu"),
                                  contextlib.nullcontext())
     for strategy, rule in (("uncertainty", detection_uncertainty), ("entropy", detection_entropy)):
-        ranked = rank_images(loaded, files, strategy, 10, progress=False)
+        ranked = rank_images(predictor(loaded), files, strategy, 10, progress=False)
         expected = {f: rule(out["scores"].double().numpy()) for f, out in zip(files, outputs)}
         assert [(-r.score, str(r.file)) for r in ranked] == sorted((-r.score, str(r.file)) for r in ranked)
         assert all(r.score == pytest.approx(expected[r.file], abs=1e-6) for r in ranked) and len(ranked) == len(files)
-    write_list(rank_images(loaded, files, "uncertainty", 3, progress=False), tmp_path / "again.txt")
+    write_list(rank_images(predictor(loaded), files, "uncertainty", 3, progress=False), tmp_path / "again.txt")
     assert (tmp_path / "again.txt").read_bytes() == out.read_bytes()  # a second run: the same bytes
 
     # a detector that finds nothing: every image scores 1 (the maximum) and they come in file-name order
     loaded.model.roi_heads.score_thresh = 1.01
-    ranked = rank_images(loaded, list(reversed(files)), "uncertainty", 10, progress=False)
+    ranked = rank_images(predictor(loaded), list(reversed(files)), "uncertainty", 10, progress=False)
     assert ranked == [Ranked(f, 1.0, "no detection scoring 0.05 or more: nothing found") for f in sorted(files)]
 
 
@@ -278,12 +279,12 @@ def test_rank_segmenter_per_pixel_scores_and_diversity(tmp_path_factory: pytest.
                  for f in files}
     for strategy, rule, words in (("uncertainty", least_confidence, "mean pixel uncertainty {:.2f}; "),
                                   ("entropy", entropy, "mean pixel entropy {:.2f} nats (at most 1.10); ")):
-        ranked = rank_images(loaded, files, strategy, 10, progress=False)
+        ranked = rank_images(predictor(loaded), files, strategy, 10, progress=False)
         assert [(-r.score, str(r.file)) for r in ranked] == sorted((-r.score, str(r.file)) for r in ranked)
         assert len(ranked) == len(files)
         for r in ranked:
             assert r.score == pytest.approx(float(np.mean(rule(probs[r.file], axis=0))), abs=1e-5)
             assert r.reason.startswith(words.format(r.score)) and r.reason.endswith("% of pixels under 0.5 confidence")
-    ranked = rank_images(loaded, files, "diversity", 3, progress=False)
+    ranked = rank_images(predictor(loaded), files, "diversity", 3, progress=False)
     assert len(ranked) == 3 and ranked[0].reason.startswith("farthest from the pool's mean feature: distance ")
     assert all(r.reason.startswith("farthest from the chosen images: distance ") for r in ranked[1:])

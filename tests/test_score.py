@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from conftest import cli_run
 from visiontl.errors import DataError
 from visiontl.evaluation.coco import METRIC_NAMES
 from visiontl.evaluation.score import score_files
@@ -67,8 +66,7 @@ def test_score_cli_and_bad_results(tmp_path: Path) -> None:
     gt_path, res_path = tmp_path / "gt.json", tmp_path / "res.json"
     gt_path.write_text(json.dumps(GT))
     res_path.write_text(json.dumps(results(0)))
-    done = subprocess.run([sys.executable, "-m", "visiontl", "score", str(gt_path), str(res_path), "--out",
-                           str(tmp_path / "m.json")], capture_output=True, text=True)
+    done = cli_run("score", gt_path, res_path, "--out", tmp_path / "m.json")
     assert done.returncode == 0, done.stderr
     assert "AP50" in done.stdout and "dog" in done.stdout
     assert json.loads((tmp_path / "m.json").read_text())["bbox/AP"] == pytest.approx(score_files(gt_path, res_path)["bbox/AP"])
@@ -77,7 +75,7 @@ def test_score_cli_and_bad_results(tmp_path: Path) -> None:
     res_path.write_text(json.dumps(bad))
     with pytest.raises(DataError, match=r"result #2: missing score"):
         score_files(gt_path, res_path)
-    done = subprocess.run([sys.executable, "-m", "visiontl", "score", str(gt_path), str(res_path)], capture_output=True, text=True)
+    done = cli_run("score", gt_path, res_path)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
 
 

@@ -4,8 +4,6 @@ losses, and an end-to-end run with prediction PNGs of the input's exact size."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import with_sections
+from conftest import TINY_BACKBONE, cli_run, with_sections
 from visiontl.backbones import create_backbone, list_backbones
 from visiontl.config import build_config
 from visiontl.data.synthetic import make_detection_coco, make_segmentation_folders
@@ -23,7 +21,9 @@ from visiontl.models.segmentation import SegmentationModel
 from visiontl.tasks.segmentation import SegmentationLoss
 
 
-@pytest.mark.parametrize("name", [*list_backbones(), "timm:test_resnet"])
+# the tiny backbones run by default; every registered one is `slow` (`make test` runs them)
+@pytest.mark.parametrize("name", ["timm:test_resnet", "timm:test_efficientnet",
+                                  *(pytest.param(name, marks=pytest.mark.slow) for name in list_backbones())])
 def test_unet_step_and_exact_output_size(name: str) -> None:
     torch.manual_seed(0)
     model = SegmentationModel(create_backbone(name, "none"), num_classes=4, arch="unet")
@@ -40,8 +40,12 @@ def test_unet_step_and_exact_output_size(name: str) -> None:
         assert model(torch.randn(1, 3, 77, 99)).shape == (1, 4, 77, 99)
 
 
+DECODER_BACKBONES = ["timm:test_resnet", "timm:test_convnext",
+                     *(pytest.param(n, marks=pytest.mark.slow) for n in ("resnet18", "convnext_tiny", "inception_v3"))]
+
+
 @pytest.mark.parametrize("arch", ["fpn", "deeplabv3plus"])
-@pytest.mark.parametrize("name", ["resnet18", "convnext_tiny", "inception_v3"])
+@pytest.mark.parametrize("name", DECODER_BACKBONES)
 def test_other_decoders(arch: str, name: str) -> None:
     model = SegmentationModel(create_backbone(name, "none"), num_classes=3, arch=arch).eval()
     with torch.no_grad():
@@ -67,7 +71,7 @@ def test_losses_ignore_the_ignore_index(kind: str) -> None:
 def seg_config(root: Path, run: Path, **sections: dict) -> dict:
     raw = {
         "task": "segmentation",
-        "model": {"arch": "unet", "backbone": "resnet18", "weights": "none", "decoder_channels": [64, 32, 16, 16, 8]},
+        "model": {"arch": "unet", "backbone": TINY_BACKBONE, "weights": "none", "decoder_channels": [64, 32, 16, 16, 8]},
         "data": {"format": "masks", "root": str(root), "train": "images/train", "train_masks": "masks/train",
                  "val": "images/val", "val_masks": "masks/val", "classes": ["background", "red", "green"],
                  "image_size": 48, "augment": "standard"},
@@ -90,8 +94,7 @@ def test_train_evaluate_predict_masks(tmp_path: Path) -> None:
     assert ckpt["classes"] == ["background", "red", "green"] and ckpt["task"] == "segmentation"
 
     out = tmp_path / "pred"
-    done = subprocess.run([sys.executable, "-m", "visiontl", "predict", str(run / "checkpoints" / "best.pt"),
-                           str(root / "images" / "val"), "--out", str(out), "--overlay"], capture_output=True, text=True)
+    done = cli_run("predict", run / "checkpoints" / "best.pt", root / "images" / "val", "--out", out, "--overlay")
     assert done.returncode == 0, done.stderr
     for image in sorted((root / "images" / "val").iterdir()):
         with Image.open(out / f"{image.stem}.png") as mask, Image.open(image) as im:
@@ -99,17 +102,17 @@ def test_train_evaluate_predict_masks(tmp_path: Path) -> None:
             assert np.asarray(mask).max() < 3
         assert (out / "overlay" / f"{image.stem}.png").is_file()
 
-    done = subprocess.run([sys.executable, "-m", "visiontl", "evaluate", str(run / "checkpoints" / "best.pt"), "--out",
-                           str(tmp_path / "eval")], capture_output=True, text=True)
+    done = cli_run("evaluate", run / "checkpoints" / "best.pt", "--out", tmp_path / "eval")
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["mIoU"] == pytest.approx(saved["best"]["mIoU"])
 
 
 def test_overfit_one_batch_learns_the_masks(tmp_path: Path) -> None:
     root = make_segmentation_folders(tmp_path / "data", train=2, val=1)
-    metrics = train(build_config(seg_config(root, tmp_path / "run", train={"overfit_batches": 1, "epochs": 25, "lr": 0.01,
-                                                                          "batch_size": 2, "optimizer": "adam",
-                                                                          "schedule": "constant"})))
+    # resnet18: the thresholds below are what its capacity reaches in 25 steps
+    metrics = train(build_config(seg_config(root, tmp_path / "run", model={"backbone": "resnet18"},
+                                            train={"overfit_batches": 1, "epochs": 25, "lr": 0.01, "batch_size": 2,
+                                                   "optimizer": "adam", "schedule": "constant"})))
     assert metrics["pixel_accuracy"] > 0.9 and metrics["mIoU"] > 0.5
 
 

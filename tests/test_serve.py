@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 import urllib.error
@@ -18,10 +19,6 @@ from typing import Any
 
 import pytest
 
-from test_detection import det_config
-from visiontl.config import build_config
-from visiontl.data.synthetic import make_detection_coco
-from visiontl.engine.trainer import train
 from visiontl.errors import DataError
 from visiontl.preannotate import predict_set
 from visiontl.serve import Backend, make_server
@@ -37,19 +34,18 @@ PROJECT = "7.1717000000"  # Label Studio's project uid: "<id>.<created_at timest
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(checkpoint, image root) of a tiny detector trained one epoch on synthetic shapes."""
-    data = tmp_path_factory.mktemp("shapes")
-    make_detection_coco(data, images=4, split="train", seed=0)
-    make_detection_coco(data, images=3, split="val", seed=1)
-    run = tmp_path_factory.mktemp("run")
-    train(build_config(det_config(data, run)))
-    root = data / "val"
-    secret = data / "secret.png"  # outside the root
+def trained(trained_detector: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(checkpoint, image root): the session's tiny detector (conftest), its val images copied here to add
+    the path cases."""
+    checkpoint, data = trained_detector
+    base = tmp_path_factory.mktemp("shapes")
+    root = base / "val"
+    shutil.copytree(data / "val", root)
+    secret = base / "secret.png"  # outside the root
     secret.write_bytes((root / "img_001.png").read_bytes())
     (root / "link.png").symlink_to(secret)  # inside the root, pointing outside
     (root / "broken.png").write_bytes(b"not an image")
-    return run / "checkpoints" / "last.pt", root
+    return checkpoint, root
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +100,7 @@ def test_health_setup_and_predict_equal_predict_set(served) -> None:
     assert status == 200, answer
     results = answer["results"]
     assert len(results) == 2 and answer["model_version"] == backend.model_version
-    expected = predict_set(backend.loaded, [root / "img_001.png", root / "img_002.png"], 0.05, progress=False)
+    expected = predict_set(backend.predictor, [root / "img_001.png", root / "img_002.png"], 0.05, progress=False)
     by_image = expected.by_image()
     names = {c.id: c.name for c in expected.categories}
     assert sum(len(r["result"]) for r in results) >= 2, "the tiny detector finds something at 0.05"
@@ -171,7 +167,7 @@ def test_refusals_are_per_task_errors(served, monkeypatch: pytest.MonkeyPatch) -
     assert "not a readable image" in results[8]["error"]
     assert "cannot decode" in results[9]["error"]
     assert "error" not in results[-1] and results[-1]["result"]
-    alone = predict_set(backend.loaded, [root / "img_001.png"], 0.05, progress=False)
+    alone = predict_set(backend.predictor, [root / "img_001.png"], 0.05, progress=False)
     assert len(results[-1]["result"]) == len(alone.instances)
 
 
@@ -454,7 +450,7 @@ def test_setup_with_new_projects_keeps_memory_flat(served) -> None:
     only the names /predict reads are kept, in a bounded LRU (issue 15 #9; before: every parsed config was
     kept, +0.5 MB per project here, 21 MB in all)."""
     url, backend, root = served
-    big = Backend(backend.loaded, [root], score_threshold=0.05, max_request_mb=4)
+    big = Backend(backend.predictor, [root], score_threshold=0.05, max_request_mb=4)
     server = make_server(big, "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -516,13 +512,13 @@ def test_images_over_the_pixel_budget_are_refused_per_task(served, monkeypatch: 
         f"task 100: {root / 'huge.png'}: 16384x16384 pixels (268.4 megapixels), over the pixel budget of "
         "120,000,000 (120 megapixels; --max-pixels); refused before decoding")
     assert answer["results"][1]["result"] and decoded == ["img_001.png"]
-    assert backend.max_pixels == backend.loaded.config.data.max_pixels == 120_000_000
+    assert backend.max_pixels == backend.predictor.config.data.max_pixels == 120_000_000
 
     batches = []
     real_predict_set = preannotate.predict_set
     monkeypatch.setattr(preannotate, "predict_set", lambda loaded, files, *a, **k:
                         batches.append(len(files)) or real_predict_set(loaded, files, *a, **k))
-    small = Backend(backend.loaded, [root], score_threshold=0.05, max_pixels=2 * 96 * 72)  # two 96x72 images
+    small = Backend(backend.predictor, [root], score_threshold=0.05, max_pixels=2 * 96 * 72)  # two 96x72 images
     answer = small.predict(predict_request("img_001.png", "big.png", "img_002.png", "img_001.png"))
     results = answer["results"]
     assert batches == [2, 1]
@@ -541,12 +537,12 @@ def test_predict_refuses_an_image_over_the_budget_before_decoding(trained: tuple
     """`visiontl predict` (and its pre-annotation) checks every header against the pixel budget
     (data.max_pixels, --max-pixels) before it decodes any image, and refuses in one line naming the file."""
     from visiontl import cli
+    from visiontl import loading
     from visiontl.data import images
-    from visiontl.engine import inference
 
     checkpoint, root = trained
     # loaded once (seconds)
-    monkeypatch.setattr(inference, "load_for_prediction", lambda path, allow_torchscript_code=False: served[1].loaded)
+    monkeypatch.setattr(loading, "load_predictor", lambda path, allow_torchscript_code=False: served[1].predictor)
     huge = png_claiming(tmp_path / "huge.png", 16384, 16384)
     decoded = []
     real_read = images.read_image

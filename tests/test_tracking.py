@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_config
+from conftest import resnet18_config, tiny_config
 from visiontl.config import build_config
 from visiontl.engine.trainer import train
 from visiontl.errors import ConfigError
@@ -36,8 +36,9 @@ def tracked_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) 
     pytest.importorskip("sqlalchemy", reason="the track extra (pip install 'visiontl[track]') is not installed")
     base = tmp_path_factory.mktemp("tracked")
     run, store = base / "run", base / "mlstore"
-    train(build_config(tiny_config(synthetic_root, run, run={"dir": str(run), "tensorboard": True, "mlflow": str(store)},
-                                   train={"epochs": 2, "overfit_batches": 1})))  # one batch an epoch: fast
+    # resnet18: the MLflow test reads its name back from the run's params
+    train(build_config(resnet18_config(synthetic_root, run, run={"dir": str(run), "tensorboard": True, "mlflow": str(store)},
+                                       train={"epochs": 2, "overfit_batches": 1})))  # one batch an epoch: fast
     return run, store
 
 

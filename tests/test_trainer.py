@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import tiny_config
+from conftest import resnet18_config, tiny_config  # resnet18 where a test counts its 512 features
 from visiontl.config import build_config
 from visiontl.data.synthetic import make_imagefolder
 from visiontl.engine.checkpoint import load_checkpoint
@@ -51,7 +51,7 @@ def test_run_directory_contents(synthetic_root: Path, tmp_path: Path) -> None:
 
 
 def test_overfit_batches_fits_its_own_labels(synthetic_root: Path, tmp_path: Path) -> None:
-    cfg = build_config(tiny_config(synthetic_root, tmp_path / "run", train={"overfit_batches": 1, "epochs": 25, "lr": 0.01,
+    cfg = build_config(resnet18_config(synthetic_root, tmp_path / "run", train={"overfit_batches": 1, "epochs": 25, "lr": 0.01,
                                                                            "batch_size": 6}, data={"augment": "none"}))
     metrics = train(cfg)
     assert metrics["num_samples"] == 6  # validated on the same fixed batch
@@ -87,7 +87,7 @@ def test_sklearn_heads_end_to_end(synthetic_root: Path, tmp_path: Path) -> None:
     for head in ("logistic_regression", "linear_svm"):
         run = tmp_path / head
         # random weights are refused for feature extraction; a visiontl checkpoint counts as pretrained
-        cfg = build_config(tiny_config(synthetic_root, run, model={"head": head, "weights": str(pretrained(tmp_path))},
+        cfg = build_config(resnet18_config(synthetic_root, run, model={"head": head, "weights": str(pretrained(tmp_path))},
                                        finetune={"strategy": "feature_extraction"}))
         metrics = train(cfg)
         assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["sklearn_head"]["num_features"] == 512
@@ -113,7 +113,7 @@ def pretrained(tmp_path: Path) -> Path:
     if tmp_path not in _PRETRAINED:
         root = make_imagefolder(tmp_path / "pretrain_data", classes=4, train_per_class=6, val_per_class=2, seed=3)
         run = tmp_path / "pretrain"
-        train(build_config(tiny_config(root, run, train={"epochs": 1})))
+        train(build_config(resnet18_config(root, run, train={"epochs": 1})))
         _PRETRAINED[tmp_path] = run / "checkpoints" / "last.pt"
     return _PRETRAINED[tmp_path]
 
@@ -188,7 +188,7 @@ def test_evaluate_and_predict_cli(synthetic_root: Path, tmp_path: Path) -> None:
 
 def test_staged_run_logs_phases_and_group_lrs(synthetic_root: Path, tmp_path: Path) -> None:
     stages = [{"epochs": 1, "unfreeze": 0, "lr": 0.01}, {"epochs": 1, "unfreeze": 2, "lr": 0.001}]
-    cfg = build_config(tiny_config(synthetic_root, tmp_path / "run", model={"head": "mlp", "mlp_hidden": 16},
+    cfg = build_config(resnet18_config(synthetic_root, tmp_path / "run", model={"head": "mlp", "mlp_hidden": 16},
                                    finetune={"strategy": "staged", "stages": stages, "lr_mult": 0.5},
                                    train={"schedule": "constant"}))
     assert cfg.train.epochs == 2

@@ -32,7 +32,7 @@ import yaml
 
 import corpus_build as cb
 from conftest import run_main as _cli
-from conftest import tiny_config
+from conftest import resnet18_config, tiny_config
 from visiontl.errors import CheckpointError, ConfigError, DataError, WeightsError
 
 CORPUS = cb.CORPUS
@@ -106,7 +106,7 @@ def test_weights_that_would_run_code(evil: SimpleNamespace, synthetic_root: Path
     weights = _evil(evil.tmp / "resnet18.pth", evil.marker)
     run = evil.tmp / "run"
     config = evil.tmp / "config.yaml"
-    config.write_text(yaml.safe_dump(tiny_config(synthetic_root, run)))
+    config.write_text(yaml.safe_dump(resnet18_config(synthetic_root, run)))  # resnet18: its ImageNet file is named below
     # model.weights: a path -> read with weights_only, refused before any training
     code, out, err = _cli(["train", str(config), f"model.weights={weights}"], capsys)
     assert code == 2 and not evil.marker.exists() and not (run / "checkpoints").exists()
@@ -213,19 +213,19 @@ def test_torchscript_code_runs_only_when_the_user_allows_it(command: list[str], 
 
 def test_python_loaders_refuse_torchscript_unless_allowed(tmp_path: Path) -> None:
     from visiontl.engine.checkpoint import load_checkpoint
-    from visiontl.engine.inference import load_for_prediction
+    from visiontl.loading import load_predictor
     from visiontl.export.runtime import open_exported
 
     canary = tmp_path / "canary.txt"
     canary.write_bytes(b"intact\n")
     pt = _torchscript_with_code(tmp_path / "model.torchscript", canary)
-    for load in (load_for_prediction, open_exported, load_checkpoint):
+    for load in (load_predictor, open_exported, load_checkpoint):
         with pytest.raises(CheckpointError, match=r"refused: a TorchScript archive") as err:
             load(pt)
         assert str(err.value).startswith(f"{pt}: ") and "\n" not in str(err.value)
-    loaded = load_for_prediction(pt, allow_torchscript_code=True)
+    loaded = load_predictor(pt, allow_torchscript_code=True)
     assert canary.read_bytes() == b"intact\n"  # loading ran nothing yet; calling the model does
-    loaded.model(torch.rand(1, 3, 32, 32))
+    loaded.model.runtime(torch.rand(1, 3, 32, 32).numpy())
     assert canary.read_bytes() == b"XXXXXX\n"
 
     # allowed or not, metadata is read as bytes and bounded: a 17 MiB side-car (sparse) is refused unread
@@ -236,7 +236,7 @@ def test_python_loaders_refuse_torchscript_unless_allowed(tmp_path: Path) -> Non
         f.truncate(17 * 2**20)
     with pytest.raises(CheckpointError, match=r"bare.torchscript.json: 17825792 bytes, more than visiontl reads as "
                                               r"metadata \(16777216\)"):
-        load_for_prediction(bare, allow_torchscript_code=True)
+        load_predictor(bare, allow_torchscript_code=True)
 
 
 # --- XML ---------------------------------------------------------------------------------------------------
@@ -593,7 +593,7 @@ def backend(tmp_path: Path) -> Any:
     loaded = SimpleNamespace(config=SimpleNamespace(task="detection", model=SimpleNamespace(arch="faster_rcnn",
                                                                                            backbone="resnet18"),
                                                     data=SimpleNamespace(max_pixels=120_000_000)),
-                             checkpoint={"epoch": 1}, classes=["cell"])
+                             epoch=1, classes=["cell"])
     return Backend(loaded, [root], max_request_mb=0.01)
 
 

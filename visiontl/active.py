@@ -20,7 +20,6 @@ Scores: higher means label it sooner. Ties go to the file name that sorts first.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -161,34 +160,35 @@ def segmentation_reason(strategy: str, probs: np.ndarray) -> str:
 # --- ranking with a model ---------------------------------------------------------------------------------
 
 
-def rank_images(loaded: Any, files: list[Path], strategy: str, top: int, labelled: list[Path] | None = None,
+def rank_images(predictor: Any, files: list[Path], strategy: str, top: int, labelled: list[Path] | None = None,
                 batch_size: int = 16, device: str | None = None, progress: bool = True) -> list[Ranked]:
-    """The `top` images of `files` to label next by `strategy`, best first. `loaded`:
-    engine.inference.load_trained; `labelled`: images already labelled (diversity only: the chosen pool it
-    starts from; they are never ranked); `device`: auto, cpu or cuda (default: the config's train.device)."""
-    from visiontl.engine.trainer import resolve_device
-
+    """The `top` images of `files` to label next by `strategy`, best first. `predictor`: a checkpoint's
+    Predictor (visiontl.predictor.checkpoint_predictor; diversity reads its backbone); `labelled`: images
+    already labelled (diversity only: the chosen pool it starts from; they are never ranked); `device`: auto,
+    cpu or cuda (default: the config's train.device)."""
     if strategy not in STRATEGIES:
         raise DataError(f"strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
     if top < 1:
         raise DataError(f"top {top}: rank at least 1 image")
     if labelled and strategy != "diversity":
         raise DataError(f"a labelled pool is used by the diversity strategy only, not by {strategy}")
+    if strategy == "diversity" and predictor.backbone is None:
+        raise DataError(f"{predictor.path}: diversity compares the backbone's features, which an exported file does "
+                        "not give; rank with its checkpoint")
     known = {Path(f).resolve() for f in labelled or []}
     files = sorted({Path(f) for f in files if Path(f).resolve() not in known}, key=str)
     if not files:
         raise DataError("no images to rank (every one is in the labelled pool)")
-    dev = resolve_device(device or loaded.config.train.device)
-    loaded.model.to(dev).eval()
+    predictor.to(device or predictor.config.train.device)
     if strategy == "diversity":
-        return _diversity(loaded, files, top, sorted(map(Path, labelled or []), key=str), dev, batch_size, progress)
-    task = loaded.config.task
+        return _diversity(predictor, files, top, sorted(map(Path, labelled or []), key=str), batch_size, progress)
+    task = predictor.task
     if task == "classification":
-        scored = _classification_scores(loaded, files, strategy, dev, batch_size, progress)
+        scored = _classification_scores(predictor, files, strategy, batch_size, progress)
     elif task in ("detection", "instance_segmentation"):
-        scored = _detection_scores(loaded, files, strategy, dev, max(1, batch_size // 2), progress)
+        scored = _detection_scores(predictor, files, strategy, max(1, batch_size // 2), progress)
     elif task == "segmentation":
-        scored = _segmentation_scores(loaded, files, strategy, dev, max(1, batch_size // 4), progress)
+        scored = _segmentation_scores(predictor, files, strategy, max(1, batch_size // 4), progress)
     else:
         raise DataError(f"ranking is not built for task {task!r}")
     ranked = [Ranked(files[i], score, reason) for i, score, reason in scored]
@@ -209,51 +209,44 @@ def _batches(files: list[Path], batch_size: int, by_size: bool, desc: str, progr
     yield from tqdm(chunks, desc=desc, unit="batch", disable=not progress)
 
 
-@torch.no_grad()
-def _classification_scores(loaded: Any, files: list[Path], strategy: str, device: torch.device, batch_size: int,
+def _classification_scores(predictor: Any, files: list[Path], strategy: str, batch_size: int,
                            progress: bool) -> Iterator[tuple[int, float, str]]:
-    transform = _classification_transform(loaded)
+    """The class probabilities of the Predictor's forward pass, scored by the rule."""
     rule = entropy if strategy == "entropy" else least_confidence
     for rows in _batches(files, batch_size, False, f"rank ({strategy})", progress):
-        images = torch.stack([transform(image=_read(files[i]))["image"] for i in rows]).to(device)
-        probs = loaded.task.predict(loaded.model, images).cpu().numpy().astype(np.float64)
+        probs = predictor.forward(predictor.preprocess([_read(files[i]) for i in rows])).numpy().astype(np.float64)
         for i, p in zip(rows, probs):
-            yield i, float(rule(p)), classification_reason(strategy, p, loaded.classes)
+            yield i, float(rule(p)), classification_reason(strategy, p, predictor.classes)
 
 
-@torch.no_grad()
-def _detection_scores(loaded: Any, files: list[Path], strategy: str, device: torch.device, batch_size: int,
+def _detection_scores(predictor: Any, files: list[Path], strategy: str, batch_size: int,
                       progress: bool) -> Iterator[tuple[int, float, str]]:
-    from visiontl.data.annotations import LabelMap
-    from visiontl.data.detection import unit_tensor
-
-    label_map = LabelMap.from_dict(loaded.checkpoint["label_map"])
+    """The scores of every detection the model keeps (its forward pass, before any score threshold)."""
+    label_map = predictor.label_map
     rule = detection_entropy if strategy == "entropy" else detection_uncertainty
     for rows in _batches(files, batch_size, True, f"rank ({strategy})", progress):
-        outputs = loaded.task.detect(loaded.model, [unit_tensor(_read(files[i])) for i in rows], device,
-                                     contextlib.nullcontext())
+        outputs = predictor.forward(predictor.preprocess([_read(files[i]) for i in rows]))
         for i, out in zip(rows, outputs):
             scores = out["scores"].double().numpy()
             names = [label_map.name(int(k)) for k in out["labels"]]
             yield i, rule(scores), detection_reason(strategy, scores, names)
 
 
-@torch.no_grad()
-def _segmentation_scores(loaded: Any, files: list[Path], strategy: str, device: torch.device, batch_size: int,
+def _segmentation_scores(predictor: Any, files: list[Path], strategy: str, batch_size: int,
                          progress: bool) -> Iterator[tuple[int, float, str]]:
-    transform = _segmentation_transform(loaded)
+    """The pixels' class probabilities (softmax of the forward pass's logits, images of one size batched)."""
     rule = entropy if strategy == "entropy" else least_confidence
     for rows in _batches(files, batch_size, True, f"rank ({strategy})", progress):
-        images = torch.stack([transform(image=_read(files[i]))["image"] for i in rows]).to(device)
-        probs = loaded.model(images).float().softmax(dim=1).cpu().numpy()
+        logits = predictor.forward(torch.stack(predictor.preprocess([_read(files[i]) for i in rows])))
+        probs = torch.stack(logits).softmax(dim=1).numpy()
         for i, p in zip(rows, probs):
             yield i, float(np.mean(rule(p, axis=0), dtype=np.float64)), segmentation_reason(strategy, p)
 
 
-def _diversity(loaded: Any, files: list[Path], top: int, labelled: list[Path], device: torch.device, batch_size: int,
+def _diversity(predictor: Any, files: list[Path], top: int, labelled: list[Path], batch_size: int,
                progress: bool) -> list[Ranked]:
-    feats = image_features(loaded, files, device, batch_size, progress)
-    seeds = image_features(loaded, labelled, device, batch_size, progress) if labelled else None
+    feats = image_features(predictor, files, batch_size, progress)
+    seeds = image_features(predictor, labelled, batch_size, progress) if labelled else None
     ranked = []
     for row, dist, nearest in k_center_greedy(feats, top, seeds):
         if nearest < 0:
@@ -268,14 +261,13 @@ def _diversity(loaded: Any, files: list[Path], top: int, labelled: list[Path], d
 
 
 @torch.no_grad()
-def image_features(loaded: Any, files: list[Path], device: torch.device, batch_size: int = 16,
-                   progress: bool = True) -> np.ndarray:
+def image_features(predictor: Any, files: list[Path], batch_size: int = 16, progress: bool = True) -> np.ndarray:
     """N x C: the backbone's deepest feature map (eval mode), averaged over space and L2-normalised, of each
-    image prepared as the model prepares it (classification: resized to data.image_size; detection: the
-    detector's own resize; segmentation: full size), in float64."""
-    backbone = loaded.backbone.to(device).eval()
-    prepare = _model_inputs(loaded, device)
-    by_size = loaded.config.task != "classification"
+    image prepared as the model prepares it (the Predictor's preprocess; detection: then the detector's own
+    resize; segmentation: full size), in float64. `predictor`: a checkpoint's, on the device to use."""
+    backbone = predictor.backbone.eval()
+    prepare = _model_inputs(predictor)
+    by_size = predictor.task != "classification"
     out = np.zeros((len(files), backbone.out_channels))
     for rows in _batches(files, batch_size, by_size, "features", progress):
         deepest = next(reversed(backbone(prepare([_read(files[i]) for i in rows])).values()))
@@ -284,29 +276,14 @@ def image_features(loaded: Any, files: list[Path], device: torch.device, batch_s
     return out
 
 
-def _model_inputs(loaded: Any, device: torch.device) -> Any:
+def _model_inputs(predictor: Any) -> Any:
     """A function: list of HxWx3 uint8 arrays -> the normalised batch the model's backbone sees."""
-    task = loaded.config.task
-    if task in ("detection", "instance_segmentation"):
-        from visiontl.data.detection import unit_tensor
-
-        return lambda arrays: loaded.model.transform([unit_tensor(a).to(device) for a in arrays])[0].tensors
-    transform = _classification_transform(loaded) if task == "classification" else _segmentation_transform(loaded)
-    return lambda arrays: torch.stack([transform(image=a)["image"] for a in arrays]).to(device)
-
-
-def _classification_transform(loaded: Any) -> Any:
-    from visiontl.data.augment import classification_transform
-
-    return classification_transform("none", loaded.config.data.image_size, loaded.backbone.mean, loaded.backbone.std,
-                                    train=False)
-
-
-def _segmentation_transform(loaded: Any) -> Any:
-    from visiontl.data.segmentation import segmentation_transform
-
-    d = loaded.config.data
-    return segmentation_transform("none", None, loaded.backbone.mean, loaded.backbone.std, d.ignore_index, False, False)
+    device = predictor.device
+    if predictor.task in ("detection", "instance_segmentation"):
+        return lambda arrays: predictor.model.transform([x.to(device) for x in predictor.preprocess(arrays)])[0].tensors
+    if predictor.task == "classification":
+        return lambda arrays: predictor.preprocess(arrays).to(device)
+    return lambda arrays: torch.stack(predictor.preprocess(arrays)).to(device)
 
 
 def _read(path: Path) -> np.ndarray:

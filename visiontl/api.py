@@ -18,7 +18,6 @@ import functools
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,11 +81,9 @@ def _console_log() -> Iterator[None]:
     if log.handlers:
         yield
         return
-    from visiontl.cli import ConsoleHandler
-    from visiontl.text import PrintableFormatter
+    from visiontl.console import ConsoleHandler
 
     handler = ConsoleHandler()
-    handler.setFormatter(PrintableFormatter("%(message)s"))
     saved = log.level, log.propagate
     log.addHandler(handler)
     log.setLevel(logging.INFO)
@@ -159,48 +156,68 @@ def load(path: str | Path, *, device: str | None = None, allow_torchscript_code:
         "Which files can run code"); ONNX files and checkpoints run no code.
 
     Raises CheckpointError (not a visiontl file, weights that do not fit), ConfigError."""
-    from visiontl.engine.inference import load_for_prediction
-    from visiontl.predictor import predictor_for
+    from visiontl.loading import load_predictor
 
     if not Path(path).is_file():
         raise CheckpointError(f"{path}: no such file")
-    return predictor_for(load_for_prediction(path, allow_torchscript_code), path, device)
+    return load_predictor(path, allow_torchscript_code, device)
 
 
 def evaluate(model: Any, data: DataConfig | Mapping[str, Any] | None = None, split: str = "val",
              out_dir: str | Path | None = None, *, overrides: Overrides = None) -> dict[str, Any]:
     """Score a trained model on a labelled split as `visiontl evaluate` does, and return its metrics dict.
 
-    model: a Predictor from vtl.load of a checkpoint, a Run (its best checkpoint), or a checkpoint path.
-        The checkpoint file is what is scored (an exported file cannot be: evaluate its checkpoint).
+    model: a Predictor from vtl.load of a checkpoint, scored as it is in memory on the device it was loaded
+        on; a Run (its model, run.model); or a checkpoint path, loaded on the config's train.device as
+        `visiontl evaluate` loads it. An exported file cannot be scored: evaluate its checkpoint.
     data: the dataset (a DataConfig such as cfg.data, or a dict of data keys); default: the one stored in
         the checkpoint's config.
     split: "val" (data.val), "train" (data.train, with data.train_masks), or another split name or path
         (it becomes data.val, as `visiontl evaluate CKPT data.val=test` does).
     out_dir: write the evaluation files there as `visiontl evaluate --out` does (metrics.json, eval_raw.npz,
-        eval_images.json, gallery, report); default: keep nothing.
-    overrides: further dotted keys for the stored config (e.g. {"train.device": "cpu"}), a dict or
-        "key=value" strings.
+        eval_images.json, gallery, run.json, config.yaml, report); default: nothing is written.
+    overrides: further dotted keys for the stored config (e.g. {"train.batch_size": 4}), a dict or
+        "key=value" strings; model.* keys change the model, which is then rebuilt from its checkpoint with
+        them, as `visiontl evaluate CKPT model.x=...` does.
 
     The metrics: the task's scores (accuracy / bbox/AP / mIoU ...), `protocol` (how they were computed),
     `per_image` and `raw` (arrays), `checkpoint` and `split`.
     Raises CheckpointError, DataError, ConfigError."""
-    from visiontl.engine.inference import evaluate_checkpoint
+    from visiontl.engine.inference import LoadedModel, evaluate_checkpoint
 
+    if isinstance(model, Run):
+        model = model.model
     path = _checkpoint_of(model)
-    keys = _data_keys(data, split, path)
-    keys.update(_as_dict(overrides))
-    strings = [f"{k}={json.dumps(v, default=str)}" for k, v in keys.items()]  # JSON is YAML
+    loaded = getattr(model, "loaded", None)  # a Predictor's LoadedModel: the model in memory
+    if not isinstance(loaded, LoadedModel):
+        loaded = None
+    keys = _data_keys(data, split, loaded.config.data.model_dump(mode="json") if loaded is not None else path)
+    # JSON is YAML; the caller's "key=value" strings go as given, as the command line's do
+    strings = [f"{k}={json.dumps(v, default=str)}" for k, v in keys.items()] + _override_strings(overrides)
+    out = Path(out_dir) if out_dir is not None else None
     with _console_log():
-        if out_dir is not None:
-            return evaluate_checkpoint(path, strings, Path(out_dir))
-        with tempfile.TemporaryDirectory(prefix="visiontl-evaluate-") as scratch:
-            return evaluate_checkpoint(path, strings, Path(scratch) / "eval")
+        if loaded is None or any(s.partition("=")[0].strip().startswith("model.") for s in strings):
+            return evaluate_checkpoint(path, strings, out)
+        return _evaluate_in_memory(loaded, path, strings, out)
+
+
+def _evaluate_in_memory(loaded: Any, path: Path, overrides: list[str], out_dir: Path | None) -> dict[str, Any]:
+    """evaluate_model on a Predictor's own model, with the stored config and its overrides (no model.* key)."""
+    from dataclasses import replace
+
+    from visiontl.config import build_config
+    from visiontl.engine.inference import evaluate_model
+    from visiontl.engine.rundir import RunDir
+    from visiontl.tasks import get_task
+
+    out = RunDir(out_dir) if out_dir is not None else None
+    if out is not None:  # refused before any work, as `visiontl evaluate --out` does
+        out.check(resume=True, force=False, contents=False)
+    cfg = build_config(apply_overrides(loaded.config.to_dict(), overrides), source=f"{path} (stored config)")
+    return evaluate_model(replace(loaded, config=cfg, task=get_task(cfg)), path, out)
 
 
 def _checkpoint_of(model: Any) -> Path:
-    if isinstance(model, Run):
-        return model.best
     if isinstance(model, (str, Path)):
         return Path(model)
     path = getattr(model, "path", None)
@@ -215,8 +232,9 @@ def _checkpoint_of(model: Any) -> Path:
     return Path(path)
 
 
-def _data_keys(data: DataConfig | Mapping[str, Any] | None, split: str, path: Path) -> dict[str, Any]:
-    """The dotted data.* keys that make the stored config score `split` of `data`."""
+def _data_keys(data: DataConfig | Mapping[str, Any] | None, split: str, stored: dict[str, Any] | Path) -> dict[str, Any]:
+    """The dotted data.* keys that make the stored config score `split` of `data`. `stored`: the stored
+    config's data section, or the checkpoint that holds it (read only when needed)."""
     if isinstance(data, DataConfig):
         values = data.model_dump(mode="json", exclude_unset=False)
     elif isinstance(data, Mapping):
@@ -228,9 +246,10 @@ def _data_keys(data: DataConfig | Mapping[str, Any] | None, split: str, path: Pa
     keys = {f"data.{k}": v for k, v in values.items()}
     if split == "train":
         if not keys:
-            from visiontl.engine.checkpoint import load_checkpoint
+            if isinstance(stored, Path):
+                from visiontl.engine.checkpoint import load_checkpoint
 
-            stored = load_checkpoint(path)["config"]["data"]
+                stored = load_checkpoint(stored)["config"]["data"]
             keys = {"data.train": stored.get("train"), "data.train_masks": stored.get("train_masks")}
         keys["data.val"] = keys.get("data.train")
         keys["data.val_masks"] = keys.get("data.train_masks")
@@ -239,14 +258,15 @@ def _data_keys(data: DataConfig | Mapping[str, Any] | None, split: str, path: Pa
     return keys
 
 
-def _as_dict(overrides: Overrides) -> dict[str, Any]:
-    from visiontl.config import parse_override
-
+def _override_strings(overrides: Overrides) -> list[str]:
     if overrides is None:
-        return {}
+        return []
     if isinstance(overrides, Mapping):
-        return {str(k): v for k, v in overrides.items()}
-    return {".".join(path): value for path, value in map(parse_override, map(str, overrides))}
+        return [f"{k}={json.dumps(v, default=str)}" for k, v in overrides.items()]
+    if not isinstance(overrides, (list, tuple)):
+        raise ConfigError(f"overrides: a dict of dotted keys or a list of 'key=value' strings, not "
+                          f"{type(overrides).__name__}")
+    return [str(o) for o in overrides]
 
 
 def build_model(arch: str, *, backbone: str, num_classes: int, weights: str = "imagenet", **options: Any) -> Any:

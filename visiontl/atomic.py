@@ -47,7 +47,7 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone makes files private (0600)
 
 # Called with each target path before it is written: a run directory's manifest records what visiontl writes
-# there (engine/resilience.py), so `train --force` removes exactly that. Recorded before the write, so a kill
+# there (engine/rundir.py), so `train --force` removes exactly that. Recorded before the write, so a kill
 # in between leaves at most a listed file that does not exist, never a written file that is not listed.
 _before_write: list[Any] = []
 

@@ -10,11 +10,11 @@ import argparse
 import logging
 import os
 import sys
-from typing import Any
 from pathlib import Path
 
+from visiontl.console import ConsoleHandler
 from visiontl.errors import VisiontlError
-from visiontl.text import PrintableFormatter, printable
+from visiontl.text import printable
 
 log = logging.getLogger("visiontl")
 
@@ -23,35 +23,26 @@ from visiontl.data.formats.registry import FORMAT_NAMES as ANNOTATION_FORMATS  #
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from visiontl import api
     from visiontl.config import load_config
 
     cfg = load_config(args.config, args.overrides)
     if args.nproc is not None and args.nproc > 1 and "RANK" not in os.environ:
         return _relaunch(args)
-    from visiontl.engine import distributed as dist
-    from visiontl.engine.trainer import train
-
-    dist.init(cfg.train.device)  # under torchrun: join the group before logging, so only rank 0 writes train.log
-    if dist.active() and not dist.is_main():
-        log.setLevel(logging.WARNING)  # one copy of the epoch lines: rank 0's
-    try:
-        # train.log is written from the start of the run on, never for a start that was refused
-        metrics = train(cfg, resume=args.resume, force=args.force, log_file=dist.is_main())
-    finally:
-        dist.shutdown()
-    if int(os.environ.get("RANK", "0")) != 0:  # the group is gone by now; the launcher's rank remains
+    run = api.train(cfg, resume=args.resume, force=args.force)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return 0
-    monitor = cfg.train.monitor
+    metrics, monitor = run.metrics, cfg.train.monitor
     print(f"done: {monitor} {metrics.get(monitor, float('nan')):.4f} (best {metrics['best'][monitor]:.4f} at epoch "
           f"{metrics['best']['epoch']}); run directory {printable(cfg.run.dir)}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from visiontl.engine.inference import evaluate_checkpoint
+    from visiontl import api
     from visiontl.evaluation.coco import METRIC_NAMES
 
-    metrics = evaluate_checkpoint(args.checkpoint, args.overrides, Path(args.out))
+    metrics = api.evaluate(args.checkpoint, overrides=args.overrides, out_dir=args.out)
     for key in ("accuracy", "macro_f1", "mIoU", "mDice", "pixel_accuracy", "loss", "num_samples",
                 *(f"bbox/{n}" for n in METRIC_NAMES)):
         if key in metrics:
@@ -67,7 +58,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     if args.format is not None:
         return _preannotate(args)
-    from visiontl.engine.inference import predict
+    from visiontl.prediction_files import predict
 
     rows = predict(args.checkpoint, [Path(p) for p in args.images], Path(args.out), topk=args.topk,
                    score_threshold=args.score_threshold, draw_dir=Path(args.draw) if args.draw else None,
@@ -79,15 +70,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _preannotate(args: argparse.Namespace) -> int:
-    from visiontl.engine.inference import check_pixel_budget, image_files, load_for_prediction
+    from visiontl.engine.inference import check_pixel_budget, image_files
+    from visiontl.loading import load_predictor
     from visiontl.preannotate import predict_set, write_predictions
 
-    loaded = load_for_prediction(args.checkpoint, args.allow_torchscript_code)
+    predictor = load_predictor(args.checkpoint, args.allow_torchscript_code)
     files = image_files([Path(p) for p in args.images])
-    check_pixel_budget(files, args.max_pixels or loaded.config.data.max_pixels)
-    aset = predict_set(loaded, files, args.score_threshold, args.masks)
-    version = args.model_version or f"visiontl {loaded.config.model.arch} {loaded.config.model.backbone} " \
-                                    f"epoch {loaded.checkpoint.get('epoch', '?')}"
+    budget = args.max_pixels or predictor.config.data.max_pixels
+    check_pixel_budget(files, budget)
+    aset = predict_set(predictor, files, args.score_threshold, args.masks, max_pixels=budget)
+    epoch = "?" if predictor.epoch is None else predictor.epoch
+    version = args.model_version or f"visiontl {predictor.config.model.arch} {predictor.config.model.backbone} " \
+                                    f"epoch {epoch}"
     report = write_predictions(aset, args.format, Path(args.out), version,
                                Path(args.label_config) if args.label_config else None)
     print(f"{len(aset.instances)} predictions on {len(aset.images)} images (file names relative to "
@@ -296,13 +290,15 @@ def cmd_data_rank(args: argparse.Namespace) -> int:
     from visiontl.active import common_folder, rank_images, write_list, write_tasks
     from visiontl.engine.inference import image_files, load_trained
     from visiontl.errors import ConfigError
+    from visiontl.predictor import checkpoint_predictor
 
     if (args.as_format is None) != (args.tasks is None):
         raise ConfigError("--as and --tasks go together: --as labelstudio|cvat --tasks FILE")
-    loaded = load_trained(args.checkpoint)
+    predictor = checkpoint_predictor(load_trained(args.checkpoint), args.checkpoint)
     inputs = [Path(p) for p in args.images]
     labelled = image_files([Path(args.labelled)]) if args.labelled else None
-    ranked = rank_images(loaded, image_files(inputs), args.strategy, args.top, labelled, args.batch_size, args.device)
+    ranked = rank_images(predictor, image_files(inputs), args.strategy, args.top, labelled, args.batch_size,
+                         args.device)
     write_list(ranked, Path(args.out))
     for i, r in enumerate(ranked[:10], start=1):
         print(f"{i:4d}  {r.score:.4f}  {printable(r.file)}  {r.reason}")
@@ -311,7 +307,7 @@ def cmd_data_rank(args: argparse.Namespace) -> int:
     print(f"{len(ranked)} images ranked by {args.strategy} written to {printable(args.out)}")
     if args.tasks:
         root = common_folder(inputs)
-        write_tasks(ranked, args.as_format, Path(args.tasks), root, loaded.classes, args.image_prefix)
+        write_tasks(ranked, args.as_format, Path(args.tasks), root, predictor.classes, args.image_prefix)
         print(f"{args.as_format} task file for {len(ranked)} images written to {printable(args.tasks)} "
               f"(file names relative to {printable(root)})")
     return 0
@@ -556,19 +552,6 @@ def _relaunch(args: argparse.Namespace) -> int:
     return subprocess.call(cmd)
 
 
-class ConsoleHandler(logging.StreamHandler):
-    """Writes to the sys.stdout of the moment, not the one at creation: the handler is set once per process,
-    and a notebook, a test's captured output or a redirect may have replaced (and closed) that stream since."""
-
-    @property
-    def stream(self) -> Any:
-        return sys.stdout
-
-    @stream.setter
-    def stream(self, value: Any) -> None:  # StreamHandler.__init__ assigns it; the property decides
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):
         # A file name that is not valid UTF-8 (Linux allows any bytes) must print, not end in a traceback.
@@ -576,9 +559,7 @@ def main(argv: list[str] | None = None) -> int:
             stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     if not log.handlers:
-        handler = ConsoleHandler()
-        handler.setFormatter(PrintableFormatter("%(message)s"))
-        log.addHandler(handler)
+        log.addHandler(ConsoleHandler())
         log.setLevel(logging.INFO)
         log.propagate = False
     try:

@@ -12,13 +12,12 @@ up with the training data.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
-import torch
 
 from visiontl.data import rle
-from visiontl.data.annotations import AnnotationSet, Category, ImageRecord, Instance, LabelMap, ReadReport, WriteReport
+from visiontl.data.annotations import AnnotationSet, Category, ImageRecord, Instance, ReadReport, WriteReport
 from visiontl.errors import DataError
 
 PREDICTION_FORMATS = ("labelstudio", "cvat", "coco", "yolo", "voc")
@@ -33,86 +32,67 @@ def common_root(files: list[Path]) -> Path:
     return root
 
 
-def predict_set(loaded: Any, files: list[Path], score_threshold: float | None = None, masks: str = "rle",
-                batch_size: int = 8, progress: bool = True) -> AnnotationSet:
-    """Predictions of `loaded` (engine.inference.load_trained) on image files, as an AnnotationSet."""
+def predict_set(predictor: Any, files: list[Path], score_threshold: float | None = None, masks: str = "rle",
+                batch_size: int = 8, progress: bool = True, max_pixels: int | None = None) -> AnnotationSet:
+    """Predictions of `predictor` (a Predictor: visiontl.loading.load_predictor) on image files, as an
+    AnnotationSet. score_threshold: detection: the lowest score kept (default: the model's); segmentation:
+    the lowest mean probability of a region kept (default: every region). max_pixels: the pixel budget
+    (default: the config's data.max_pixels)."""
     if masks not in ("rle", "polygon"):
         raise DataError(f"masks must be 'rle' or 'polygon', not {masks!r}")
-    task = loaded.config.task
+    task = predictor.task
     if task == "classification":
         raise DataError("pre-annotation draws shapes: a classifier's predictions are written by `visiontl predict "
                         "CKPT IMAGES --out predictions.csv`")
-    root = common_root(files)
-    images, instances = [], []
-    if task in ("detection", "instance_segmentation"):
-        label_map = LabelMap.from_dict(loaded.checkpoint["label_map"])
-        categories = [Category(cid, name) for cid, name in zip(label_map.category_ids, label_map.names)]
-        threshold = loaded.config.model.score_threshold if score_threshold is None else score_threshold
-        for image_id, (path, array, out) in enumerate(_detections(loaded, files, batch_size, progress)):
-            images.append(_record(image_id, path, array, root))
-            keep = out["scores"] >= threshold
-            for k in np.flatnonzero(keep.numpy()):
-                x1, y1, x2, y2 = (float(v) for v in out["boxes"][k])
-                seg = None
-                if "masks" in out:
-                    seg = _mask_shape(out["masks"][k, 0].numpy() > 0.5, masks)
-                instances.append(Instance(len(instances), image_id, label_map.category(int(out["labels"][k])),
-                                          (x1, y1, x2 - x1, y2 - y1), segmentation=seg,
-                                          score=float(out["scores"][k]), attributes={"source": "auto"}))
-    elif task == "segmentation":
-        categories = [Category(i, name) for i, name in enumerate(loaded.classes)]
-        for image_id, (path, array, probs) in enumerate(_segmentations(loaded, files, progress)):
-            images.append(_record(image_id, path, array, root))
-            labels = probs.argmax(0)
-            for c in np.unique(labels):
-                if loaded.classes[c].strip("_").lower() == "background":
-                    continue  # nothing to correct there: the tool's empty canvas is the background
-                region = labels == c
-                if score_threshold is not None and float(probs[c][region].mean()) < score_threshold:
-                    continue
-                ys, xs = np.nonzero(region)
-                box = (float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1))
-                instances.append(Instance(len(instances), image_id, int(c), box, segmentation=_mask_shape(region, masks),
-                                          score=float(probs[c][region].mean()), attributes={"source": "auto"}))
-    else:
+    if task not in ("detection", "instance_segmentation", "segmentation"):
         raise DataError(f"pre-annotation is not built for task {task!r}")
-    return AnnotationSet(categories, images, instances, root, ReadReport(f"predictions of {loaded.config.model.arch}"))
+    root = common_root(files)
+    detection = task != "segmentation"
+    batches = predictor.predict_batches(files, score_threshold=score_threshold if detection else None,
+                                        batch_size=batch_size if detection else 1, max_pixels=max_pixels,
+                                        progress=progress)
+    if detection:
+        label_map = predictor.label_map
+        categories = [Category(cid, name) for cid, name in zip(label_map.category_ids, label_map.names)]
+    else:
+        categories = [Category(i, name) for i, name in enumerate(predictor.classes)]
+    images, instances = [], []
+    for image_id, (path, result) in enumerate(zip(files, (r for batch in batches for r in batch))):
+        images.append(_record(image_id, path, result.image, root))
+        found = _detected(result, masks) if detection else _regions(result, score_threshold, masks)
+        instances += [Instance(len(instances) + k, image_id, category, box, segmentation=seg, score=score,
+                               attributes={"source": "auto"}) for k, (category, box, seg, score) in enumerate(found)]
+    report = ReadReport(f"predictions of {predictor.config.model.arch}")
+    return AnnotationSet(categories, images, instances, root, report)
 
 
 def _record(image_id: int, path: Path, array: np.ndarray, root: Path) -> ImageRecord:
     return ImageRecord(image_id, Path(path).resolve().relative_to(root).as_posix(), int(array.shape[1]), int(array.shape[0]))
 
 
-def _detections(loaded: Any, files: list[Path], batch_size: int, progress: bool) -> Iterator[tuple[Path, np.ndarray, dict]]:
-    from tqdm.auto import tqdm
-
-    from visiontl.data.detection import unit_tensor
-    from visiontl.data.images import read_image
-
-    device = next(loaded.model.parameters()).device
-    for start in tqdm(range(0, len(files), batch_size), desc="predict", unit="batch", disable=not progress):
-        chunk = files[start : start + batch_size]
-        arrays = [read_image(f) for f in chunk]
-        outputs = loaded.task.detect(loaded.model, [unit_tensor(a) for a in arrays], device,
-                                     torch.autocast("cpu", enabled=False))
-        yield from zip(chunk, arrays, outputs)
+def _detected(result: Any, masks: str) -> list[tuple[int, tuple[float, ...], Any, float]]:
+    """(category id, COCO box, segmentation, score) of each detection of one image (Detections)."""
+    found = []
+    for k, (x1, y1, x2, y2) in enumerate(result.boxes.tolist()):
+        seg = _mask_shape(result.masks[k], masks) if result.masks is not None else None
+        found.append((int(result.category_ids[k]), (x1, y1, x2 - x1, y2 - y1), seg, float(result.scores[k])))
+    return found
 
 
-def _segmentations(loaded: Any, files: list[Path], progress: bool) -> Iterator[tuple[Path, np.ndarray, np.ndarray]]:
-    from tqdm.auto import tqdm
-
-    from visiontl.data.images import read_image
-    from visiontl.data.segmentation import segmentation_transform
-
-    d = loaded.config.data
-    transform = segmentation_transform("none", None, loaded.backbone.mean, loaded.backbone.std, d.ignore_index, False, False)
-    device = next(loaded.model.parameters()).device
-    loaded.model.eval()
-    for f in tqdm(files, desc="predict", unit="image", disable=not progress):
-        array = read_image(f)
-        with torch.no_grad():
-            logits = loaded.model(transform(image=array)["image"][None].to(device))
-        yield f, array, torch.softmax(logits.float(), 1)[0].cpu().numpy()
+def _regions(result: Any, score_threshold: float | None, masks: str) -> list[tuple[int, tuple[float, ...], Any, float]]:
+    """(class id, COCO box, segmentation, score) of each class region of one image (SegmentationPrediction):
+    the class's pixels, scored by the class's mean probability over them; background left out."""
+    found = []
+    for c, score in result.class_scores.items():
+        if result.classes[c].strip("_").lower() == "background":
+            continue  # nothing to correct there: the tool's empty canvas is the background
+        if score_threshold is not None and score < score_threshold:
+            continue
+        region = result.mask == c
+        ys, xs = np.nonzero(region)
+        box = (float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1))
+        found.append((c, box, _mask_shape(region, masks), score))
+    return found
 
 
 def _mask_shape(mask: np.ndarray, kind: str) -> Any:

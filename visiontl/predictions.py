@@ -98,12 +98,14 @@ class SegmentationPrediction:
 
     mask: (H, W) array of class ids (uint8, uint16 beyond 256 classes), the size of the image as given;
     classes: the model's class names, index = class id; source: the file name, or None for an image given
-    in memory."""
+    in memory; class_scores: for each class id in the mask, the mean probability (softmax) of that class
+    over the pixels given it (what pre-annotation calls a region's score)."""
 
     mask: np.ndarray
     classes: list[str]
     source: str | None = None
     image: np.ndarray | None = field(default=None, repr=False)  # the RGB pixels predicted, for draw()
+    class_scores: dict[int, float] = field(default_factory=dict)
 
     @property
     def classes_present(self) -> list[str]:

@@ -85,32 +85,32 @@ DEFAULT_CONFIG = LabelConfig({k: "label" for k in HELD}, {k: "image" for k in HE
 
 
 class Backend:
-    """A loaded checkpoint answering Label Studio's ML backend requests (independent of HTTP: `health`,
+    """A checkpoint's Predictor answering Label Studio's ML backend requests (independent of HTTP: `health`,
     `setup`, `predict` take and return JSON-ready dicts; `make_server` puts them behind HTTP)."""
 
-    def __init__(self, loaded: Any, roots: list[Path], *, host: str = "127.0.0.1",
+    def __init__(self, predictor: Any, roots: list[Path], *, host: str = "127.0.0.1",
                  score_threshold: float | None = None, label_config: LabelConfig | None = None,
                  model_version: str | None = None, max_request_mb: float = 10.0,
                  max_pixels: int | None = None) -> None:
-        task = loaded.config.task
+        task = predictor.config.task
         if task not in _KINDS:
             raise DataError(f"visiontl serve pre-annotates boxes and masks: a {task} checkpoint cannot fill a "
                             "Label Studio shape control")
-        self.loaded = loaded
+        self.predictor = predictor  # a visiontl.predictor Predictor of the checkpoint
         self.task = task
         self.roots = _check_roots(roots)
         self.hosts = {h for h in (*_LOCAL_HOSTS, host.lower().strip("[]")) if h not in ("", "0.0.0.0", "::")}
         self.score_threshold = score_threshold
         self.label_config = label_config
         self.model_version = model_version or (
-            f"visiontl {loaded.config.model.arch} {loaded.config.model.backbone} "
-            f"epoch {loaded.checkpoint.get('epoch', '?')}")
+            f"visiontl {predictor.config.model.arch} {predictor.config.model.backbone} "
+            f"epoch {'?' if predictor.epoch is None else predictor.epoch}")
         if not max_request_mb > 0:
             raise ConfigError(f"--max-request-mb must be positive, not {max_request_mb}")
         self.max_request_bytes = int(max_request_mb * 1024 * 1024)
         # the pixel budget: an image declaring more is that task's error; the images decoded together declare
         # at most this many pixels in all
-        self.max_pixels = loaded.config.data.max_pixels if max_pixels is None else max_pixels
+        self.max_pixels = predictor.config.data.max_pixels if max_pixels is None else max_pixels
         self._model_lock = threading.Lock()  # one inference at a time; health checks never wait for it
         self._projects = ProjectConfigs()
         if label_config is not None:
@@ -123,15 +123,16 @@ class Backend:
     def from_checkpoint(cls, checkpoint: str | Path, roots: list[Path], *, label_config: Path | None = None,
                         **kwargs: Any) -> Backend:
         from visiontl.engine.inference import load_trained
+        from visiontl.predictor import checkpoint_predictor
 
         config = read_label_config(label_config, predictions=True) if label_config is not None else None
         _check_roots(roots)  # the cheap checks first, before the model loads
         if not kwargs.get("max_request_mb", 10.0) > 0:
             raise ConfigError(f"--max-request-mb must be positive, not {kwargs['max_request_mb']}")
         started = time.perf_counter()
-        backend = cls(load_trained(checkpoint), roots, label_config=config, **kwargs)
+        backend = cls(checkpoint_predictor(load_trained(checkpoint), checkpoint), roots, label_config=config, **kwargs)
         log.info(f"model ready: {backend.model_version} ({backend.task}, classes "
-                 f"{', '.join(backend.loaded.classes)}) loaded from {checkpoint} in {time.perf_counter() - started:.1f} s")
+                 f"{', '.join(backend.predictor.classes)}) loaded from {checkpoint} in {time.perf_counter() - started:.1f} s")
         return backend
 
     # --- endpoints ---
@@ -150,7 +151,7 @@ class Backend:
             except DataError as exc:
                 raise BadRequest(printable(exc)) from None
             kind = self._kind(config)
-            unknown = [c for c in self.loaded.classes if config.labels.get(kind) and c not in config.labels[kind]]
+            unknown = [c for c in self.predictor.classes if config.labels.get(kind) and c not in config.labels[kind]]
             if unknown:
                 log.warning(printable(
                     f"project {shown}: classes {', '.join(unknown)} of the model are not labels of its "
@@ -318,7 +319,8 @@ class Backend:
         masks = "polygon" if kind == "polygonlabels" else "rle"
         try:
             with self._model_lock:
-                aset = predict_set(self.loaded, files, self.score_threshold, masks, progress=False)
+                aset = predict_set(self.predictor, files, self.score_threshold, masks, progress=False,
+                                   max_pixels=self.max_pixels)
             results = prediction_results(aset, config.from_names(), config.to_names[kind], kind)
             return [(regions, None) for regions in results]
         except Exception as exc:  # noqa: BLE001 (an undecodable file, or a bug: the files' errors, not the batch's)

@@ -20,7 +20,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,27 @@ def init(device: str = "auto") -> None:
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend, timeout=TIMEOUT)
+
+
+@contextmanager
+def session(device: str = "auto") -> Iterator[None]:
+    """One run's time in the process group torchrun describes: joined at the start (a no-op outside torchrun,
+    or where the caller has joined it already) and left at the end by whoever joined it. Ranks other than 0
+    log warnings only, so a console shows one copy of the progress lines: rank 0's."""
+    joined = not active()
+    init(device)
+    joined = joined and active()
+    quiet = active() and not is_main()
+    level = log.level
+    if quiet:
+        log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        if quiet:
+            log.setLevel(level)
+        if joined:
+            shutdown()
 
 
 def backend() -> str:

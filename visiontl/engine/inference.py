@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -14,6 +14,10 @@ from visiontl.config import Config, apply_overrides, build_config
 from visiontl.engine.checkpoint import load_checkpoint
 from visiontl.errors import CheckpointError
 from visiontl.tasks import TaskAdapter, get_task
+
+if TYPE_CHECKING:
+    from visiontl.engine.environment import Stopwatch
+    from visiontl.engine.rundir import RunDir
 
 
 @dataclass
@@ -42,53 +46,57 @@ def load_trained(path: str | Path, overrides: list[str] | None = None) -> Loaded
     return LoadedModel(model, backbone, task, cfg, list(ckpt["classes"]), ckpt)
 
 
-def load_for_prediction(path: str | Path, allow_torchscript_code: bool = False) -> LoadedModel:
-    """A checkpoint, or a file `visiontl export` wrote (ONNX; TorchScript only with `allow_torchscript_code`,
-    since the code it holds runs when it is used), ready for the prediction code."""
-    from visiontl.export.runtime import is_exported_file
-
-    if is_exported_file(path):
-        from visiontl.export.predict import load_exported
-
-        return load_exported(path, allow_torchscript_code)
-    return load_trained(path)
-
-
-def evaluate_checkpoint(path: str | Path, overrides: list[str], out_dir: Path) -> dict[str, Any]:
-    """Score a checkpoint on its config's val split (overrides may point elsewhere, e.g. data.val=test) and
-    write the evaluation files of a run directory into `out_dir` (docs/run-directory.md)."""
-    from visiontl.data.sampling import EpochSampler
-    from visiontl.engine.environment import Stopwatch, write_run_json
-    from visiontl.config import save_config
-    from visiontl.engine.resilience import RunDir, check_run_dir
-    from visiontl.engine.trainer import autocast_for, make_loader, resolve_device, write_evaluation, write_run_report
+def evaluate_checkpoint(path: str | Path, overrides: list[str], out_dir: Path | None = None) -> dict[str, Any]:
+    """Score a checkpoint on its config's val split (overrides may point elsewhere, e.g. data.val=test), on
+    the config's train.device, and (`out_dir`) write the evaluation files of a run directory there
+    (docs/run-directory.md)."""
+    from visiontl.engine.environment import Stopwatch
+    from visiontl.engine.rundir import RunDir
+    from visiontl.engine.trainer import resolve_device
 
     watch = Stopwatch()
-    out_dir = Path(out_dir)
-    # A folder that is not one, or is in use by a run, is refused before any work; what is there is kept
-    # (resume=True), and the evaluation's files are added to its manifest.
-    check_run_dir(out_dir, resume=True, force=False, contents=False)
+    out = RunDir(out_dir) if out_dir is not None else None
+    if out is not None:
+        # A folder that is not one, or is in use by a run, is refused before any work; what is there is kept
+        # (resume=True), and the evaluation's files are added to its manifest.
+        out.check(resume=True, force=False, contents=False)
     loaded = load_trained(path, overrides)
-    cfg, task = loaded.config, loaded.task
+    loaded.model.to(resolve_device(loaded.config.train.device))
+    return evaluate_model(loaded, path, out, watch)
+
+
+def evaluate_model(loaded: LoadedModel, checkpoint: str | Path, out: RunDir | None = None,
+                   watch: Stopwatch | None = None) -> dict[str, Any]:
+    """Score `loaded.model` as it is, on the device it is on, on the val split of `loaded.config` (with
+    `loaded.task` built for that config); `checkpoint` is the file it came from (metrics["checkpoint"]).
+    `out` (a RunDir): write the evaluation files there (metrics.json, eval_raw.npz, eval_images.json, the
+    gallery, run.json, config.yaml, the report); without it nothing is written. `watch`: when the command
+    started (for run.json)."""
+    from visiontl.data.sampling import EpochSampler
+    from visiontl.engine.environment import Stopwatch
+    from visiontl.engine.trainer import autocast_for, make_loader
+
+    watch = watch or Stopwatch()
+    cfg, task, model = loaded.config, loaded.task, loaded.model
     # only the split evaluated is read (a named val split), or the train split it was taken from (a fraction)
     data = task.prepare_data(cfg, val_files=loaded.checkpoint.get("val_files"), trained=loaded.checkpoint)
     if data.classes != loaded.classes:
-        raise CheckpointError(f"{path}: trained on classes {loaded.classes}, the data has {data.classes}")
-    device = resolve_device(cfg.train.device)
+        raise CheckpointError(f"{checkpoint}: trained on classes {loaded.classes}, the data has {data.classes}")
+    device = next(model.parameters()).device
     train_set, val_set = task.datasets(cfg, data, loaded.backbone, augment=False)
     loader = make_loader(val_set, EpochSampler(len(val_set), False, cfg.train.seed), cfg.train.batch_size,
                          cfg.train.workers, task.collate, device)
     autocast, _ = autocast_for(device, cfg.train.amp)
-    model = loaded.model.to(device)
     metrics = task.evaluate(model, loader, device, loaded.classes, autocast)
-    metrics["checkpoint"] = str(path)
+    metrics["checkpoint"] = str(checkpoint)
     metrics["split"] = cfg.data.val
-    with RunDir.open(out_dir, resume=True, force=False, contents=False):  # locked while its files are written
-        write_evaluation(out_dir, metrics, task, model, val_set, device, autocast, loaded.classes)
-        # train_images: null when only the val split was read
-        write_run_json(out_dir, "evaluate", cfg.task, device, watch, len(train_set) or None, len(val_set))
-        save_config(cfg, out_dir / "config.yaml")  # what was evaluated, overrides included, for the report
-        write_run_report(out_dir)
+    if out is not None:
+        with out.open(resume=True, force=False, contents=False):  # locked while its files are written
+            out.write_evaluation(metrics, task, model, val_set, device, autocast, loaded.classes)
+            # train_images: null when only the val split was read
+            out.write_run_json("evaluate", cfg.task, device, watch, len(train_set) or None, len(val_set))
+            out.write_config(cfg)  # what was evaluated, overrides included, for the report
+            out.write_report()
     return metrics
 
 
@@ -116,58 +124,3 @@ def check_pixel_budget(files: list[Path], max_pixels: int) -> None:
 
     for f in files:
         check_image(f, max_pixels)
-
-
-def predict(path: str | Path, inputs: list[Path], out_file: Path, topk: int = 1, score_threshold: float | None = None,
-            draw_dir: Path | None = None, overlay: bool = False, max_pixels: int | None = None,
-            allow_torchscript_code: bool = False) -> list[dict[str, Any]]:
-    """Predict image files with a checkpoint or an exported file. Classification: top-k classes to CSV or JSON
-    (by suffix); detection: COCO results JSON in the dataset's category ids (optionally boxes drawn into
-    draw_dir); segmentation: one label PNG per image into the folder `out_file` (optionally colour overlays).
-    An image of more than `max_pixels` (default: the config's data.max_pixels) is refused before any is decoded."""
-    loaded = load_for_prediction(path, allow_torchscript_code)
-    files = image_files(inputs)
-    check_pixel_budget(files, loaded.config.data.max_pixels if max_pixels is None else max_pixels)
-    if loaded.config.task == "segmentation":
-        from visiontl.tasks.segmentation import predict_masks
-
-        return predict_masks(loaded, files, Path(out_file), overlay)
-    if loaded.config.task in ("detection", "instance_segmentation"):
-        from visiontl.tasks.detection import predict_images
-
-        return predict_images(loaded, files, Path(out_file), score_threshold, draw_dir)
-    return _predict_classes(loaded, files, Path(out_file), topk)
-
-
-def _predict_classes(loaded: LoadedModel, files: list[Path], out_file: Path, topk: int, batch_size: int = 32) -> list[dict[str, Any]]:
-    import csv
-    import io
-    import json
-
-    import torch
-
-    from visiontl.data.augment import classification_transform
-    from visiontl.data.images import read_image
-    from visiontl.engine.checkpoint import atomic_write_text
-
-    d = loaded.config.data
-    transform = classification_transform("none", d.image_size, loaded.backbone.mean, loaded.backbone.std, train=False)
-    k = min(topk, len(loaded.classes))
-    rows = []
-    for start in range(0, len(files), batch_size):
-        chunk = files[start : start + batch_size]
-        images = torch.stack([transform(image=read_image(f))["image"] for f in chunk])
-        probs = loaded.task.predict(loaded.model, images)
-        scores, labels = probs.topk(k, dim=1)
-        for f, s, lab in zip(chunk, scores.tolist(), labels.tolist()):
-            rows.append({"file": str(f), "top": [{"class": loaded.classes[j], "score": round(p, 6)} for j, p in zip(lab, s)]})
-    if out_file.suffix.lower() == ".json":
-        atomic_write_text(out_file, json.dumps(rows, indent=2) + "\n")
-    else:
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        writer.writerow(["file"] + [c for i in range(k) for c in (f"class_{i + 1}", f"score_{i + 1}")])
-        for r in rows:
-            writer.writerow([r["file"]] + [v for t in r["top"] for v in (t["class"], t["score"])])
-        atomic_write_text(out_file, buf.getvalue())
-    return rows

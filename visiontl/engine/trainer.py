@@ -1,27 +1,16 @@
 """One trainer for every task. The task adapter says how to move a batch, compute the loss and score; the
 finetune plan says what trains at which LR; loop.py has the passes of an epoch (train_one_epoch, evaluate) and
-state.py what a checkpoint holds of the run (TrainState); this module runs the epochs and writes the run
-directory:
-
-    <run.dir>/config.yaml   the resolved config
-    <run.dir>/log.csv       one row per epoch: phase, trainable params, LR per group, losses, metrics, time
-    <run.dir>/metrics.json  final val metrics (and the best epoch's), with eval_raw.npz beside it
-    <run.dir>/eval_images.json, gallery/   per-image scores; the worst and best images drawn
-    <run.dir>/run.json      environment and timing
-    <run.dir>/report.html, report.md   the run report (visiontl.report)
-    <run.dir>/checkpoints/{last,best}.pt
-(docs/run-directory.md describes each file.)
+state.py what a checkpoint holds of the run (TrainState); rundir.py's RunDir writes the run directory
+(docs/run-directory.md); this module runs the epochs. A run's lifecycle is `train()`'s alone: the process group
+under torchrun joined and left, the run directory checked, locked and released, train.log kept.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import functools
-import io
 import logging
 import math
-import os
 import signal
 import time
 from collections.abc import Callable
@@ -34,28 +23,23 @@ from torch.utils.data import BatchSampler, DataLoader
 
 from visiontl import __version__
 from visiontl.backbones import create_backbone
-from visiontl.config import Config, save_config, with_absolute_paths
-from visiontl.data.holdout import DATA_FILE
+from visiontl.config import Config, with_absolute_paths
 from visiontl.data.sampling import EpochSampler, GroupedBatchSampler
 from visiontl.engine import distributed as dist
-from visiontl.atomic import remove_stale_temporaries
-from visiontl.engine.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
-from visiontl.engine.environment import Stopwatch, write_run_json
-from visiontl.engine.gallery import write_gallery
+from visiontl.engine.checkpoint import load_checkpoint
+from visiontl.engine.environment import Stopwatch
 from visiontl.engine.loop import Fit, evaluate, train_one_epoch
 from visiontl.engine.resilience import (
-    EarlyLog,
     EpochProgress,
     ResumableBatches,
-    RunDir,
     SkipBadImages,
     StoppedInValidation,
     StopRequest,
-    check_run_dir,
     stop_signals_blocked,
     translated_worker_errors,
     worker_start,
 )
+from visiontl.engine.rundir import EarlyLog, RunDir
 from visiontl.engine.seed import seed_everything, set_rng_state
 from visiontl.engine.state import TrainState, scalars
 from visiontl.errors import CheckpointError, ConfigError, Interrupted
@@ -152,52 +136,15 @@ def log_data_choices(data: Any) -> None:
             log.warning("  left out: %s", printable(line, 500))
 
 
-def write_data_record(run_dir: Path, data: Any) -> None:
-    """<run.dir>/data.json: the val list of data.val as a fraction, and the images left out, for the report
-    and for whoever evaluates the run later."""
-    record: dict[str, Any] = {"val_from_train": None, "left_out": list(data.left_out)}
-    if data.holdout is not None:
-        h = data.holdout
-        record["val_from_train"] = {"fraction": h.fraction, "seed": h.seed, "images": h.files}
-    atomic_write_json(run_dir / DATA_FILE, record)
-
-
-class CsvLog:
-    """log.csv, rewritten atomically after every epoch (it is small), so it never holds half a row."""
-
-    def __init__(self, path: Path, rows: list[dict[str, Any]] | None = None):
-        self.path = path
-        self.rows = list(rows or [])
-
-    @classmethod
-    def resume(cls, path: Path, epochs_done: int) -> CsvLog:
-        rows = []
-        if path.is_file():
-            with open(path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= epochs_done]
-        return cls(path, rows)
-
-    def append(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
-        fields: list[str] = []
-        for r in self.rows:
-            fields += [k for k in r if k not in fields]
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(self.rows)
-        atomic_write_text(self.path, buf.getvalue())
-
-
-def _fmt(value: Any) -> Any:
-    return f"{value:.6g}" if isinstance(value, float) else value
-
-
 def train(cfg: Config, resume: bool = False, force: bool = False, log_file: bool = False) -> dict[str, Any]:
     """Run `cfg` end to end and return the final val metrics. A run directory holding another run is
     refused unless `resume` (continue it) or `force` (start over); one in use by another run is refused.
-    `log_file`: the log also goes to <run.dir>/train.log (the CLI's), once the run has started."""
-    with contextlib.ExitStack() as held:  # the run directory's lock and train.log, released however train ends
+    `log_file`: the log also goes to <run.dir>/train.log, once the run has started.
+    Under torchrun the process group is joined here and left at the end (distributed.session); rank 0 alone
+    logs progress and writes the run directory."""
+    # the process group, the run directory's lock and train.log: released however train ends
+    with contextlib.ExitStack() as held:
+        held.enter_context(dist.session(cfg.train.device))
         return _train(cfg, resume, force, log_file, held)
 
 
@@ -211,14 +158,14 @@ class _Run:
     backbone: Any
     model: torch.nn.Module  # the plain model: it trains (wrapped, see Fit.model), evaluates and is saved
     device: torch.device
-    run_dir: Path
-    main: bool  # rank 0 (or the only process): it writes the run directory
+    run_dir: RunDir  # writes nothing on ranks other than 0
+    main: bool  # rank 0 (or the only process): it validates and writes the run directory
     watch: Stopwatch
     resumed: dict[str, Any] | None  # --resume: the checkpoint the run continues
 
     @property
     def last_path(self) -> Path:
-        return self.run_dir / "checkpoints" / "last.pt"
+        return self.run_dir.checkpoint_path("last")
 
 
 def _train(cfg: Config, resume: bool, force: bool, log_file: bool, held: contextlib.ExitStack) -> dict[str, Any]:
@@ -226,11 +173,10 @@ def _train(cfg: Config, resume: bool, force: bool, log_file: bool, held: context
     the model) comes before `_start_run`; before it nothing is written, train.log included."""
     watch = Stopwatch()
     cfg = with_absolute_paths(cfg)  # the run's config.yaml and checkpoints then work from any folder
-    writes = int(os.environ.get("RANK", "0")) == 0  # only rank 0 writes the run directory
-    if writes:
-        check_run_dir(Path(cfg.run.dir), resume, force)
-    early_log = held.enter_context(EarlyLog(log)) if log_file and writes else None
-    run = _prepare(cfg, resume, watch)
+    run_dir = RunDir(cfg.run.dir, writes=dist.is_main())
+    run_dir.check(resume, force)
+    early_log = held.enter_context(EarlyLog(log)) if log_file and run_dir.writes else None
+    run = _prepare(cfg, run_dir, resume, watch)
     start = functools.partial(_start_run, run, held, early_log, resume, force)
     closed_form = run.task.fits_in_closed_form(cfg)
     # Features for a closed-form head are extracted once, so without augmentation.
@@ -243,15 +189,13 @@ def _train(cfg: Config, resume: bool, force: bool, log_file: bool, held: context
     return _fit(run, train_set, val_set, start)
 
 
-def _prepare(cfg: Config, resume: bool, watch: Stopwatch) -> _Run:
+def _prepare(cfg: Config, run_dir: RunDir, resume: bool, watch: Stopwatch) -> _Run:
     """Read and check what the run needs, writing nothing: the checkpoint it resumes, the data, the model."""
-    run_dir = Path(cfg.run.dir)
-    last_path = run_dir / "checkpoints" / "last.pt"
+    last_path = run_dir.checkpoint_path("last")
     resumed = load_checkpoint(last_path) if resume else None
     if resumed is not None:
         _check_resumable(cfg, resumed, last_path)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
-    dist.init(cfg.train.device)  # under torchrun; a no-op in one process (and when the CLI did it)
     if dist.active():
         log.info("distributed: rank %d of %d, backend %s", dist.rank(), dist.world_size(), dist.backend())
     device = dist.device_for(resolve_device(cfg.train.device))
@@ -277,17 +221,14 @@ def _prepare(cfg: Config, resume: bool, watch: Stopwatch) -> _Run:
 def _start_run(run: _Run, held: contextlib.ExitStack, early_log: EarlyLog | None, resume: bool, force: bool) -> Tracker:
     """Take the run directory (lock it; for a new run remove the previous run's files) and write its first
     files. An unusable tracking store still stops the run here, before training (tracking.py)."""
-    if run.main:
-        run_dir = held.enter_context(RunDir.open(run.run_dir, resume, force))
-        remove_stale_temporaries(run.run_dir / "checkpoints")  # what a kill during a checkpoint write left behind
-        if early_log is not None:
-            run_dir.record("train.log")
-            early_log.to_file(run.run_dir / "train.log")
-        if run.cfg.run.tensorboard and not (run.run_dir / "tensorboard").exists():
-            run_dir.record("tensorboard/")
-        save_config(run.cfg, run.run_dir / "config.yaml")
-        write_data_record(run.run_dir, run.data)
-    return Tracker.open(run.cfg, run.run_dir, run.main, int(run.resumed["epoch"]) if run.resumed is not None else None)
+    run_dir = held.enter_context(run.run_dir.open(resume, force))  # (the other ranks' RunDir writes nothing)
+    if early_log is not None:
+        run_dir.start_train_log(early_log)
+    if run.cfg.run.tensorboard:
+        run_dir.record_tensorboard()
+    run_dir.write_config(run.cfg)
+    run_dir.write_data_record(run.data)
+    return Tracker.open(run.cfg, run_dir.path, run.main, int(run.resumed["epoch"]) if run.resumed is not None else None)
 
 
 @dataclass
@@ -306,10 +247,7 @@ class Checkpoints:
             return
         r = self.run
         extra = state.to_checkpoint(self.optimizer, self.scaler, self.steps_per_epoch, phase.index, progress)
-        ckpt = checkpoint_dict(r.cfg, r.task, r.data, r.model, r.backbone, **extra)
-        if best:
-            save_checkpoint(r.run_dir / "checkpoints" / "best.pt", ckpt)
-        save_checkpoint(r.last_path, ckpt)
+        r.run_dir.save_checkpoint(checkpoint_dict(r.cfg, r.task, r.data, r.model, r.backbone, **extra), best)
 
 
 @dataclass
@@ -333,7 +271,6 @@ class _Loop:
     autocast: contextlib.AbstractContextManager
     phases: list[Phase]
     checkpoints: Checkpoints
-    csv_log: CsvLog
     tracker: Tracker
     stop: StopRequest
     wrapped: torch.nn.Module | None = None  # the DDP wrapper, rebuilt when a phase changes what trains
@@ -349,22 +286,21 @@ def _fit(run: _Run, train_set: Any, val_set: Any, start: Callable[[], Tracker]) 
     phases = plan_phases(cfg, run.backbone.num_stages)
     optimizer = build_optimizer(cfg, param_groups(run.model, run.backbone, t.weight_decay))
     state = _resume(run, optimizer, scaler)
-    csv_log = CsvLog.resume(run.run_dir / "log.csv", state.epoch) if run.resumed is not None else CsvLog(run.run_dir / "log.csv")
+    if run.resumed is not None:
+        run.run_dir.keep_log_rows(state.epoch)
     tracker = start()
     checkpoints = Checkpoints(run, optimizer, scaler, steps_per_epoch)
     with StopRequest() as stop:  # SIGINT / SIGTERM: finish the step, write last.pt, stop
-        loop = _Loop(run, loaders, optimizer, scaler, autocast, phases, checkpoints, csv_log, tracker, stop)
+        loop = _Loop(run, loaders, optimizer, scaler, autocast, phases, checkpoints, tracker, stop)
         _run_epochs(loop, state)
     final = {**state.metrics, "best": {t.monitor: state.best["value"], "epoch": state.best["epoch"]}}
     dist.write_test_digest(run.model)
     if run.main:
-        write_evaluation(run.run_dir, final, run.task, run.model, loaders.val_set, run.device, autocast,
-                         run.data.classes)
-        write_run_json(run.run_dir, "train", cfg.task, run.device, run.watch, loaders.n_train, loaders.n_val)
-        write_run_report(run.run_dir)
-        tracker.finish(run.run_dir)
+        run.run_dir.write_evaluation(final, run.task, run.model, loaders.val_set, run.device, autocast, run.data.classes)
+        run.run_dir.write_run_json("train", cfg.task, run.device, run.watch, loaders.n_train, loaders.n_val)
+        run.run_dir.write_report()
+        tracker.finish(run.run_dir.path)
     dist.barrier()  # no rank leaves (and tears the group down) before rank 0 has written the run
-    dist.shutdown()
     return final
 
 
@@ -543,7 +479,7 @@ def _log_epoch(loop: _Loop, row: dict[str, Any], metrics: dict[str, Any]) -> Non
     """An epoch's row: log.csv and the trackers (rank 0), and one log line."""
     run, t, epoch = loop.run, loop.run.cfg.train, row["epoch"]
     if run.main:
-        loop.csv_log.append({k: _fmt(v) for k, v in row.items()})
+        run.run_dir.log_row(row)
         loop.tracker.log_epoch(epoch, row)
         loop.tracker.log_images(epoch, run.task, run.model, loop.loaders.val_set, run.device, loop.autocast,
                                 run.data.classes)
@@ -560,7 +496,7 @@ def _fit_closed_form(run: _Run, train_set: Any, val_set: Any, tracker: Tracker) 
     cfg, task, model, device = run.cfg, run.task, run.model, run.device
     model.to(device)
     started = time.perf_counter()
-    fit = task.fit_closed_form(cfg, model, train_set, run.run_dir, device)
+    fit = task.fit_closed_form(cfg, model, train_set, run.run_dir.path, device)
     autocast, _ = autocast_for(device, cfg.train.amp)
     sampler = EpochSampler(len(val_set), shuffle=False, seed=cfg.train.seed)
     loader = make_loader(val_set, sampler, cfg.train.batch_size, cfg.train.workers, task.collate, device)
@@ -569,21 +505,19 @@ def _fit_closed_form(run: _Run, train_set: Any, val_set: Any, tracker: Tracker) 
     row = {"epoch": 1, "phase": 1, "trainable_params": fit.fitted_params, "train_loss": "", "val_loss": metrics.get("loss", "")}
     row.update({k: metrics[k] for k in task.log_metrics})
     row.update(seconds=seconds, img_per_s=len(train_set) / max(seconds, 1e-9))
-    CsvLog(run.run_dir / "log.csv").append({k: _fmt(v) for k, v in row.items()})
+    run.run_dir.log_row(row)
     tracker.log_epoch(1, row)
     log.info("%s: train accuracy %.4f, %s", cfg.model.head, fit.record["train_accuracy"],
              "  ".join(f"{k} {metrics[k]:.4f}" for k in task.log_metrics))
     monitored = metrics[cfg.train.monitor]
     state = {"optimizer": {}, "epoch": 1, "step": 0, "phase": 0, "best": {"value": monitored, "epoch": 1},
              "bad_epochs": 0, "metrics": scalars(metrics), "sklearn_head": {"kind": cfg.model.head, **fit.record}}
-    ckpt = checkpoint_dict(cfg, task, run.data, model, run.backbone, **state)
-    save_checkpoint(run.run_dir / "checkpoints" / "best.pt", ckpt)
-    save_checkpoint(run.last_path, ckpt)
+    run.run_dir.save_checkpoint(checkpoint_dict(cfg, task, run.data, model, run.backbone, **state), best=True)
     final = {**metrics, "best": {cfg.train.monitor: monitored, "epoch": 1}, "sklearn_head": fit.record}
-    write_evaluation(run.run_dir, final, task, model, val_set, device, autocast, run.data.classes)
-    write_run_json(run.run_dir, "train", cfg.task, device, run.watch, len(train_set), len(val_set))
-    write_run_report(run.run_dir)
-    tracker.finish(run.run_dir)
+    run.run_dir.write_evaluation(final, task, model, val_set, device, autocast, run.data.classes)
+    run.run_dir.write_run_json("train", cfg.task, device, run.watch, len(train_set), len(val_set))
+    run.run_dir.write_report()
+    tracker.finish(run.run_dir.path)
     return final
 
 
@@ -603,42 +537,3 @@ def _memory_note(device: torch.device) -> str:
     if device.type != "cuda":
         return ""
     return f"  gpu mem {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
-
-
-def write_run_report(folder: Path) -> None:
-    """report.html and report.md of a finished run or evaluation. The report is drawn from files already
-    written, so a failure here loses nothing: it is one warning line, and `visiontl report` redoes it."""
-    from visiontl.report import write_report
-
-    try:
-        log.info("report: %s", write_report(folder))
-    except Exception as exc:  # noqa: BLE001 (any failure of a derived file must not fail a finished run)
-        log.warning("report not written (%s: %s); run `visiontl report %s` to retry", type(exc).__name__, exc, folder)
-
-
-def write_evaluation(folder: Path, metrics: dict[str, Any], task: Any, model: torch.nn.Module, dataset: Any,
-                     device: torch.device, autocast: contextlib.AbstractContextManager, classes: list[str]) -> None:
-    """The evaluation files of a run directory: metrics.json, eval_raw.npz, eval_images.json, and the gallery
-    of the worst and best images drawn with `model` (the one that made the metrics)."""
-    write_metrics(folder, metrics)
-    per_image = metrics.get("per_image")
-    if per_image is not None:  # absent when a finished run is resumed: no epoch ran, nothing was evaluated
-        write_gallery(folder, per_image["images"], task, model, dataset, device, autocast, classes)
-
-
-def write_metrics(folder: Path, metrics: dict[str, Any]) -> None:
-    """metrics.json, with the evaluation's raw arrays (if any) in eval_raw.npz and its per-image scores (if
-    any) in eval_images.json beside it."""
-    metrics = dict(metrics)
-    per_image = metrics.pop("per_image", None)
-    if per_image is not None:
-        atomic_write_json(folder / "eval_images.json", per_image)
-    raw = metrics.pop("raw", None)
-    if raw is not None:
-        import numpy as np
-
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **{k: np.asarray(v) for k, v in raw.items()})
-        atomic_write_bytes(folder / "eval_raw.npz", buf.getvalue())
-        metrics["raw"] = "eval_raw.npz"
-    atomic_write_json(folder / "metrics.json", metrics)

@@ -7,7 +7,7 @@ PyTorch model before it is written, and such a file used by `visiontl predict` (
 - parity.py: the check images and the per-task comparison;
 - metadata.py: what a file says about itself;
 - exporter.py: `visiontl export` end to end;
-- predict.py: an exported file behind the interface `visiontl predict` uses for a checkpoint.
+- predict.py: an exported file as a Predictor (visiontl.predictor), as `visiontl predict` and `vtl.load` use it.
 """
 
 from visiontl.export.exporter import ExportResult, export_checkpoint

@@ -33,6 +33,7 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: Path, opset: int | 
                       image_size: tuple[int, int] | None = None, check_folder: Path | None = None,
                       tolerance: float | None = None) -> ExportResult:
     from visiontl.engine.inference import load_trained
+    from visiontl.predictor import checkpoint_predictor
 
     checkpoint, out = Path(checkpoint), Path(out)
     opset = _check_options(fmt, out, opset, tolerance)
@@ -60,7 +61,7 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: Path, opset: int | 
     tol = DEFAULT_TOLERANCE[task] if tolerance is None else tolerance
     images, source = check_images(loaded, check_folder)
     try:
-        parity = measure(loaded, runtime, spec, images, tol, source)
+        parity = measure(checkpoint_predictor(loaded, checkpoint), runtime, spec, images, tol, source)
     except VisiontlError:
         raise
     except Exception as exc:  # noqa: BLE001 (the file was written by the exporter but does not run)

@@ -12,8 +12,10 @@ largest difference between them, by task (the figure compared with the tolerance
   whose score ties (within TIE_SCORE) with another of the same class are left out and counted, since which
   of them NMS and the top-k cut keep is decided by float noise.
 
-The PyTorch side is fed as `visiontl predict` feeds a checkpoint (normalised by the pipeline); the exported
-side gets the same resized pixels in [0, 1] and normalises inside its graph, so the check covers that too.
+The PyTorch side is the checkpoint's Predictor (visiontl.predictor), fed as `visiontl predict` feeds it: its
+preprocess and forward (classification: its model on the pixels normalised with its mean and std, since the
+check needs the logits before the softmax); the exported side gets the same resized pixels in [0, 1] and
+normalises inside its graph, so the check covers that too.
 Images: `--check-images DIR` (every image in it), else the first few of the checkpoint's val split, else a
 few deterministic synthetic images.
 """
@@ -137,16 +139,17 @@ def synthetic_images() -> list[tuple[str, np.ndarray]]:
 # The comparison
 
 
-def measure(loaded: Any, runtime: ExportedRuntime, spec: InputSpec, images: list[tuple[str, np.ndarray]],
+def measure(predictor: Any, runtime: ExportedRuntime, spec: InputSpec, images: list[tuple[str, np.ndarray]],
             tolerance: float, source: str) -> Parity:
-    task = loaded.config.task
+    """The exported file (`runtime`) against the checkpoint's Predictor on `images`."""
+    task = predictor.task
     images = [(name, _resized(array, spec.size)) for name, array in images]
     if task == "classification":
-        figures, per_image = _classification(loaded, runtime, spec, images)
+        figures, per_image = _classification(predictor, runtime, spec, images)
     elif task == "segmentation":
-        figures, per_image = _segmentation(loaded, runtime, images)
+        figures, per_image = _segmentation(predictor, runtime, images)
     elif task in DETECTION_TASKS:
-        figures, per_image = _detection(loaded, runtime, images, tolerance)
+        figures, per_image = _detection(predictor, runtime, images, tolerance)
     else:
         raise ValueError(f"task {task!r} has no parity check")
     worst = max(per_image, key=per_image.get)
@@ -162,12 +165,13 @@ def _resized(array: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     return A.Resize(*size)(image=array)["image"]
 
 
-def _normalized(array: np.ndarray, loaded: Any) -> torch.Tensor:
-    """What `visiontl predict` feeds a checkpoint: the pipeline's normalisation, CHW."""
+def _normalized(array: np.ndarray, predictor: Any) -> torch.Tensor:
+    """What the classifier's Predictor feeds its model, the pixels already at the input size: normalised with
+    its mean and std, CHW."""
     import albumentations as A
     from albumentations.pytorch import ToTensorV2
 
-    tf = A.Compose([A.Normalize(mean=loaded.backbone.mean, std=loaded.backbone.std, max_pixel_value=255.0), ToTensorV2()])
+    tf = A.Compose([A.Normalize(mean=predictor.mean, std=predictor.std, max_pixel_value=255.0), ToTensorV2()])
     return tf(image=array)["image"]
 
 
@@ -183,14 +187,14 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def _classification(loaded: Any, runtime: ExportedRuntime, spec: InputSpec,
+def _classification(predictor: Any, runtime: ExportedRuntime, spec: InputSpec,
                     images: list[tuple[str, np.ndarray]]) -> tuple[dict[str, Any], dict[str, float]]:
     # A file with a free batch is checked on batches of several images, as it will be used; else one by one.
     size = BATCH if spec.batch is None else 1
     groups = [images[start : start + size] for start in range(0, len(images), size)]
     prob_diff, logit_diff, same, per_image = 0.0, 0.0, 0, {}
     for group in groups:
-        ref = loaded.model(torch.stack([_normalized(a, loaded) for _, a in group])).float().numpy()
+        ref = predictor.model(torch.stack([_normalized(a, predictor) for _, a in group])).float().numpy()
         out = runtime(np.concatenate([_unit(a) for _, a in group]))
         dp = np.abs(out["probabilities"] - _softmax(ref)).max(axis=1)
         dl = np.abs(out["logits"] - ref).max(axis=1)
@@ -201,11 +205,11 @@ def _classification(loaded: Any, runtime: ExportedRuntime, spec: InputSpec,
 
 
 @torch.no_grad()
-def _segmentation(loaded: Any, runtime: ExportedRuntime,
+def _segmentation(predictor: Any, runtime: ExportedRuntime,
                   images: list[tuple[str, np.ndarray]]) -> tuple[dict[str, Any], dict[str, float]]:
     prob_diff, logit_diff, agreement, per_image = 0.0, 0.0, 1.0, {}
     for name, array in images:
-        ref = loaded.model(_normalized(array, loaded)[None]).float().numpy()
+        ref = predictor.forward(predictor.preprocess([array]))[0][None].numpy()
         out = runtime(_unit(array))
         dp = float(np.abs(_softmax(out["logits"]) - _softmax(ref)).max())
         prob_diff, logit_diff = max(prob_diff, dp), max(logit_diff, float(np.abs(out["logits"] - ref).max()))
@@ -215,19 +219,17 @@ def _segmentation(loaded: Any, runtime: ExportedRuntime,
 
 
 @torch.no_grad()
-def _detection(loaded: Any, runtime: ExportedRuntime, images: list[tuple[str, np.ndarray]],
+def _detection(predictor: Any, runtime: ExportedRuntime, images: list[tuple[str, np.ndarray]],
                tolerance: float) -> tuple[dict[str, Any], dict[str, float]]:
-    m = loaded.config.model
+    m = predictor.config.model
     totals = {"box_px": 0.0, "score": 0.0, "matched": 0, "detections": 0, "unmatched": 0, "unmatched_margin": 0.0,
               "tied": 0}
-    if loaded.config.task == "instance_segmentation":
+    if predictor.task == "instance_segmentation":
         totals["mask"] = 0.0
     per_image = {}
     for name, array in images:
-        x = _unit(array)
-        ref = {k: v.float().numpy() if v.is_floating_point() else v.numpy()
-               for k, v in loaded.model([torch.from_numpy(x[0])])[0].items()}
-        out = runtime(x)
+        ref = {k: v.numpy() for k, v in predictor.forward(predictor.preprocess([array]))[0].items()}
+        out = runtime(_unit(array))
         figures = compare_detections(ref, out, max(array.shape[:2]), m.score_threshold, m.detections_per_image,
                                      tolerance)
         for key, value in figures.items():

@@ -1,49 +1,39 @@
-"""An exported file behind the interface visiontl's prediction code expects of a checkpoint (`LoadedModel`),
-so `visiontl predict model.onnx IMAGES --out ...` writes the same CSV / JSON / PNG files as with the
-checkpoint it came from, through the same code."""
+"""An exported file as a Predictor (visiontl.predictor): `exported_predictor` reads the file and its metadata,
+and the task's predictor calls its `ExportedGraph` where a checkpoint's calls the PyTorch model, so
+`visiontl predict model.onnx IMAGES --out ...` and `vtl.load("model.onnx")` give the results of the checkpoint
+it came from, through the same pre- and postprocessing. The graph normalises its input itself: the predictor
+only scales pixels to [0, 1]."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from visiontl.data.annotations import LabelMap
 from visiontl.errors import CheckpointError
 from visiontl.export.graphs import DETECTION_TASKS, OUTPUTS, InputSpec
 from visiontl.export.runtime import ExportedRuntime, open_exported
 from visiontl.text import printable
 
 
-@dataclass(frozen=True)
-class PixelScale:
-    """Stands in for the backbone in the prediction pipelines, which normalise with its mean/std: an exported
-    graph normalises itself, so the pipeline only scales pixels to [0, 1] (mean 0, std 1)."""
-
-    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
-    std: tuple[float, ...] = (1.0, 1.0, 1.0)
-
-
-class ExportedModel(nn.Module):
-    """Called as the PyTorch model is: an image batch (classification, segmentation: logits back) or a list of
-    images (detectors: a list of dicts of boxes, scores, labels, masks back). A file fixed to a size gets its
-    input resized to it, and the outputs mapped back to the image's own size."""
+class ExportedGraph:
+    """The file's graph in its runtime, called as the PyTorch model is: an image batch in [0, 1]
+    (classification, segmentation: logits back) or a list of images (detectors: a list of dicts of boxes,
+    scores, labels, masks back). A file fixed to a size gets its input resized to it, and the outputs mapped
+    back to the image's own size; every output is checked against the task's contract (`_check`)."""
 
     def __init__(self, runtime: ExportedRuntime, task: str, spec: InputSpec, source: str = "exported model"):
-        super().__init__()
         self.runtime = runtime
         self.task = task
         self.spec = spec
         self.source = source
         self.num_classes = len(runtime.metadata["classes"]) if runtime.metadata else None
-        # Prediction code asks a model for its device through its parameters; this one runs on the CPU.
-        self.device_anchor = nn.Parameter(torch.zeros(0), requires_grad=False)
 
-    def forward(self, images: Any) -> Any:
+    def __call__(self, images: Any) -> Any:
         if self.task in DETECTION_TASKS:
             return [self._detect(image) for image in images]
         return self._dense(images)
@@ -116,12 +106,13 @@ class ExportedModel(nn.Module):
         return out
 
 
-def load_exported(path: str | Path, allow_torchscript_code: bool = False) -> Any:
-    """A LoadedModel (engine.inference) made from an exported file and its metadata alone (a TorchScript file
-    only with `allow_torchscript_code`: it holds code that runs, runtime.open_exported)."""
+def exported_predictor(path: str | Path, allow_torchscript_code: bool = False) -> Any:
+    """The task's Predictor (visiontl.predictor) for an exported file, made from the file and its metadata
+    alone (a TorchScript file only with `allow_torchscript_code`: it holds code that runs,
+    runtime.open_exported): its graph called in forward, pixels only scaled to [0, 1] in preprocess (the graph
+    normalises them itself), on the CPU."""
     from visiontl.config import build_config
-    from visiontl.engine.inference import LoadedModel
-    from visiontl.tasks import get_task
+    from visiontl.predictor import PREDICTORS
 
     runtime = open_exported(path, allow_torchscript_code)
     meta = runtime.metadata  # checked: metadata.check_metadata
@@ -133,8 +124,8 @@ def load_exported(path: str | Path, allow_torchscript_code: bool = False) -> Any
     size = meta.get("input_size")
     spec = InputSpec(batch if isinstance(batch, int) else None, tuple(size) if size else None)
     if cfg.task == "classification" and spec.size is not None and spec.size[0] == spec.size[1]:
-        cfg.data.image_size = spec.size[0]  # the prediction pipeline then resizes as the parity check did
-    checkpoint = {"label_map": meta.get("label_map"), "epoch": (meta.get("checkpoint") or {}).get("epoch"),
-                  "exported": str(path)}
-    model = ExportedModel(runtime, cfg.task, spec, str(path)).eval()
-    return LoadedModel(model, PixelScale(), get_task(cfg), cfg, list(meta["classes"]), checkpoint)
+        cfg.data.image_size = spec.size[0]  # the preprocessing then resizes as the parity check did
+    label_map = LabelMap.from_dict(meta["label_map"]) if meta.get("label_map") else None
+    return PREDICTORS[cfg.task](ExportedGraph(runtime, cfg.task, spec, str(path)), config=cfg,
+                                classes=list(meta["classes"]), path=path, source=runtime.format,
+                                epoch=(meta.get("checkpoint") or {}).get("epoch"), label_map=label_map)

@@ -152,7 +152,7 @@ def _torchscript_metadata_text(path: Path) -> str | None:
 def check_graph(runtime: ExportedRuntime, source: str) -> None:
     """What an ONNX graph declares against its metadata: one input `image` of rank 4, the task's outputs, and
     as many classes in the outputs as the metadata names (where the graph fixes that dimension; the rest is
-    checked on every output, predict.ExportedModel)."""
+    checked on every output, predict.ExportedGraph)."""
     meta = runtime.metadata
     task, classes = meta["task"], meta["classes"]
     inputs = [name for name in runtime.shapes if name not in runtime.outputs]

@@ -21,7 +21,6 @@ from visiontl.data.annotations import AnnotationSet, Category, LabelMap, ReadRep
 from visiontl.data.detection import (
     DetectionDataset,
     collate_detection,
-    unit_tensor,
     detection_transform,
     pipeline_ops,
     preset_ops,
@@ -360,42 +359,4 @@ def _load_detector_checkpoint(model: nn.Module, path: Path) -> None:
     model.load_state_dict(fits, strict=False)
     log.info("weights: loaded %d of %d detector tensors from %s; re-initialised %d (%s)", len(fits), len(own), path,
              len(skipped), ", ".join(skipped[:4]) + (" ..." if len(skipped) > 4 else ""))
-
-
-def predict_images(loaded: Any, files: list[Path], out_file: Path, score_threshold: float | None,
-                   draw_dir: Path | None, batch_size: int = 8) -> list[dict[str, Any]]:
-    """COCO results JSON (dataset category ids, [x, y, w, h], score, plus each image's file name)."""
-    import json
-
-    from tqdm.auto import tqdm
-
-    from visiontl.data.images import read_image
-    from visiontl.engine.checkpoint import atomic_write_text
-
-    label_map = LabelMap.from_dict(loaded.checkpoint["label_map"])
-    threshold = loaded.config.model.score_threshold if score_threshold is None else score_threshold
-    device = next(loaded.model.parameters()).device
-    results: list[dict[str, Any]] = []
-    for start in tqdm(range(0, len(files), batch_size), desc="predict", unit="batch"):
-        chunk = files[start : start + batch_size]
-        arrays = [read_image(f) for f in chunk]
-        outputs = loaded.task.detect(loaded.model, [unit_tensor(a) for a in arrays], device,
-                                     torch.autocast("cpu", enabled=False))
-        for offset, (f, arr, out) in enumerate(zip(chunk, arrays, outputs)):
-            image_id = start + offset + 1
-            keep = out["scores"] >= threshold
-            out = {k: v[keep] for k, v in out.items()}
-            rows = _to_results(image_id, out, label_map)
-            for r in rows:
-                r["file_name"] = str(f)
-            results += rows
-            if draw_dir is not None:
-                from visiontl.visualize import draw_boxes, save_png
-
-                names = [label_map.name(int(k)) for k in out["labels"]]
-                picture = draw_boxes(arr, out["boxes"], names, out["scores"].tolist(),
-                                     color_keys=[int(k) - 1 for k in out["labels"]])
-                save_png(picture, Path(draw_dir) / f"{Path(f).stem}.png")
-    atomic_write_text(out_file, json.dumps(results, indent=1) + "\n")
-    return results
 

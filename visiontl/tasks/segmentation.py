@@ -254,28 +254,3 @@ class SegmentationLoss(nn.Module):
             total = total + self.focal(logits, target)
         return total
 
-
-def predict_masks(loaded: Any, files: list[Path], out_dir: Path, overlay: bool) -> list[dict[str, Any]]:
-    """One label PNG per image (class ids, the input's exact size), and optionally a colour overlay."""
-    from PIL import Image
-    from tqdm.auto import tqdm
-
-    from visiontl.data.images import read_image
-    from visiontl.visualize import label_overlay, save_png
-
-    d = loaded.config.data
-    transform = segmentation_transform("none", None, loaded.backbone.mean, loaded.backbone.std, d.ignore_index, False, False)
-    dtype = np.uint8 if len(loaded.classes) <= 256 else np.uint16
-    rows = []
-    for f in tqdm(files, desc="predict", unit="image"):
-        array = read_image(f)
-        with torch.no_grad():
-            logits = loaded.model(transform(image=array)["image"][None])
-        labels = logits.argmax(1)[0].numpy()
-        path = save_png(Image.fromarray(labels.astype(dtype)), Path(out_dir) / f"{Path(f).stem}.png")
-        row = {"file": str(f), "mask": str(path), "classes_present": sorted({loaded.classes[i] for i in np.unique(labels)})}
-        if overlay:
-            blended = label_overlay(array, labels)
-            row["overlay"] = str(save_png(Image.fromarray(blended), Path(out_dir) / "overlay" / f"{Path(f).stem}.png"))
-        rows.append(row)
-    return rows
