@@ -282,3 +282,44 @@ def test_an_unknown_key_is_shown_escaped_and_cut() -> None:
     with pytest.raises(ConfigError) as info:
         load_config(None, ["a" * 100_000 + "=1"])
     assert str(info.value).startswith("config: unknown key '" + "a" * 120 + "…'") and len(str(info.value)) < 400
+
+
+STAGED = {"finetune": {"strategy": "staged", "lr_mult": 0.5,
+                       "stages": [{"epochs": 2, "unfreeze": 0, "lr": 0.02}, {"epochs": 18, "unfreeze": "all", "lr": 0.01}]}}
+
+
+def test_a_strategy_on_the_command_line_replaces_a_staged_recipe_and_keeps_its_lr(tmp_path: Path,
+                                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    recipe = write(tmp_path, STAGED)
+    with caplog.at_level("WARNING", logger="visiontl"):
+        cfg = load_config(recipe, ["finetune.strategy=full"])
+    assert cfg.finetune.strategy == "full" and cfg.finetune.stages == [] and cfg.train.lr == 0.01
+    assert cfg.finetune.lr_mult == 0.5  # what every strategy reads stays the recipe's
+    assert [r.getMessage() for r in caplog.records] == [
+        "finetune.strategy=full replaces the recipe's fine-tuning: dropped finetune.stages (2 phases); "
+        "train.lr 0.01 from the recipe's phase 2"]
+    caplog.clear()
+    import visiontl as vtl
+
+    with caplog.at_level("WARNING", logger="visiontl"):
+        cfg = vtl.load_config(recipe, {"finetune.strategy": "feature_extraction"})  # the head-only phase's LR
+    assert cfg.train.lr == 0.02 and "train.lr 0.02 from the recipe's phase 1" in caplog.records[0].getMessage()
+    # an LR given, by the recipe or the overrides, is kept and named
+    cfg = load_config(recipe, ["finetune.strategy=full", "train.lr=0.5"])
+    assert cfg.train.lr == 0.5
+    (tmp_path / "partial").mkdir()
+    partial = write(tmp_path / "partial", {"finetune": {"strategy": "partial", "freeze_stages": 3}, "train": {"lr": 0.002}})
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="visiontl"):
+        cfg = load_config(partial, ["finetune.strategy=full"])
+    assert cfg.finetune.freeze_stages == 0 and cfg.train.lr == 0.002
+    assert caplog.records[0].getMessage().endswith("dropped finetune.freeze_stages=3; train.lr 0.002 from the recipe")
+    # the recipe's own strategy given again, or the keys given with it: nothing dropped, nothing said
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="visiontl"):
+        assert load_config(recipe, ["finetune.strategy=staged"]).finetune.stages
+        assert load_config(partial, ["finetune.strategy=staged", "finetune.stages=[{epochs: 1}]"]).train.lr == 0.002
+    assert [r.getMessage() for r in caplog.records] == [
+        "finetune.strategy=staged replaces the recipe's fine-tuning: dropped finetune.freeze_stages=3; "
+        "train.lr 0.002 from the recipe"]
+

@@ -186,13 +186,20 @@ def test_evaluate_and_predict_cli(synthetic_root: Path, tmp_path: Path) -> None:
     assert predicted == pytest.approx(metrics["accuracy"])
 
 
-def test_staged_run_logs_phases_and_group_lrs(synthetic_root: Path, tmp_path: Path) -> None:
+def test_staged_run_logs_phases_and_group_lrs(synthetic_root: Path, tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
     stages = [{"epochs": 1, "unfreeze": 0, "lr": 0.01}, {"epochs": 1, "unfreeze": 2, "lr": 0.001}]
     cfg = build_config(resnet18_config(synthetic_root, tmp_path / "run", model={"head": "mlp", "mlp_hidden": 16},
                                    finetune={"strategy": "staged", "stages": stages, "lr_mult": 0.5},
                                    train={"schedule": "constant"}))
     assert cfg.train.epochs == 2
-    train(cfg)
+    with caplog.at_level("INFO", logger="visiontl"):
+        train(cfg)
+    starts = [r.getMessage().partition("; LR ")[2] for r in caplog.records if r.getMessage().startswith("phase ")]
+    assert starts == ["backbone.stage1 0, backbone.stage2 0, backbone.stage3 0, backbone.stage4 0, backbone.stage5 0, "
+                      "head 0.01",
+                      "backbone.stage1 0, backbone.stage2 0, backbone.stage3 0, backbone.stage4 0.00025, "
+                      "backbone.stage5 0.0005, head 0.001"]  # every group's LR where each phase starts
     rows = read_log(tmp_path / "run")
     assert [r["phase"] for r in rows] == ["1", "2"]
     head = 512 * 16 + 16 + 16 * 3 + 3

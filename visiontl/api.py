@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from visiontl.config import Config, DataConfig, apply_overrides, build_config, load_yaml
+from visiontl.config import Config, DataConfig, apply_overrides, build_config, compose_strategy, load_yaml
 from visiontl.errors import CheckpointError, ConfigError
 
 log = logging.getLogger("visiontl")
@@ -49,7 +49,11 @@ def load_config(source: str | Path | Mapping[str, Any] | Config | None = None, o
         raw, name = {}, "config"
     else:
         raw, name = load_yaml(source), str(source)
-    return build_config(_apply(raw, overrides), source=name)
+    raw = _apply(raw, overrides)
+    note = compose_strategy(raw, _overridden_keys(overrides))
+    if note:
+        log.warning("%s", note)
+    return build_config(raw, source=name)
 
 
 def _apply(raw: dict[str, Any], overrides: Overrides) -> dict[str, Any]:
@@ -72,6 +76,14 @@ def _apply(raw: dict[str, Any], overrides: Overrides) -> dict[str, Any]:
             node = child
         node[path[-1]] = json.loads(json.dumps(value, default=str))  # Paths (and nested ones) as strings
     return raw
+
+
+def _overridden_keys(overrides: Overrides) -> set[str]:
+    from visiontl.config import parse_override
+
+    if isinstance(overrides, Mapping):
+        return {str(k) for k in overrides}
+    return {".".join(parse_override(str(o))[0]) for o in overrides or ()}
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ an error, not a silent no-op.
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 import re
 import reprlib
@@ -404,6 +405,49 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+# Keys of the finetune section that one strategy alone reads: a strategy given as an override drops them.
+STRATEGY_KEYS = {"stages": "staged", "freeze_stages": "partial"}
+
+
+def compose_strategy(raw: dict[str, Any], overridden: set[str]) -> str | None:
+    """Make a `finetune.strategy` given as an override replace the recipe's fine-tuning (`raw`: the recipe with
+    the overrides applied; `overridden`: the dotted keys they set). The keys only the recipe's strategy reads
+    (its `stages`, its `freeze_stages`) are dropped unless overridden too, and the LR does not change source
+    silently: without a train.lr of the recipe's or the overrides', train.lr becomes the LR of the recipe's
+    phase nearest the new strategy (the first head-only phase for feature_extraction, else the last phase).
+    Returns the one line saying what was dropped and where the LR comes from, or None (nothing dropped)."""
+    ft = raw.get("finetune")
+    if "finetune.strategy" not in overridden or not isinstance(ft, dict):
+        return None
+    strategy = ft.get("strategy")
+    dropped = {key: ft.pop(key) for key, owner in STRATEGY_KEYS.items()
+               if key in ft and owner != strategy and f"finetune.{key}" not in overridden}
+    if not dropped:
+        return None
+    what = ", ".join(f"finetune.{key} ({len(v)} phases)" if key == "stages" and isinstance(v, list) else
+                     f"finetune.{key}={v}" for key, v in dropped.items())
+    train = raw.get("train") if isinstance(raw.get("train"), dict) else {}
+    if "train.lr" in overridden:
+        source = f"train.lr {train.get('lr')} as given"
+    elif "lr" in train:
+        source = f"train.lr {train['lr']} from the recipe"
+    else:
+        source = _phase_lr(raw, dropped.get("stages"), strategy)
+    return printable(f"finetune.strategy={strategy} replaces the recipe's fine-tuning: dropped {what}; {source}", 300)
+
+
+def _phase_lr(raw: dict[str, Any], stages: Any, strategy: Any) -> str:
+    """train.lr from the recipe's phase nearest `strategy` (see compose_strategy), set in `raw`; what it says."""
+    phases = [p for p in stages if isinstance(p, dict)] if isinstance(stages, list) else []
+    head_only = [i for i, p in enumerate(phases) if p.get("unfreeze") == 0]
+    index = head_only[0] if strategy == "feature_extraction" and head_only else len(phases) - 1
+    lr = phases[index].get("lr") if phases else None
+    if lr is None:
+        return f"train.lr {TrainConfig.model_fields['lr'].default} (the default: the recipe's phases gave none)"
+    raw.setdefault("train", {})["lr"] = lr
+    return f"train.lr {lr} from the recipe's phase {index + 1}"
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -441,6 +485,9 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     """Read a YAML file (or start from defaults when `path` is None), apply overrides, validate once."""
     raw = load_yaml(path) if path is not None else {}
     raw = apply_overrides(raw, list(overrides or []))
+    note = compose_strategy(raw, {".".join(parse_override(o)[0]) for o in overrides or []})
+    if note:
+        logging.getLogger("visiontl").warning("%s", note)
     return build_config(raw, source=str(path) if path is not None else "config")
 
 

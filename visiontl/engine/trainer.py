@@ -403,9 +403,9 @@ def _begin_epoch(loop: _Loop, epoch: int, first: bool) -> tuple[Fit, int]:
     base_lrs = group_lrs(phase, loop.optimizer.param_groups)
     if epoch == phase.start_epoch or first:
         log.info(
-            "phase %d (epochs %d-%d): %d of %d backbone stages train, %d trainable parameters",
+            "phase %d (epochs %d-%d): %d of %d backbone stages train, %d trainable parameters; LR %s",
             phase.index + 1, phase.start_epoch + 1, phase.end_epoch, phase.trainable_stages,
-            run.backbone.num_stages, trainable,
+            run.backbone.num_stages, trainable, ", ".join(f"{name} {lr:.3g}" for name, lr in base_lrs.items()),
         )
     set_train_mode(run.model, run.backbone, phase, cfg.finetune.bn)
     if phase.index != loop.wrapped_phase:
