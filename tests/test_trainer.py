@@ -208,3 +208,33 @@ def test_staged_run_logs_phases_and_group_lrs(synthetic_root: Path, tmp_path: Pa
     assert float(rows[1]["lr/backbone.stage5"]) == pytest.approx(0.0005)
     assert float(rows[1]["lr/backbone.stage4"]) == pytest.approx(0.00025)
     assert float(rows[1]["lr/backbone.stage3"]) == 0.0
+
+
+def test_throughput_bar_total_and_progress_lines(monkeypatch: pytest.MonkeyPatch,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """Slow runs get feedback: throughput keeps its significant digits, the bar counts the batches that will
+    run (train.max_steps included), and with bars off a line comes every train.progress_seconds."""
+    from visiontl.engine import loop
+    from visiontl.engine.resilience import EpochProgress
+
+    assert [loop.rate(v) for v in (1234.4, 57.34, 0.0981, 0.0)] == ["1234", "57.3", "0.0981", "0"]
+    assert loop.batches_to_run(66, None, 0, 1) == 66
+    assert loop.batches_to_run(66, 20, 0, 1) == 20  # a 20-step run's bar ends at 20, not 19/66
+    assert loop.batches_to_run(66, 20, 15, 2) == 10 and loop.batches_to_run(4, 20, 15, 2) == 4
+    clock = [100.0]
+    monkeypatch.setattr(loop.time, "monotonic", lambda: clock[0])
+    lines = loop.ProgressLines(60, epoch=2, total_batches=40)
+    done = EpochProgress(0, torch.zeros(()), 0, 0)
+    with caplog.at_level("INFO", logger="visiontl"):
+        for batch in range(1, 41):
+            clock[0] += 2.0  # 2 s a batch of 4 images
+            done.batches, done.seen, done.loss_total = batch, 4 * batch, torch.tensor(0.5 * 4 * batch)
+            lines.maybe(done, step=batch)
+    assert [r.getMessage() for r in caplog.records] == [
+        "epoch 2: batch 30/40 (step 30)  loss 0.5000  2 img/s  epoch ends in 20s"]
+    caplog.clear()
+    with caplog.at_level("INFO", logger="visiontl"):
+        off = loop.ProgressLines(0, epoch=1, total_batches=40)
+        clock[0] += 1000
+        off.maybe(done, step=40)
+    assert not caplog.records

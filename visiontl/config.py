@@ -293,6 +293,8 @@ class TrainConfig(_Strict):
     log_every: int = _f(20, "optimizer steps between loss readings on the progress bar (each syncs the device)",
                         gt=0, le=MAX_STEPS)
     progress: bool = _f(True, "progress bars")
+    progress_seconds: int = _f(60, "with progress bars off: a progress line (step, loss, img/s, ETA) every this many "
+                               "seconds of training; 0: none", ge=0, le=MAX_STEPS)
 
 
 class RunConfig(_Strict):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,48 @@ class _Pending:
     keys: list[Any] | None = None  # what names the images (index or image id), for a non-finite loss's message
 
 
+def batches_to_run(batches_left: int, max_steps: int | None, step: int, accumulate: int) -> int:
+    """The batches a pass over an epoch will run: the rest of the epoch, or those up to train.max_steps."""
+    if max_steps is None:
+        return batches_left
+    return max(0, min(batches_left, (max_steps - step) * accumulate))
+
+
+def rate(images_per_second: float) -> str:
+    """Throughput with its significant digits: 1234, 57.3, 0.0981 (never "0 img/s" for a slow CPU run)."""
+    return f"{images_per_second:.0f}" if images_per_second >= 100 else f"{images_per_second:.3g}"
+
+
+class ProgressLines:
+    """With progress bars off, one log line every `seconds` of an epoch (0: none): where the epoch stands, its
+    mean loss so far, the images per second and the time the epoch still needs at that pace."""
+
+    def __init__(self, seconds: float, epoch: int, total_batches: int, start: EpochProgress | None = None):
+        self.seconds, self.epoch, self.total = seconds, epoch, total_batches
+        self.started = self.last = time.monotonic()
+        self.first = (start.batches, start.seen) if start is not None else (0, 0)  # where timing began
+
+    def maybe(self, done: EpochProgress, step: int) -> None:
+        if not self.seconds:
+            return
+        now = time.monotonic()
+        if now - self.last < self.seconds:
+            return
+        self.last = now
+        elapsed = now - self.started
+        speed = (done.seen - self.first[1]) / elapsed
+        per_batch = elapsed / max(1, done.batches - self.first[0])
+        eta = per_batch * max(0, self.total - done.batches)
+        log.info("epoch %d: batch %d/%d (step %d)  loss %.4f  %s img/s  epoch ends in %s", self.epoch, done.batches,
+                 self.total, step, done.loss_total.item() / max(1, done.seen), rate(speed), _duration(eta))
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
 def train_one_epoch(fit: Fit, loader: DataLoader, state: TrainState) -> EpochProgress:
     """One pass over `loader`, from where `state.progress` says the epoch stands (a resumed half-epoch skips
     the batches already trained on); `state.step` counts the optimizer steps as they are taken. Returns the
@@ -70,8 +113,10 @@ def train_one_epoch(fit: Fit, loader: DataLoader, state: TrainState) -> EpochPro
     if start.rng is not None:
         # Making the iterator draws from the global RNG; the uninterrupted run drew it before these batches.
         set_rng_state(start.rng)
-    bar = tqdm(batches, total=n_batches, desc=f"epoch {state.epoch + 1}/{t.epochs}", disable=not t.progress,
+    total = batches_to_run(n_batches, t.max_steps, state.step, t.accumulate)
+    bar = tqdm(batches, total=total, desc=f"epoch {state.epoch + 1}/{t.epochs}", disable=not t.progress,
                leave=False, mininterval=1.0)
+    lines = ProgressLines(0 if t.progress else t.progress_seconds, state.epoch + 1, start.batches + total, start)
     stop_now, consumed = False, 0
     for i, batch in enumerate(until_stopped(bar, fit.stop)):
         consumed = i + 1
@@ -87,6 +132,7 @@ def train_one_epoch(fit: Fit, loader: DataLoader, state: TrainState) -> EpochPro
             break
         if state.step % t.log_every == 0 and t.progress:
             bar.set_postfix(loss=f"{done.loss_total.item() / max(1, done.seen):.4f}")
+        lines.maybe(done, state.step)
         if t.max_steps is not None and state.step >= t.max_steps:
             break
         if t.checkpoint_every and state.step % t.checkpoint_every == 0 and i + 1 < n_batches:

@@ -28,7 +28,7 @@ from visiontl.data.sampling import EpochSampler, GroupedBatchSampler
 from visiontl.engine import distributed as dist
 from visiontl.engine.checkpoint import load_checkpoint
 from visiontl.engine.environment import Stopwatch
-from visiontl.engine.loop import Fit, evaluate, train_one_epoch
+from visiontl.engine.loop import Fit, evaluate, rate, train_one_epoch
 from visiontl.engine.resilience import (
     EpochProgress,
     ResumableBatches,
@@ -484,9 +484,9 @@ def _log_epoch(loop: _Loop, row: dict[str, Any], metrics: dict[str, Any]) -> Non
         loop.tracker.log_images(epoch, run.task, run.model, loop.loaders.val_set, run.device, loop.autocast,
                                 run.data.classes)
     log.info(
-        "epoch %d/%d  train_loss %.4f  %s%s  %.0f img/s  %.1fs%s",
+        "epoch %d/%d  train_loss %.4f  %s%s  %s img/s  %.1fs%s",
         epoch, t.epochs, row["train_loss"], f"val_loss {metrics['loss']:.4f}  " if "loss" in metrics else "",
-        "  ".join(f"{k} {metrics[k]:.4f}" for k in run.task.log_metrics), row["img_per_s"], row["seconds"],
+        "  ".join(f"{k} {metrics[k]:.4f}" for k in run.task.log_metrics), rate(row["img_per_s"]), row["seconds"],
         _memory_note(run.device),
     )
 
