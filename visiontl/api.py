@@ -50,9 +50,7 @@ def load_config(source: str | Path | Mapping[str, Any] | Config | None = None, o
     else:
         raw, name = load_yaml(source), str(source)
     raw = _apply(raw, overrides)
-    note = compose_strategy(raw, _overridden_keys(overrides))
-    if note:
-        log.warning("%s", note)
+    compose_strategy(raw, _overridden_keys(overrides))
     return build_config(raw, source=name)
 
 
@@ -219,12 +217,10 @@ def _evaluate_in_memory(loaded: Any, path: Path, overrides: list[str], out_dir: 
 
     from visiontl.config import build_config
     from visiontl.engine.inference import evaluate_model
-    from visiontl.engine.rundir import RunDir
+    from visiontl.engine.rundir import evaluation_dir
     from visiontl.tasks import get_task
 
-    out = RunDir(out_dir) if out_dir is not None else None
-    if out is not None:  # refused before any work, as `visiontl evaluate --out` does
-        out.check(resume=True, force=False, contents=False)
+    out = evaluation_dir(out_dir)  # refused before any work, as `visiontl evaluate --out` does
     cfg = build_config(apply_overrides(loaded.config.to_dict(), overrides), source=f"{path} (stored config)")
     return evaluate_model(replace(loaded, config=cfg, task=get_task(cfg)), path, out)
 

@@ -417,7 +417,8 @@ def compose_strategy(raw: dict[str, Any], overridden: set[str]) -> str | None:
     (its `stages`, its `freeze_stages`) are dropped unless overridden too, and the LR does not change source
     silently: without a train.lr of the recipe's or the overrides', train.lr becomes the LR of the recipe's
     phase nearest the new strategy (the first head-only phase for feature_extraction, else the last phase).
-    Returns the one line saying what was dropped and where the LR comes from, or None (nothing dropped)."""
+    Logs (a warning, so that it shows without set-up) and returns the one line saying what was dropped and
+    where the LR comes from; None when nothing was dropped."""
     ft = raw.get("finetune")
     if "finetune.strategy" not in overridden or not isinstance(ft, dict):
         return None
@@ -435,7 +436,9 @@ def compose_strategy(raw: dict[str, Any], overridden: set[str]) -> str | None:
         source = f"train.lr {train['lr']} from the recipe"
     else:
         source = _phase_lr(raw, dropped.get("stages"), strategy)
-    return printable(f"finetune.strategy={strategy} replaces the recipe's fine-tuning: dropped {what}; {source}", 300)
+    note = printable(f"finetune.strategy={strategy} replaces the recipe's fine-tuning: dropped {what}; {source}", 300)
+    logging.getLogger("visiontl").warning("%s", note)
+    return note
 
 
 def _phase_lr(raw: dict[str, Any], stages: Any, strategy: Any) -> str:
@@ -487,9 +490,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     """Read a YAML file (or start from defaults when `path` is None), apply overrides, validate once."""
     raw = load_yaml(path) if path is not None else {}
     raw = apply_overrides(raw, list(overrides or []))
-    note = compose_strategy(raw, {".".join(parse_override(o)[0]) for o in overrides or []})
-    if note:
-        logging.getLogger("visiontl").warning("%s", note)
+    compose_strategy(raw, {".".join(parse_override(o)[0]) for o in overrides or []})
     return build_config(raw, source=str(path) if path is not None else "config")
 
 

@@ -51,15 +51,11 @@ def evaluate_checkpoint(path: str | Path, overrides: list[str], out_dir: Path | 
     the config's train.device, and (`out_dir`) write the evaluation files of a run directory there
     (docs/run-directory.md)."""
     from visiontl.engine.environment import Stopwatch
-    from visiontl.engine.rundir import RunDir
+    from visiontl.engine.rundir import evaluation_dir
     from visiontl.engine.trainer import resolve_device
 
     watch = Stopwatch()
-    out = RunDir(out_dir) if out_dir is not None else None
-    if out is not None:
-        # A folder that is not one, or is in use by a run, is refused before any work; what is there is kept
-        # (resume=True), and the evaluation's files are added to its manifest.
-        out.check(resume=True, force=False, contents=False)
+    out = evaluation_dir(out_dir)
     loaded = load_trained(path, overrides)
     loaded.model.to(resolve_device(loaded.config.train.device))
     return evaluate_model(loaded, path, out, watch)

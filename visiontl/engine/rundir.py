@@ -70,6 +70,17 @@ def close_inherited_locks() -> None:
     _held_locks.clear()
 
 
+def evaluation_dir(out_dir: str | Path | None) -> RunDir | None:
+    """The RunDir an evaluation writes into (None: nothing is written), checked before any work: a folder that
+    is not one, or is in use by a run, is refused; what is there is kept (resume=True), and the evaluation's
+    files are added to its manifest."""
+    if out_dir is None:
+        return None
+    out = RunDir(out_dir)
+    out.check(resume=True, force=False, contents=False)
+    return out
+
+
 class RunDir:
     """A run directory: its layout, its lifecycle (`check` before any work, `open` to lock it and take it for
     this run, `close`) and the writing of each of its files. Every file visiontl writes into it (here, through
