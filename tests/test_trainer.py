@@ -278,3 +278,13 @@ def test_staged_recipe_with_a_budget_below_its_first_phase_still_trains_the_back
         (1, 1, 0, 0), (2, 4, 5, 0)]
     report = (write_report(tmp_path / "run").parent / "report.md").read_text()
     assert "Ran: phase 1 steps 1-1 head only at lr 0.01; phase 2 steps 2-4 all stages at lr 0.01" in report
+
+
+def test_a_freeze_stages_no_strategy_reads_is_said(synthetic_root: Path, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    cfg = build_config(tiny_config(synthetic_root, tmp_path / "run", finetune={"strategy": "full", "freeze_stages": 3},
+                                   train={"epochs": 1, "max_steps": 1}))
+    with caplog.at_level("INFO", logger="visiontl"):
+        train(cfg)
+    assert ("finetune.freeze_stages=3 is ignored: only finetune.strategy 'partial' reads it, this run's is 'full'"
+            in [r.getMessage() for r in caplog.records if r.levelname == "WARNING"])
