@@ -177,8 +177,10 @@ class DataConfig(_Strict):
         "error stops naming it; skip leaves it out, named in the log, data.json and the report. One that passed "
         "them but fails to decode mid-epoch (a file replaced, a network share failing): error stops training "
         "naming it; skip trains on the next image instead and names it in a warning (validation always stops)")
-    cache: bool = _f(False, "decode every image once, before training, and keep it in memory (small datasets whose "
-                     "decoding is the bottleneck, e.g. PNGs; shared with forked workers)")
+    cache: bool | Literal["auto"] = _f(
+        "auto", "decode every image once, before training, and keep it in memory (shared with forked workers): true "
+        "caches up to data.cache_max_gb; auto only when the whole decoded set fits data.cache_max_gb and a quarter of "
+        "the available memory, shared by the machine's training processes; false never")
     cache_max_gb: float = _f(8.0, "data.cache: decoded bytes at most; images beyond it are decoded as usual", gt=0.0)
     # The pixel budget of inference (docs/serve.md); le: visiontl.data.images.MAX_PIXELS, what is read at all.
     max_pixels: int = _f(120_000_000, "predict, serve: an image whose header declares more pixels (width x height) "

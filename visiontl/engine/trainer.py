@@ -11,10 +11,11 @@ import contextlib
 import functools
 import logging
 import math
+import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from visiontl import __version__
 from visiontl.backbones import create_backbone
 from visiontl.config import Config, with_absolute_paths
 from visiontl.data.sampling import EpochSampler, GroupedBatchSampler
+from visiontl.data.cache import cache_budget, preload_images, release
 from visiontl.engine import distributed as dist
 from visiontl.engine.checkpoint import load_checkpoint
 from visiontl.engine.environment import Stopwatch
@@ -163,6 +165,7 @@ class _Run:
     main: bool  # rank 0 (or the only process): it validates and writes the run directory
     watch: Stopwatch
     resumed: dict[str, Any] | None  # --resume: the checkpoint the run continues
+    cached: list[str] = field(default_factory=list)  # the images this run put in data.cache
 
     @property
     def last_path(self) -> Path:
@@ -187,7 +190,10 @@ def _train(cfg: Config, resume: bool, force: bool, log_file: bool, held: context
         if dist.active():
             raise ConfigError(f"model.head: {cfg.model.head!r} is fitted in one process; run it without torchrun")
         return _fit_closed_form(run, train_set, val_set, start())
-    return _fit(run, train_set, val_set, start)
+    try:
+        return _fit(run, train_set, val_set, start)
+    finally:
+        release(run.cached)  # data.cache: this run's pixels leave memory with it
 
 
 def _prepare(cfg: Config, run_dir: RunDir, resume: bool, watch: Stopwatch) -> _Run:
@@ -336,11 +342,7 @@ def _make_loaders(run: _Run, train_set: Any, val_set: Any) -> _Loaders:
     else:
         train_sampler = EpochSampler(len(train_set), shuffle=True, seed=t.seed)
         val_sampler = EpochSampler(len(val_set), shuffle=False, seed=t.seed)
-    if cfg.data.cache:
-        from visiontl.data.cache import preload_images
-
-        preload_images(train_set.image_files() + val_set.image_files(), cfg.data.cache_max_gb * 1e9,
-                       threads=max(1, t.workers), progress=t.progress)
+    _fill_cache(run, train_set.image_files() + val_set.image_files())
     # Training is sharded across ranks; validation runs on rank 0 over the whole set (distributed.py says why).
     groups = task.batch_groups(train_set)
     epoch_sampler = dist.shard(train_sampler)
@@ -348,6 +350,18 @@ def _make_loaders(run: _Run, train_set: Any, val_set: Any) -> _Loaders:
                                epoch_sampler, t.batch_size, t.workers, task.collate, run.device, groups, resumable=True)
     val_loader = make_loader(val_set, val_sampler, t.batch_size, t.workers, task.collate, run.device)
     return _Loaders(train_loader, val_loader, val_set, epoch_sampler, len(train_sampler), len(val_sampler))
+
+
+def _fill_cache(run: _Run, files: list) -> None:
+    """data.cache: decode `files` into memory before the loaders start (data/cache.py); run.cached keeps what
+    this run put there, for `_fit` to drop when training ends."""
+    cfg = run.cfg
+    # torchrun's processes on this machine each hold a copy
+    budget = cache_budget(cfg.data.cache, [str(f) for f in files], cfg.data.cache_max_gb,
+                          int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    if budget is not None:
+        preload_images(files, budget, threads=max(1, cfg.train.workers), progress=cfg.train.progress)
+        run.cached = [str(f) for f in files]
 
 
 def _resume(run: _Run, optimizer: torch.optim.Optimizer, scaler: Any) -> TrainState:
