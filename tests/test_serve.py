@@ -52,7 +52,7 @@ def trained(trained_detector: tuple[Path, Path], tmp_path_factory: pytest.TempPa
 def served(trained: tuple[Path, Path]):
     """(base URL, backend, image root): a server on an ephemeral port, shut down after the module."""
     checkpoint, root = trained
-    backend = Backend.from_checkpoint(checkpoint, [root], score_threshold=0.05, max_request_mb=0.05)
+    backend = Backend.from_checkpoint(checkpoint, [root], display_threshold=0.05, max_request_mb=0.05)
     server = make_server(backend, "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -450,7 +450,7 @@ def test_setup_with_new_projects_keeps_memory_flat(served) -> None:
     only the names /predict reads are kept, in a bounded LRU (issue 15 #9; before: every parsed config was
     kept, +0.5 MB per project here, 21 MB in all)."""
     url, backend, root = served
-    big = Backend(backend.predictor, [root], score_threshold=0.05, max_request_mb=4)
+    big = Backend(backend.predictor, [root], display_threshold=0.05, max_request_mb=4)
     server = make_server(big, "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -518,7 +518,7 @@ def test_images_over_the_pixel_budget_are_refused_per_task(served, monkeypatch: 
     real_predict_set = preannotate.predict_set
     monkeypatch.setattr(preannotate, "predict_set", lambda loaded, files, *a, **k:
                         batches.append(len(files)) or real_predict_set(loaded, files, *a, **k))
-    small = Backend(backend.predictor, [root], score_threshold=0.05, max_pixels=2 * 96 * 72)  # two 96x72 images
+    small = Backend(backend.predictor, [root], display_threshold=0.05, max_pixels=2 * 96 * 72)  # two 96x72 images
     answer = small.predict(predict_request("img_001.png", "big.png", "img_002.png", "img_001.png"))
     results = answer["results"]
     assert batches == [2, 1]
