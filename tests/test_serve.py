@@ -238,6 +238,7 @@ def test_cli_serves_until_interrupted(trained: tuple[Path, Path], monkeypatch: p
     assert codes == [0]
     out = capsys.readouterr().out
     assert "model ready" in out
+    assert "sending regions scoring at least 0.5 (--display-threshold), at most 50 per task" in out
     assert f"Settings → Model → Connect model: URL {url}" in out
     assert out.rstrip().endswith("stopped")
 
@@ -568,3 +569,30 @@ def test_predict_refuses_an_image_over_the_budget_before_decoding(trained: tuple
         assert json.loads(out.read_text()) is not None
     finally:
         logger.handlers[:], logger.propagate, logger.level = saved
+
+
+# --- issue 18: regions at least the display threshold, at most --max-regions, highest scores first ---
+
+
+def test_regions_reach_the_display_threshold_and_stay_under_the_cap(served) -> None:
+    _, backend, root = served
+    files = [root / "img_001.png", root / "img_002.png"]
+    every = predict_set(backend.predictor, files, 0.0, progress=False)
+    scores = {img.id: sorted((i.score for i in found), reverse=True) for img, found in
+              zip(every.images, every.by_image().values())}
+    pooled = sorted(s for per_image in scores.values() for s in per_image)
+    threshold = pooled[len(pooled) // 2]  # half the detections below it
+    assert max(sum(s >= threshold for s in per_image) for per_image in scores.values()) > 2, "the cap must cut"
+
+    default = Backend(backend.predictor, [root])
+    assert default.display_threshold == backend.predictor.config.model.display_threshold == 0.5
+    assert default.max_regions == 50
+    capped = Backend(backend.predictor, [root], display_threshold=threshold, max_regions=2)
+    for server, (low, cap) in ((default, (0.5, 50)), (capped, (threshold, 2))):
+        answer = server.predict(predict_request("img_001.png", "img_002.png"))
+        for task, img in zip(answer["results"], every.images):
+            sent = sorted((r["score"] for r in task["result"]), reverse=True)
+            assert sent == pytest.approx([s for s in scores[img.id] if s >= low][:cap], abs=1e-12)
+    assert default.regions_sent().startswith("sending regions scoring at least 0.5 (--display-threshold), at most 50 per task")
+    with pytest.raises(Exception, match="--max-regions must be at least 1"):
+        Backend(backend.predictor, [root], max_regions=0)
