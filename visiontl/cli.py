@@ -41,7 +41,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from visiontl import api
     from visiontl.evaluation.coco import METRIC_NAMES
-
     from visiontl.report.protocol import no_detection_shown
     from visiontl.report.tables import class_names, confusion_text
 

@@ -13,6 +13,8 @@ Label Studio speaks JSON over HTTP to the backend (label-studio-ml-backend's pro
   outside the roots, more pixels than `--max-pixels`), or whose prediction fails in any way, gets an empty
   result and an `"error"` (the batch still answers 200). Images are decoded a few at a time: the declared
   pixels of those decoded together add up to at most the pixel budget (one image may use all of it).
+  A task gets the regions scoring at least the display threshold (`--display-threshold`, default the
+  config's model.display_threshold for detectors), at most `--max-regions` of them, highest scores first.
 - `POST /webhook`, `POST /train`, `GET|POST /versions`, `GET /metrics`: minimal answers (this backend does
   not train).
 
