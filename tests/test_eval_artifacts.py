@@ -98,7 +98,8 @@ def test_detection_per_image_f1_by_hand() -> None:
     assert scores[1] == {"score": pytest.approx(2 * 1 / (2 + 3)), "num_gt": 2, "num_pred": 3, "tp": 1}
     assert scores[2] == {"score": 1.0, "num_gt": 0, "num_pred": 0, "tp": 0}  # nothing to find, nothing found
     assert scores[3] == {"score": 1.0, "num_gt": 0, "num_pred": 0, "tp": 0}
-    assert [display_threshold(t) for t in (0.05, 0.3, 0.7)] == [0.5, 0.3, 0.7]
+    assert [display_threshold(0.5, t) for t in (0.05, 0.3, 0.7)] == [0.5, 0.5, 0.7]
+    assert display_threshold(0.2, 0.05) == 0.2
 
 
 def test_segmentation_per_image_iou_by_hand() -> None:

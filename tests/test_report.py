@@ -249,6 +249,26 @@ def test_detection_report_curves_confusion_gallery_and_protocol(detection_run: P
     assert "<td>train img/s (mean over epochs, log.csv)</td><td>40.0</td>" in environment
 
 
+def test_report_says_when_no_detection_reaches_the_display_threshold(detection_run: Path) -> None:
+    html = write_report(detection_run).read_text()
+    assert "No detection reaches" not in html  # the hand-made run counts detections at 0.3
+    assert "detections scoring ≥ 0.3 (the display threshold, model.display_threshold)" in section_of(html, "examples")
+    with np.load(detection_run / "eval_raw.npz") as data:
+        raw = dict(data)
+    # a young model: every object missed, no false detection above the threshold, its best score 0.1234
+    raw.update(bbox_confusion=np.array([[0, 0, 0, 8], [0, 0, 0, 4], [0, 0, 0, 0], [0, 0, 0, 0]]),
+               bbox_confusion_score=np.array(0.5), max_detection_score=np.array(0.1234))
+    np.savez_compressed(detection_run / "eval_raw.npz", **raw)
+    html = write_report(detection_run).read_text()
+    md = (detection_run / "report.md").read_text()
+    line = "No detection reaches the display threshold 0.5; the highest score is 0.123: the confusion matrix"
+    assert html.count(line) == 1 and line in html.split("<section", 1)[0]  # once, in the header
+    assert md.count(line) == 1
+    del raw["max_detection_score"]  # a run from before the highest score was recorded
+    np.savez_compressed(detection_run / "eval_raw.npz", **raw)
+    assert "No detection reaches the display threshold 0.5: the confusion" in write_report(detection_run).read_text()
+
+
 def test_untrusted_strings_are_escaped(detection_run: Path) -> None:
     html = write_report(detection_run).read_text()
     md = (detection_run / "report.md").read_text()

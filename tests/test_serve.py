@@ -52,7 +52,7 @@ def trained(trained_detector: tuple[Path, Path], tmp_path_factory: pytest.TempPa
 def served(trained: tuple[Path, Path]):
     """(base URL, backend, image root): a server on an ephemeral port, shut down after the module."""
     checkpoint, root = trained
-    backend = Backend.from_checkpoint(checkpoint, [root], score_threshold=0.05, max_request_mb=0.05)
+    backend = Backend.from_checkpoint(checkpoint, [root], display_threshold=0.05, max_request_mb=0.05)
     server = make_server(backend, "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -238,6 +238,7 @@ def test_cli_serves_until_interrupted(trained: tuple[Path, Path], monkeypatch: p
     assert codes == [0]
     out = capsys.readouterr().out
     assert "model ready" in out
+    assert "sending regions scoring at least 0.5 (--display-threshold), at most 50 per task" in out
     assert f"Settings → Model → Connect model: URL {url}" in out
     assert out.rstrip().endswith("stopped")
 
@@ -450,7 +451,7 @@ def test_setup_with_new_projects_keeps_memory_flat(served) -> None:
     only the names /predict reads are kept, in a bounded LRU (issue 15 #9; before: every parsed config was
     kept, +0.5 MB per project here, 21 MB in all)."""
     url, backend, root = served
-    big = Backend(backend.predictor, [root], score_threshold=0.05, max_request_mb=4)
+    big = Backend(backend.predictor, [root], display_threshold=0.05, max_request_mb=4)
     server = make_server(big, "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -518,7 +519,7 @@ def test_images_over_the_pixel_budget_are_refused_per_task(served, monkeypatch: 
     real_predict_set = preannotate.predict_set
     monkeypatch.setattr(preannotate, "predict_set", lambda loaded, files, *a, **k:
                         batches.append(len(files)) or real_predict_set(loaded, files, *a, **k))
-    small = Backend(backend.predictor, [root], score_threshold=0.05, max_pixels=2 * 96 * 72)  # two 96x72 images
+    small = Backend(backend.predictor, [root], display_threshold=0.05, max_pixels=2 * 96 * 72)  # two 96x72 images
     answer = small.predict(predict_request("img_001.png", "big.png", "img_002.png", "img_001.png"))
     results = answer["results"]
     assert batches == [2, 1]
@@ -568,3 +569,30 @@ def test_predict_refuses_an_image_over_the_budget_before_decoding(trained: tuple
         assert json.loads(out.read_text()) is not None
     finally:
         logger.handlers[:], logger.propagate, logger.level = saved
+
+
+# --- issue 18: regions at least the display threshold, at most --max-regions, highest scores first ---
+
+
+def test_regions_reach_the_display_threshold_and_stay_under_the_cap(served) -> None:
+    _, backend, root = served
+    files = [root / "img_001.png", root / "img_002.png"]
+    every = predict_set(backend.predictor, files, 0.0, progress=False)
+    scores = {img.id: sorted((i.score for i in found), reverse=True) for img, found in
+              zip(every.images, every.by_image().values())}
+    pooled = sorted(s for per_image in scores.values() for s in per_image)
+    threshold = pooled[len(pooled) // 2]  # half the detections below it
+    assert max(sum(s >= threshold for s in per_image) for per_image in scores.values()) > 2, "the cap must cut"
+
+    default = Backend(backend.predictor, [root])
+    assert default.display_threshold == backend.predictor.config.model.display_threshold == 0.5
+    assert default.max_regions == 50
+    capped = Backend(backend.predictor, [root], display_threshold=threshold, max_regions=2)
+    for server, (low, cap) in ((default, (0.5, 50)), (capped, (threshold, 2))):
+        answer = server.predict(predict_request("img_001.png", "img_002.png"))
+        for task, img in zip(answer["results"], every.images):
+            sent = sorted((r["score"] for r in task["result"]), reverse=True)
+            assert sent == pytest.approx([s for s in scores[img.id] if s >= low][:cap], abs=1e-12)
+    assert default.regions_sent().startswith("sending regions scoring at least 0.5 (--display-threshold), at most 50 per task")
+    with pytest.raises(Exception, match="--max-regions must be at least 1"):
+        Backend(backend.predictor, [root], max_regions=0)

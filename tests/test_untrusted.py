@@ -591,7 +591,8 @@ def backend(tmp_path: Path) -> Any:
     shutil.copyfile(CORPUS / "images" / "good.png", tmp_path / "outside" / "x.png")
     (root / "linked").symlink_to(tmp_path / "outside", target_is_directory=True)  # a folder link out of the root
     loaded = SimpleNamespace(config=SimpleNamespace(task="detection", model=SimpleNamespace(arch="faster_rcnn",
-                                                                                           backbone="resnet18"),
+                                                                                           backbone="resnet18",
+                                                                                           display_threshold=0.5),
                                                     data=SimpleNamespace(max_pixels=120_000_000)),
                              epoch=1, classes=["cell"])
     return Backend(loaded, [root], max_request_mb=0.01)

@@ -41,16 +41,31 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from visiontl import api
     from visiontl.evaluation.coco import METRIC_NAMES
+    from visiontl.report.protocol import no_detection_shown
+    from visiontl.report.tables import class_names, confusion_text
 
-    metrics = api.evaluate(args.checkpoint, overrides=args.overrides, out_dir=args.out)
+    overrides = list(args.overrides)
+    if args.display_threshold is not None:
+        overrides.append(f"model.display_threshold={args.display_threshold}")
+    metrics = api.evaluate(args.checkpoint, overrides=overrides, out_dir=args.out)
     for key in ("accuracy", "macro_f1", "mIoU", "mDice", "pixel_accuracy", "loss", "num_samples",
                 *(f"bbox/{n}" for n in METRIC_NAMES)):
         if key in metrics:
             print(f"{key:12s} {metrics[key]:.4f}" if isinstance(metrics[key], float) else f"{key:12s} {metrics[key]}")
     if "confusion_matrix" in metrics:
-        print("confusion matrix (rows: true, columns: predicted):")
-        for row in metrics["confusion_matrix"]:
-            print("  " + " ".join(f"{v:5d}" for v in row))
+        print("confusion matrix (rows: true class, columns: predicted class):")
+        for line in confusion_text(metrics["confusion_matrix"], class_names(metrics, ["precision/", "IoU/"])):
+            print(line)
+    raw = metrics.get("raw", {})
+    if "bbox_confusion" in raw:
+        names = [str(n) for n in raw.get("class_names", [])] + ["background"]
+        print(f"detection confusion matrix (IoU >= {float(raw['bbox_confusion_iou']):g}, score >= "
+              f"{float(raw['bbox_confusion_score']):g}; rows: true class, columns: predicted class):")
+        for line in confusion_text(raw["bbox_confusion"], names):
+            print(line)
+        unseen = no_detection_shown(raw)
+        if unseen:
+            print(unseen)
     print(f"metrics written to {printable(Path(args.out) / 'metrics.json')}")
     return 0
 
@@ -63,7 +78,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     rows = predict(args.checkpoint, [Path(p) for p in args.images], Path(args.out), topk=args.topk,
                    score_threshold=args.score_threshold, draw_dir=Path(args.draw) if args.draw else None,
                    overlay=args.overlay, allow_torchscript_code=args.allow_torchscript_code,
-                   max_pixels=args.max_pixels)
+                   max_pixels=args.max_pixels, display_threshold=args.display_threshold)
     print(f"{len(rows)} predictions written to {printable(args.out)}"
           + (f"; pictures in {printable(args.draw)}" if args.draw else ""))
     return 0
@@ -320,7 +335,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from visiontl.serve import Backend, make_server, server_url
 
     backend = Backend.from_checkpoint(args.checkpoint, [Path(r) for r in args.root or ["."]], host=args.host,
-                                      score_threshold=args.score_threshold,
+                                      display_threshold=args.display_threshold,
+                                      **({} if args.max_regions is None else {"max_regions": args.max_regions}),
                                       label_config=Path(args.label_config) if args.label_config else None,
                                       max_request_mb=args.max_request_mb, max_pixels=args.max_pixels)
     server = make_server(backend, args.host, args.port)
@@ -342,6 +358,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     run_demo(Path(args.out), epochs=args.epochs)
     return 0
+
+
+def _display_threshold_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--display-threshold", type=_unit_interval, default=None, metavar="T",
+                   help="detection: the score a detection needs to be drawn, sent to Label Studio and counted in "
+                   "the confusion matrix and gallery (default: the checkpoint config's model.display_threshold, 0.5)")
+
+
+def _unit_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value:g} is not between 0 and 1")
+    return value
 
 
 def _max_pixels_option(p: argparse.ArgumentParser) -> None:
@@ -380,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.add_argument("overrides", nargs="*", help="key.path=value overrides of the stored config")
     p.add_argument("--out", required=True, help="folder for metrics.json")
+    _display_threshold_option(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="predict images (files or folders)")
@@ -398,7 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topk", type=int, default=1, help="classification: how many classes per image")
     p.add_argument("--score-threshold", type=float, default=None, help="detection: keep boxes scoring at least this "
                    "(default: the model's score threshold)")
-    p.add_argument("--draw", default=None, metavar="DIR", help="detection: also write copies of the images with boxes drawn")
+    p.add_argument("--draw", default=None, metavar="DIR", help="detection: also write copies of the images with the "
+                   "detections scoring at least the display threshold drawn (the --out file keeps every detection)")
+    _display_threshold_option(p)
     p.add_argument("--overlay", action="store_true", help="segmentation: also write colour overlays into OUT/overlay")
     p.add_argument("--allow-torchscript-code", action="store_true", help="run a TorchScript file: it holds code that "
                    "runs when the model is used, and can read and overwrite any of your files; only for a file you "
@@ -524,8 +559,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=9090)
     p.add_argument("--root", action="append", default=None, metavar="DIR", help="a folder the task images are "
                    "read from (repeatable; default: the current folder); nothing outside the roots is read")
-    p.add_argument("--score-threshold", type=float, default=None, help="keep regions scoring at least this "
-                   "(default: the model's score threshold)")
+    p.add_argument("--display-threshold", "--score-threshold", dest="display_threshold", type=_unit_interval,
+                   default=None, metavar="T", help="send regions scoring at least T (default: detection, the "
+                   "checkpoint config's model.display_threshold, 0.5; segmentation, every region, scored by its "
+                   "mean class probability)")
+    p.add_argument("--max-regions", type=int, default=None, metavar="N", help="send at most N regions per task, "
+                   "highest scores first (default: 50)")
     p.add_argument("--label-config", default=None, metavar="FILE", help="the project's labelling config (XML), "
                    "used until Label Studio sends its own")
     p.add_argument("--max-request-mb", type=float, default=10.0, help="refuse request bodies over this (413)")

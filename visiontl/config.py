@@ -111,6 +111,10 @@ class ModelConfig(_Strict):
     nms_threshold: float = _f(0.5, "detection: IoU of non-maximum suppression", gt=0.0, le=1.0)
     detections_per_image: int = _f(100, "detection: at most this many detections per image", gt=0,
                                    le=MAX_DETECTIONS)
+    display_threshold: float = _f(0.5, "detection: the score a detection needs to be shown: drawn by `visiontl "
+                                  "predict --draw`, sent to Label Studio by `visiontl serve`, counted in the "
+                                  "report's confusion matrix, per-image F1 and gallery (AP uses every detection "
+                                  "above score_threshold); --display-threshold overrides it", ge=0.0, le=1.0)
     decoder_channels: list[Channels] = _f([256, 128, 64, 32, 16], "unet: channels of the five decoder blocks, deep to "
                                      "shallow")
     loss: Literal["ce", "dice", "focal", "ce+dice", "ce+focal"] = _f(

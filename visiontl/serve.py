@@ -13,6 +13,8 @@ Label Studio speaks JSON over HTTP to the backend (label-studio-ml-backend's pro
   outside the roots, more pixels than `--max-pixels`), or whose prediction fails in any way, gets an empty
   result and an `"error"` (the batch still answers 200). Images are decoded a few at a time: the declared
   pixels of those decoded together add up to at most the pixel budget (one image may use all of it).
+  A task gets the regions scoring at least the display threshold (`--display-threshold`, default the
+  config's model.display_threshold for detectors), at most `--max-regions` of them, highest scores first.
 - `POST /webhook`, `POST /train`, `GET|POST /versions`, `GET /metrics`: minimal answers (this backend does
   not train).
 
@@ -69,6 +71,9 @@ _SHOWN = 200  # characters of a client's string shown in an error or the log (a 
 # default of 5 resets the rest of a burst (7-10% of 200 concurrent clients). A queued connection costs the
 # kernel a few hundred bytes; Linux caps the number at net.core.somaxconn (4096 since 5.4, 128 before).
 LISTEN_BACKLOG = 1024
+# Regions sent per task at most (--max-regions), highest scores first: an annotator corrects a few dozen
+# pre-annotated shapes; a hundred overlapping ones from a young model are more work than drawing from scratch.
+MAX_REGIONS = 50
 
 
 class BadRequest(Exception):
@@ -89,9 +94,9 @@ class Backend:
     `setup`, `predict` take and return JSON-ready dicts; `make_server` puts them behind HTTP)."""
 
     def __init__(self, predictor: Any, roots: list[Path], *, host: str = "127.0.0.1",
-                 score_threshold: float | None = None, label_config: LabelConfig | None = None,
-                 model_version: str | None = None, max_request_mb: float = 10.0,
-                 max_pixels: int | None = None) -> None:
+                 display_threshold: float | None = None, max_regions: int = MAX_REGIONS,
+                 label_config: LabelConfig | None = None, model_version: str | None = None,
+                 max_request_mb: float = 10.0, max_pixels: int | None = None) -> None:
         task = predictor.config.task
         if task not in _KINDS:
             raise DataError(f"visiontl serve pre-annotates boxes and masks: a {task} checkpoint cannot fill a "
@@ -100,7 +105,14 @@ class Backend:
         self.task = task
         self.roots = _check_roots(roots)
         self.hosts = {h for h in (*_LOCAL_HOSTS, host.lower().strip("[]")) if h not in ("", "0.0.0.0", "::")}
-        self.score_threshold = score_threshold
+        # the lowest score of a region sent: detection, the config's model.display_threshold; segmentation
+        # (a region per class, scored by its mean probability), every region unless one is given
+        if display_threshold is None and task != "segmentation":
+            display_threshold = predictor.config.model.display_threshold
+        self.display_threshold = display_threshold
+        if max_regions < 1:
+            raise ConfigError(f"--max-regions must be at least 1, not {max_regions}")
+        self.max_regions = max_regions
         self.label_config = label_config
         self.model_version = model_version or (
             f"visiontl {predictor.config.model.arch} {predictor.config.model.backbone} "
@@ -129,11 +141,20 @@ class Backend:
         _check_roots(roots)  # the cheap checks first, before the model loads
         if not kwargs.get("max_request_mb", 10.0) > 0:
             raise ConfigError(f"--max-request-mb must be positive, not {kwargs['max_request_mb']}")
+        if kwargs.get("max_regions", MAX_REGIONS) < 1:
+            raise ConfigError(f"--max-regions must be at least 1, not {kwargs['max_regions']}")
         started = time.perf_counter()
         backend = cls(checkpoint_predictor(load_trained(checkpoint), checkpoint), roots, label_config=config, **kwargs)
         log.info(f"model ready: {backend.model_version} ({backend.task}, classes "
-                 f"{', '.join(backend.predictor.classes)}) loaded from {checkpoint} in {time.perf_counter() - started:.1f} s")
+                 f"{', '.join(backend.predictor.classes)}) loaded from {checkpoint} in {time.perf_counter() - started:.1f} s; "
+                 f"{backend.regions_sent()}")
         return backend
+
+    def regions_sent(self) -> str:
+        """Which regions a task gets, in words (the start-up line)."""
+        shown = "every region" if self.display_threshold is None else \
+            f"regions scoring at least {self.display_threshold:g} (--display-threshold)"
+        return f"sending {shown}, at most {self.max_regions} per task, highest scores first (--max-regions)"
 
     # --- endpoints ---
 
@@ -319,15 +340,27 @@ class Backend:
         masks = "polygon" if kind == "polygonlabels" else "rle"
         try:
             with self._model_lock:
-                aset = predict_set(self.predictor, files, self.score_threshold, masks, progress=False,
+                aset = predict_set(self.predictor, files, self.display_threshold, masks, progress=False,
                                    max_pixels=self.max_pixels)
-            results = prediction_results(aset, config.from_names(), config.to_names[kind], kind)
+            results = prediction_results(strongest(aset, self.max_regions), config.from_names(),
+                                         config.to_names[kind], kind)
             return [(regions, None) for regions in results]
         except Exception as exc:  # noqa: BLE001 (an undecodable file, or a bug: the files' errors, not the batch's)
             if len(files) == 1:
                 return [([], _failure(exc, "predict"))]
             # one file fails the batch: predict one by one so the others still get results
             return [outcome for f in files for outcome in self._infer([f], config, kind)]
+
+
+def strongest(aset: Any, max_regions: int) -> Any:
+    """The predictions with at most `max_regions` instances per image, the highest scores (earliest on ties)."""
+    from dataclasses import replace
+
+    kept = []
+    for instances in aset.by_image().values():
+        kept += sorted(instances, key=lambda inst: -(inst.score or 0.0))[:max_regions]
+    kept_ids = {id(inst) for inst in kept}
+    return replace(aset, instances=[inst for inst in aset.instances if id(inst) in kept_ids])
 
 
 def image_reference(data: dict[str, Any], key: str | None = None) -> str:

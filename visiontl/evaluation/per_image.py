@@ -18,15 +18,11 @@ from visiontl.data.annotations import AnnotationSet
 from visiontl.evaluation.box_matching import greedy_match, image_boxes, in_crowd
 
 # Detectors keep weak detections (default score_threshold 0.05) because AP needs the whole ranking; counted
-# as hits and errors they would swamp F1, the confusion matrix and the pictures. Below this, 0.5 is used.
-MIN_DISPLAY_THRESHOLD = 0.3
-FALLBACK_DISPLAY_THRESHOLD = 0.5
-
-
-def display_threshold(model_threshold: float) -> float:
+# as hits and errors they would swamp F1, the confusion matrix and the pictures: model.display_threshold.
+def display_threshold(configured: float, model_threshold: float) -> float:
     """The score a detection needs to count in the per-image F1, the confusion matrix and the gallery: the
-    model's own threshold when it is at least 0.3, else 0.5."""
-    return float(model_threshold) if model_threshold >= MIN_DISPLAY_THRESHOLD else FALLBACK_DISPLAY_THRESHOLD
+    config's model.display_threshold, or the model's own threshold where that is higher (nothing lower exists)."""
+    return max(float(configured), float(model_threshold))
 
 
 def detection_image_scores(gt: AnnotationSet, results: list[dict], category_ids: list[int], score: float,

@@ -8,7 +8,7 @@ the row, and `<` could start HTML, which GitHub would render.
 from __future__ import annotations
 
 from visiontl.report.compare import BEYOND_NOISE_RULE, Comparison, delta_text, stat_text
-from visiontl.report.protocol import evaluation_protocol
+from visiontl.report.protocol import display_threshold_note, evaluation_protocol
 from visiontl.report.runs import Run
 from visiontl.report.tables import (Table, environment_table, epoch_table, header_facts, headline_tables,
                                     looks_numeric, missing_note, per_class_table)
@@ -41,8 +41,9 @@ def _fence(text: str) -> str:
 def run_markdown(run: Run) -> str:
     lines = [f"# Run report: {md_text(run.name)}", ""]
     lines += [f"- **{md_text(k)}**: {md_text(v)}" for k, v in header_facts(run)]
-    note = missing_note(run)
-    lines += ["", f"_{md_text(note)}_" if note else "", "", "## Metrics", ""]
+    note, unseen = missing_note(run), display_threshold_note(run)
+    lines += ["", f"_{md_text(note)}_" if note else "", "", f"**{md_text(unseen)}**" if unseen else "", "",
+              "## Metrics", ""]
     for table in headline_tables(run):
         lines += md_table(table)
     per_class = per_class_table(run)

@@ -84,8 +84,31 @@ def _mark_phases(ax: plt.Axes, run: Run) -> None:
                     ha="left", fontsize=8, color="dimgray")
 
 
+def _epoch_axis(ax: plt.Axes, epochs: Sequence[float]) -> None:
+    """Whole epochs on the x axis; one epoch alone sits in the middle of its own tick, not on an axis from
+    0.945 to 1.05 (matplotlib's margins around a single value)."""
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if epochs and max(epochs) - min(epochs) < 1:
+        only = min(epochs)
+        ax.set_xlim(only - 1, only + 1)
+        ax.set_xticks([only])
+
+
+def _epochs(runs: Sequence[Run]) -> list[float]:
+    return sorted({row["epoch"] for run in runs for row in run.log_rows if row.get("epoch") is not None})
+
+
 def training_curves(run: Run, metrics: Sequence[str], lr_columns: Sequence[str]) -> str | None:
     """Losses, the LR of every parameter group, and each logged val metric, per epoch."""
+    fig = training_figure(run, metrics, lr_columns)
+    return None if fig is None else figure_uri(fig)
+
+
+def training_figure(run: Run, metrics: Sequence[str], lr_columns: Sequence[str]) -> plt.Figure | None:
+    """The figure of `training_curves` (for a caller to render or look into; plt.close it when done)."""
+    epochs = _epochs([run])
+    ms = 3 if len(epochs) > 1 else 7  # one epoch: each curve is a single point, drawn large enough to see
     loss_columns = [c for c in ("train_loss", "val_loss") if _series(run, c)[0]]
     lr_columns = [c for c in lr_columns if _series(run, c)[0]]
     metrics = [m for m in metrics if _series(run, m)[0]]
@@ -97,7 +120,7 @@ def training_curves(run: Run, metrics: Sequence[str], lr_columns: Sequence[str])
         for ax, panel in zip(axes, panels):
             if panel == "loss":
                 for column in loss_columns:
-                    ax.plot(*_series(run, column), marker="o", ms=3, label=column)
+                    ax.plot(*_series(run, column), marker="o", ms=ms, label=column)
                 ax.set_title("loss per epoch")
                 ax.legend()
             elif panel == "lr":
@@ -107,7 +130,7 @@ def training_curves(run: Run, metrics: Sequence[str], lr_columns: Sequence[str])
                 log_scale = any(y > 0 for _, ys in series.values() for y in ys)
                 for name, (xs, ys) in series.items():
                     points = [(x, y) for x, y in zip(xs, ys) if y > 0 or not log_scale]
-                    ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=2, lw=1.2,
+                    ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=ms - 1, lw=1.2,
                             label=short_label(name, 30))
                 if log_scale:
                     ax.set_yscale("log")
@@ -116,13 +139,12 @@ def training_curves(run: Run, metrics: Sequence[str], lr_columns: Sequence[str])
                                                                     if log_scale else ""))
                 ax.legend(ncol=2 if len(lr_columns) > 4 else 1)
             else:
-                ax.plot(*_series(run, panel), marker="o", ms=3, color="tab:green")
+                ax.plot(*_series(run, panel), marker="o", ms=ms, color="tab:green")
                 ax.set_title(f"val {short_label(panel, 40)}")
-            ax.set_xlabel("epoch")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            _epoch_axis(ax, epochs)
             _mark_phases(ax, run)
         fig.tight_layout()
-        return figure_uri(fig)
+        return fig
 
 
 def precision_recall_series(precision: np.ndarray, rec_thresholds: np.ndarray, iou_thresholds: np.ndarray,
@@ -256,8 +278,7 @@ def comparison_curves(groups: Sequence[tuple[str, Sequence[Run]]], columns: Sequ
                 else:
                     ax.plot(*series[0], color=colour, lw=2.0, marker="o", ms=3, label=short_label(label, 30))
             ax.set_title(short_label(column, 40) + " per epoch")
-            ax.set_xlabel("epoch")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            _epoch_axis(ax, _epochs([r for _, runs in groups for r in runs]))
         axes[0].legend()
         fig.tight_layout()
         return figure_uri(fig)

@@ -70,6 +70,26 @@ def detection_protocol(run: Run) -> list[tuple[str, str]]:
     return rows
 
 
+def display_threshold_note(run: Run) -> str:
+    """One line when no detection of the model reaches the display threshold (so the confusion matrix counts
+    every object as missed and the gallery shows no predicted box), else ""."""
+    return no_detection_shown(run.raw) if task_group(run.task) == "detection" else ""
+
+
+def no_detection_shown(raw: dict[str, Any]) -> str:
+    """`display_threshold_note` from a detection evaluation's raw arrays (eval_raw.npz, metrics["raw"])."""
+    if "bbox_confusion" not in raw:
+        return ""
+    matrix = np.asarray(raw["bbox_confusion"])
+    if matrix.ndim != 2 or matrix[:, :-1].sum() > 0:  # some detection was counted as a class
+        return ""
+    highest = raw.get("max_detection_score")
+    best = "" if highest is None else f"; the highest score is {float(np.asarray(highest).ravel()[0]):.3g}"
+    return (f"No detection reaches the display threshold {_scalar(raw.get('bbox_confusion_score'))}{best}: the "
+            "confusion matrix counts every object as missed and the gallery draws no prediction (a young model); "
+            "to see them, evaluate with a lower one (visiontl evaluate CKPT --out DIR --display-threshold T).")
+
+
 def eval_image_size(run: Run) -> str | None:
     arch = run.setting("model.arch")
     if arch in ("ssd", "ssdlite"):

@@ -9,7 +9,7 @@ import yaml
 
 from visiontl.report import plots
 from visiontl.report.html import Html, contents, image, join, page, render_table, section, tag
-from visiontl.report.protocol import evaluation_protocol
+from visiontl.report.protocol import display_threshold_note, evaluation_protocol
 from visiontl.report.runs import Run
 from visiontl.text import printable
 from visiontl.report.tables import (class_names, environment_table, epoch_table, header_facts, headline_tables,
@@ -36,8 +36,10 @@ def run_html(run: Run) -> str:
 def header(run: Run) -> Html:
     rows = tag("tbody", *(tag("tr", tag("th", k), tag("td", v)) for k, v in header_facts(run)))
     missing = missing_note(run)
+    unseen = display_threshold_note(run)
     return tag("header", tag("h1", f"Run report: {run.name}"), tag("table", rows, class_="facts"),
-               tag("p", missing, class_="missing") if missing else "")
+               tag("p", missing, class_="missing") if missing else "",
+               tag("p", unseen, class_="missing") if unseen else "")
 
 
 def metrics_section(run: Run) -> Html:
@@ -166,6 +168,10 @@ def examples_section(run: Run) -> Html:
         if values:
             summary += f"; mean {statistics.fmean(values):.4f}, median {statistics.median(values):.4f}"
         parts.append(tag("p", summary + " (eval_images.json).", class_="note"))
+    shown = _scalar(run.raw.get("bbox_confusion_score")) if "bbox_confusion_score" in run.raw else None
+    if shown is not None:
+        parts.append(tag("p", f"Predictions drawn and counted in the per-image F1: detections scoring ≥ {shown} "
+                              "(the display threshold, model.display_threshold).", class_="note"))
     if run.gallery is None:
         parts.append(tag("p", "This run has no gallery (gallery/index.json is not in the run directory).",
                          class_="note"))

@@ -332,3 +332,29 @@ def _duration(seconds: float) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours} h {minutes} min" if hours else f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
+CONSOLE_WIDTH = 120  # characters a console confusion matrix may take before its columns are numbered
+
+
+def confusion_text(matrix: Any, names: list[str], width: int = CONSOLE_WIDTH) -> list[str]:
+    """A confusion matrix as console lines, rows true and columns predicted, each labelled with its class
+    (names printable, cut to 16 characters). Where the names do not fit across `width`, the columns are
+    numbered and each row's label carries its number."""
+    from visiontl.text import printable
+
+    rows = [[int(v) for v in row] for row in matrix]
+    k = len(rows)
+    names = [printable(n, 15) for n in names] if len(names) == k else [str(i) for i in range(k)]
+    digits = max([len(str(v)) for row in rows for v in row] + [1])
+    row_w = max([len(n) for n in names] + [4])
+    headers = [n if len(n) <= 10 else n[:9] + "…" for n in names]
+    col_w = max([digits] + [len(h) for h in headers])
+    if row_w + 2 + k * (col_w + 1) > width:  # too wide for the names: number the columns
+        headers = [str(i + 1) for i in range(k)]
+        names = [f"{i + 1} {n}" for i, n in enumerate(names)]
+        row_w = max(len(n) for n in names)
+        col_w = max([digits] + [len(h) for h in headers])
+    lines = ["  " + " " * row_w + "".join(f" {h:>{col_w}}" for h in headers)]
+    lines += ["  " + f"{n:<{row_w}}" + "".join(f" {v:>{col_w}}" for v in row) for n, row in zip(names, rows)]
+    return lines

@@ -226,11 +226,12 @@ class DetectionTask:
         metrics["num_images"] = len(seen)
         metrics["num_detections"] = len(results)
         model_threshold = model_score_threshold(model)
-        threshold = display_threshold(model_threshold)
+        threshold = display_threshold(self.cfg.model.display_threshold, model_threshold)
         category_ids = list(label_map.category_ids)
         raws["bbox_confusion"] = detection_confusion(gt, results, category_ids, CONFUSION_IOU, threshold)
         raws["bbox_confusion_iou"] = np.float64(CONFUSION_IOU)
         raws["bbox_confusion_score"] = np.float64(threshold)
+        raws["max_detection_score"] = np.float64(max((r["score"] for r in results), default=0.0))
         raws["class_names"] = np.array(label_map.names, dtype=str)  # fixed-width unicode: loads without pickle
         metrics["raw"] = raws
         first = self.iou_types[0]  # every IoU type is scored with the same COCO parameters
@@ -263,7 +264,7 @@ class DetectionTask:
         """Ground-truth boxes (crowd regions marked) beside the detections scoring at least the display threshold."""
         from visiontl.visualize import draw_boxes, panel_scale, resize_panel, side_by_side
 
-        threshold = display_threshold(model_score_threshold(model))
+        threshold = display_threshold(self.cfg.model.display_threshold, model_score_threshold(model))
         label_map = dataset.label_map
         pictures = []
         for index in indices:
