@@ -108,3 +108,20 @@ def test_control_names_from_a_label_config(tmp_path: Path) -> None:
 
     with pytest.raises(DataError, match="no RectangleLabels, PolygonLabels or BrushLabels control"):
         control_names(config)
+
+
+def test_pre_annotation_keeps_what_the_display_threshold_shows(detector: tuple[Path, Path], tmp_path: Path) -> None:
+    """Pre-annotations go to annotators, as serve's regions do: without --score-threshold they are the
+    detections at or above model.display_threshold (0.5), or --display-threshold."""
+    ckpt, images = detector
+    every = predict_set(load_predictor(ckpt), image_files([images]), 0.0, progress=False)
+    shown = [i.score for i in every.instances if i.score >= 0.5]
+    assert len(shown) < len(every.instances)  # the young detector's weak boxes exist, and are left out
+    done = cli_run("predict", ckpt, images, "--format", "coco", "--out", str(tmp_path / "default.json"))
+    assert done.returncode == 0, done.stderr
+    kept = json.loads((tmp_path / "default.json").read_text())["annotations"]
+    assert sorted(a["score"] for a in kept) == pytest.approx(sorted(shown), abs=1e-5)
+    done = cli_run("predict", ckpt, images, "--format", "coco", "--display-threshold", "0", "--out",
+                   str(tmp_path / "all.json"))
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads((tmp_path / "all.json").read_text())["annotations"]) == len(every.instances)

@@ -93,7 +93,11 @@ def _preannotate(args: argparse.Namespace) -> int:
     files = image_files([Path(p) for p in args.images])
     budget = args.max_pixels or predictor.config.data.max_pixels
     check_pixel_budget(files, budget)
-    aset = predict_set(predictor, files, args.score_threshold, args.masks, max_pixels=budget)
+    threshold = args.score_threshold
+    if threshold is None and predictor.config.task != "segmentation":
+        # pre-annotations go to annotators, as serve's regions do: the display threshold, not AP's 0.05
+        threshold = predictor.config.model.display_threshold if args.display_threshold is None else args.display_threshold
+    aset = predict_set(predictor, files, threshold, args.masks, max_pixels=budget)
     epoch = "?" if predictor.epoch is None else predictor.epoch
     version = args.model_version or f"visiontl {predictor.config.model.arch} {predictor.config.model.backbone} " \
                                     f"epoch {epoch}"
@@ -430,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pre-annotation masks as RLE (brush / mask) or as polygons traced from them")
     p.add_argument("--topk", type=int, default=1, help="classification: how many classes per image")
     p.add_argument("--score-threshold", type=float, default=None, help="detection: keep boxes scoring at least this "
-                   "(default: the model's score threshold)")
+                   "(default: the model's score threshold; with --format, the display threshold, as serve sends)")
     p.add_argument("--draw", default=None, metavar="DIR", help="detection: also write copies of the images with the "
                    "detections scoring at least the display threshold drawn (the --out file keeps every detection)")
     _display_threshold_option(p)
