@@ -187,7 +187,8 @@ def test_val_shards_are_whole_batches_once_each_without_padding(size: int, batch
     assert all(start % batch == 0 or start == size for start in starts)  # one process's batches, whole
     batches = [-(-len(s) // batch) for s in shards]
     assert batches == sorted(batches, reverse=True) and batches[0] - batches[-1] <= 1  # rank 0 never short
-    assert describe_shards(size, batch, world).endswith(", ".join(f"rank {r} scores {len(s)}" for r, s in enumerate(shards)))
+    shares = ", ".join(f"rank {r} scores {len(s)}" for r, s in enumerate(shards))
+    assert describe_shards(size, batch, world).endswith(shares)
 
 
 def test_a_session_quiets_the_other_ranks_and_leaves_only_a_group_it_joined(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -196,7 +196,8 @@ class SegmentationTask:
     def _image_records(self, dataset: SegmentationDataset, index: torch.Tensor,
                        confusions: torch.Tensor) -> list[dict[str, Any]]:
         miou, accuracy = segmentation_image_scores(confusions.numpy())
-        return [{"file": relative_file(dataset.names(i), self.cfg.data.root), "score": m, "index": i, "pixel_accuracy": a}
+        return [{"file": relative_file(dataset.names(i), self.cfg.data.root), "score": m, "index": i,
+                 "pixel_accuracy": a}
                 for i, m, a in zip(index.tolist(), miou.tolist(), accuracy.tolist())]
 
     @torch.no_grad()
