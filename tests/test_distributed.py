@@ -1,5 +1,6 @@
 """Data-parallel training under torchrun on CPU (gloo), two processes: one set of run files written by rank 0,
-identical weights on every rank, every val image scored once, resume; and the sharded sampler."""
+identical weights on every rank, sharded validation giving exactly one process's metrics and per-image files,
+resume; and the sharded samplers."""
 
 from __future__ import annotations
 
@@ -12,14 +13,16 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from conftest import tiny_config
 from test_detection import det_config
+from test_segmentation import seg_config
 from visiontl.data.sampling import EpochSampler
-from visiontl.data.synthetic import make_detection_coco
-from visiontl.engine.distributed import ShardSampler, parameter_digest
-from visiontl.engine.inference import load_trained
+from visiontl.data.synthetic import make_detection_coco, make_segmentation_folders
+from visiontl.engine.distributed import ShardSampler, ValShard, describe_shards, parameter_digest
+from visiontl.engine.inference import evaluate_checkpoint, load_trained
 
 RUN_FILES = {"config.yaml", "log.csv", "metrics.json", "eval_images.json", "run.json", "train.log", "checkpoints"}
 
@@ -62,6 +65,24 @@ def assert_one_run(run: Path, digests: Path, epochs: int) -> None:
     assert ranks["rank0.sha256"] == ranks["rank1.sha256"] == saved
 
 
+def assert_one_process_evaluation(run: Path, tmp_path: Path) -> None:
+    """The run's final evaluation, made by two ranks each scoring its shard of the val set, is exactly what one
+    process scoring the saved model over the whole val set gives: metrics.json (loss included, to the last bit)
+    and eval_images.json."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each rank ran (OMP_NUM_THREADS=1)
+    try:
+        evaluate_checkpoint(run / "checkpoints" / "last.pt", [], tmp_path / "one_process")
+    finally:
+        torch.set_num_threads(threads)
+    ranks, one = (json.loads((folder / "metrics.json").read_text()) for folder in (run, tmp_path / "one_process"))
+    for key in ("best", "checkpoint", "split"):  # what train and evaluate add beside the evaluation
+        ranks.pop(key, None)
+        one.pop(key, None)
+    assert json.dumps(ranks, sort_keys=True) == json.dumps(one, sort_keys=True)  # (NaN per-class APs compare too)
+    assert (run / "eval_images.json").read_text() == (tmp_path / "one_process" / "eval_images.json").read_text()
+
+
 def test_classifier_staged_with_accumulation_and_resume_via_nproc(synthetic_root: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     # Staged: phase 1 trains the head only, phase 2 unfreezes two stages (a new DDP wrapper); accumulation
@@ -76,6 +97,9 @@ def test_classifier_staged_with_accumulation_and_resume_via_nproc(synthetic_root
     images = json.loads((run / "eval_images.json").read_text())["images"]
     assert sorted(i["file"] for i in images) == sorted({i["file"] for i in images}) and len(images) == 12
     assert load_trained(run / "checkpoints" / "last.pt").checkpoint["step"] == 4
+    # 12 val images in batches of 4: rank 0 scores the first two batches, rank 1 the third
+    assert "validation: 12 images in 3 batches of 4, sharded over 2 ranks: rank 0 scores 8, rank 1 scores 4" in (
+        run / "train.log").read_text()
 
     cfg["finetune"]["stages"].append({"epochs": 1, "unfreeze": "all"})
     cfg["train"]["epochs"] = 3
@@ -83,21 +107,40 @@ def test_classifier_staged_with_accumulation_and_resume_via_nproc(synthetic_root
     assert "resumed from" in proc.stdout
     assert_one_run(run, digests, epochs=3)
     assert load_trained(run / "checkpoints" / "last.pt").checkpoint["epoch"] == 3
+    assert_one_process_evaluation(run, tmp_path)  # (the last phase trains batch norm: ranks' statistics differ)
 
 
 def test_detector_with_its_val_split_taken_from_train(tmp_path: Path) -> None:
     """data.val=0.3: every rank takes the same 3 of the 10 images as val (checked across ranks before
-    training), and rank 0 scores exactly those."""
+    training); the ranks score 2 and 1 of them, and rank 0 scores the gathered detections once."""
     root = tmp_path / "shapes"
     make_detection_coco(root, images=10, split="train", seed=0)
     run = tmp_path / "run"
-    _, digests = torchrun(det_config(root, run, data={"val": 0.3}), tmp_path)
+    _, digests = torchrun(det_config(root, run, data={"val": 0.3}, train={"batch_size": 2}), tmp_path)
     assert_one_run(run, digests, epochs=1)
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["num_images"] == 3
+    assert metrics["num_images"] == 3 and metrics["num_detections"] > 0
     images = json.loads((run / "eval_images.json").read_text())["images"]
     val = json.loads((run / "data.json").read_text())["val_from_train"]["images"]
     assert sorted(i["file"] for i in images) == sorted(val) and len(val) == 3
+    assert "validation: 3 images in 2 batches of 2, sharded over 2 ranks: rank 0 scores 2, rank 1 scores 1" in (
+        run / "train.log").read_text()
+    assert_one_process_evaluation(run, tmp_path)
+
+
+def test_segmentation_validated_in_shards(tmp_path: Path) -> None:
+    """A U-Net under DDP: 5 val images at their own size in batches of 2 (padded to the batch's largest), scored
+    4 by rank 0 and 1 by rank 1, the confusion matrices summed: one process's mIoU, loss and per-image scores."""
+    root = make_segmentation_folders(tmp_path / "data", train=6, val=5)
+    run = tmp_path / "run"
+    _, digests = torchrun(seg_config(root, run, train={"epochs": 1, "batch_size": 2}), tmp_path)
+    assert_one_run(run, digests, epochs=1)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["num_pixels"] == sum(map(sum, metrics["confusion_matrix"])) > 0
+    assert len(json.loads((run / "eval_images.json").read_text())["images"]) == 5
+    assert "validation: 5 images in 3 batches of 2, sharded over 2 ranks: rank 0 scores 4, rank 1 scores 1" in (
+        run / "train.log").read_text()
+    assert_one_process_evaluation(run, tmp_path)
 
 
 def test_the_api_under_torchrun_logs_on_rank_0_only_and_leaves_the_group(synthetic_root: Path, tmp_path: Path) -> None:
@@ -108,7 +151,8 @@ def test_the_api_under_torchrun_logs_on_rank_0_only_and_leaves_the_group(synthet
     script = tmp_path / "script.py"
     script.write_text("import torch.distributed, visiontl as vtl\n"
                       f"run = vtl.train({cfg!r})\n"
-                      "print('run', run.metrics['best']['epoch'], torch.distributed.is_initialized(), flush=True)\n")
+                      # one write per line: the two ranks share the pipe
+                      "print(f\"run {run.metrics['best']['epoch']} {torch.distributed.is_initialized()}\", flush=True)\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
                            f"--master_port={free_port()}", str(script)], capture_output=True, text=True, timeout=120,
@@ -132,6 +176,20 @@ def test_shards_are_disjoint_cover_the_epoch_and_have_equal_length(size: int, wo
     assert set(flat) == set(order)  # together they cover the epoch, in the shared seeded order
     padding = len(flat) - size
     assert padding < world and sorted(flat) == sorted(order + order[:padding])  # padded by repeating the start
+
+
+@pytest.mark.parametrize("size,batch,world", [(12, 4, 2), (5, 2, 2), (3, 4, 2), (10, 3, 4), (7, 1, 3), (0, 2, 2)])
+def test_val_shards_are_whole_batches_once_each_without_padding(size: int, batch: int, world: int) -> None:
+    inner = EpochSampler(size, shuffle=False, seed=3)
+    shards = [list(ValShard(inner, batch, r, world)) for r in range(world)]
+    assert [item for shard in shards for item in shard] == list(inner)  # every image once, in the val order
+    assert [len(ValShard(inner, batch, r, world)) for r in range(world)] == [len(s) for s in shards]
+    starts = [ValShard(inner, batch, r, world).start for r in range(world)]
+    assert all(start % batch == 0 or start == size for start in starts)  # one process's batches, whole
+    batches = [-(-len(s) // batch) for s in shards]
+    assert batches == sorted(batches, reverse=True) and batches[0] - batches[-1] <= 1  # rank 0 never short
+    shares = ", ".join(f"rank {r} scores {len(s)}" for r, s in enumerate(shards))
+    assert describe_shards(size, batch, world).endswith(shares)
 
 
 def test_a_session_quiets_the_other_ranks_and_leaves_only_a_group_it_joined(monkeypatch: pytest.MonkeyPatch) -> None:

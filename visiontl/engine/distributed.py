@@ -8,15 +8,17 @@ Design, in short:
   batches (DDP needs that, like torch's DistributedSampler);
 - the model is wrapped in DistributedDataParallel, rebuilt whenever a finetune phase changes which
   parameters train (DDP fixes its parameter set when it is built, so frozen ones are simply left out);
-- validation runs on rank 0 alone over the whole val set (every image scored once, metrics exactly as in
-  one process); the other ranks wait in the broadcast of rank 0's scalar metrics, which they need for
-  best.pt and early stopping decisions taken identically everywhere;
+- validation is sharded (`ValShard`): each rank scores a contiguous run of the whole batches one process
+  makes, with no padding, and the tasks combine the shards (`summed` counts, `joined` records and detection
+  results on rank 0), so rank 0's metrics are exactly one process's; every rank then takes rank 0's scalar
+  metrics, for best.pt and early stopping decisions taken identically everywhere;
 - only rank 0 writes files.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 from collections.abc import Iterator
@@ -34,8 +36,8 @@ from visiontl.errors import ConfigError, TrainingError
 
 log = logging.getLogger("visiontl")
 
-# Rank 0 validates while the others wait in a collective; gloo's and nccl's default 30 minutes can be too
-# short for a large val set.
+# A rank that finishes its val shard (or rank 0, scoring the gathered detections) waits in a collective for
+# the others; gloo's and nccl's default 30 minutes can be too short for a large val set.
 TIMEOUT = timedelta(hours=2)
 
 
@@ -130,6 +132,70 @@ class ShardSampler(Sampler[tuple[int, int]]):
 
 def shard(sampler: EpochSampler) -> EpochSampler | ShardSampler:
     return ShardSampler(sampler, rank(), world_size()) if active() else sampler
+
+
+class ValShard(Sampler[tuple[int, int]]):
+    """This rank's share of the val order: a contiguous run of the whole batches one process makes of it (see
+    `shard_range`), so every image is scored once, in the same batch as in one process (detection and
+    segmentation pad a batch to its largest image, which changes the outputs near the borders). Contiguous
+    shards joined in rank order are the val order."""
+
+    def __init__(self, inner: EpochSampler, batch_size: int, rank: int, world: int):
+        self.inner = inner
+        self.start, self.stop = shard_range(len(inner), batch_size, rank, world)
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return itertools.islice(iter(self.inner), self.start, self.stop)
+
+
+def shard_range(size: int, batch_size: int, rank: int, world: int) -> tuple[int, int]:
+    """Positions [start, stop) of a `size`-item order that `rank` of `world` validates: whole batches, the first
+    ranks taking one batch more where the batches do not divide (so rank 0 is never empty while others are
+    not); nothing padded or repeated, unlike torch's DistributedSampler."""
+    per_rank, extra = divmod(-(-size // batch_size), world)
+    first = rank * per_rank + min(rank, extra)
+    count = per_rank + (rank < extra)
+    return min(size, first * batch_size), min(size, (first + count) * batch_size)
+
+
+def val_shard(sampler: EpochSampler, batch_size: int) -> EpochSampler | ValShard:
+    return ValShard(sampler, batch_size, rank(), world_size()) if active() else sampler
+
+
+def describe_shards(size: int, batch_size: int, world: int) -> str:
+    """The log's line on sharded validation: every rank's share."""
+    counts = [stop - start for start, stop in (shard_range(size, batch_size, r, world) for r in range(world))]
+    return (f"{size} images in {-(-size // batch_size)} batches of {batch_size}, sharded over {world} ranks: "
+            + ", ".join(f"rank {r} scores {n}" for r, n in enumerate(counts)))
+
+
+def same_buffers(model: torch.nn.Module) -> None:
+    """Rank 0's buffers (batch norm running statistics) on every rank. Each rank's last training forward passes
+    updated its own; the val shards must all be scored by the model rank 0 saves."""
+    if not active():
+        return
+    for buffer in model.buffers():
+        dist.broadcast(buffer.data, src=0)
+
+
+def summed(counts: torch.Tensor) -> torch.Tensor:
+    """`counts` (a confusion matrix) summed over all ranks (an all-reduce), on the device it came from."""
+    total = counts.clone().cuda() if dist.get_backend() == "nccl" else counts.clone()
+    dist.all_reduce(total)
+    return total.to(counts.device)
+
+
+def joined(parts: tuple[list, ...]) -> tuple[list, ...] | None:
+    """Rank 0: each of the ranks' lists in `parts` concatenated over the ranks in rank order (with ValShard,
+    the val order); the other ranks: None. Small objects only: they travel pickled."""
+    shards: list[Any] | None = [None] * world_size() if is_main() else None
+    dist.gather_object(parts, shards, dst=0)
+    if shards is None:
+        return None
+    return tuple([item for shard in shards for item in shard[i]] for i in range(len(parts)))
 
 
 def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:

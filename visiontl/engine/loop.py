@@ -197,8 +197,10 @@ def _nonfinite(cfg: Config, dataset: Any, keys: list[Any], loss: torch.Tensor, s
 
 
 def evaluate(task: Any, model: torch.nn.Module, loader: DataLoader, device: torch.device, classes: list[str],
-             autocast: contextlib.AbstractContextManager, stop: StopRequest | None = None) -> dict[str, Any]:
+             autocast: contextlib.AbstractContextManager, stop: StopRequest | None = None,
+             sharded: bool = False) -> dict[str, Any]:
     """The task's val metrics of `model` over `loader`. With `stop`, a stop signal ends the pass with
-    resilience.StoppedInValidation (validation can take minutes)."""
+    resilience.StoppedInValidation (validation can take minutes). `sharded`: the loader is this rank's val
+    shard (the task's evaluate says what each rank gets)."""
     batches = loader if stop is None else StoppableBatches(loader, stop)
-    return task.evaluate(model, batches, device, classes, autocast)
+    return task.evaluate(model, batches, device, classes, autocast, sharded=sharded)

@@ -343,12 +343,15 @@ def _make_loaders(run: _Run, train_set: Any, val_set: Any) -> _Loaders:
         train_sampler = EpochSampler(len(train_set), shuffle=True, seed=t.seed)
         val_sampler = EpochSampler(len(val_set), shuffle=False, seed=t.seed)
     _fill_cache(run, train_set.image_files() + val_set.image_files())
-    # Training is sharded across ranks; validation runs on rank 0 over the whole set (distributed.py says why).
+    # Training and validation are sharded across ranks (distributed.py says how).
     groups = task.batch_groups(train_set)
     epoch_sampler = dist.shard(train_sampler)
     train_loader = make_loader(SkipBadImages(train_set) if cfg.data.on_bad_image == "skip" else train_set,
                                epoch_sampler, t.batch_size, t.workers, task.collate, run.device, groups, resumable=True)
-    val_loader = make_loader(val_set, val_sampler, t.batch_size, t.workers, task.collate, run.device)
+    val_loader = make_loader(val_set, dist.val_shard(val_sampler, t.batch_size), t.batch_size, t.workers,
+                             task.collate, run.device)
+    if dist.active():
+        log.info("validation: %s", dist.describe_shards(len(val_sampler), t.batch_size, dist.world_size()))
     return _Loaders(train_loader, val_loader, val_set, epoch_sampler, len(train_sampler), len(val_sampler))
 
 
@@ -494,21 +497,23 @@ def _end_epoch(loop: _Loop, fit: Fit, state: TrainState, trained: EpochProgress,
 
 
 def _validate(loop: _Loop, fit: Fit, state: TrainState, trained: EpochProgress) -> dict[str, Any]:
-    """The val metrics of the epoch just trained: rank 0 evaluates, every rank gets its numbers."""
+    """The val metrics of the epoch just trained: under torchrun each rank scores its shard and rank 0 gets the
+    whole set's metrics; every rank gets rank 0's numbers."""
     run = loop.run
-    metrics: dict[str, Any] = {}
-    if run.main:
-        # One process: a stop signal ends validation too (it can take minutes). Under torchrun the other
-        # ranks wait for rank 0's numbers, so validation finishes and the next epoch's start stops them.
-        stop = None if dist.active() else loop.stop
-        try:
-            metrics = evaluate(run.task, run.model, loop.loaders.val, run.device, run.data.classes, loop.autocast, stop)
-        except StoppedInValidation:
-            loop.checkpoints.save(state, fit.phase, trained)  # the whole epoch trained: --resume validates it
-            signum = loop.stop.signal or signal.SIGTERM
-            raise Interrupted(f"stopped by {signal.Signals(signum).name} while validating epoch {state.epoch + 1} "
-                              f"(step {state.step}): {run.last_path} written; add --resume to continue",
-                              signum) from None
+    sharded = dist.active()  # _make_loaders shards the val set whenever training is distributed
+    dist.same_buffers(run.model)  # every shard scored by the model rank 0 saves
+    # One process: a stop signal ends validation too (it can take minutes). Under torchrun every rank must
+    # reach the collectives that join the shards, so validation finishes and the next epoch's start stops them.
+    stop = None if sharded else loop.stop
+    try:
+        metrics = evaluate(run.task, run.model, loop.loaders.val, run.device, run.data.classes, loop.autocast, stop,
+                           sharded=sharded)
+    except StoppedInValidation:
+        loop.checkpoints.save(state, fit.phase, trained)  # the whole epoch trained: --resume validates it
+        signum = loop.stop.signal or signal.SIGTERM
+        raise Interrupted(f"stopped by {signal.Signals(signum).name} while validating epoch {state.epoch + 1} "
+                          f"(step {state.step}): {run.last_path} written; add --resume to continue",
+                          signum) from None
     # Every rank takes the same best.pt / early-stopping decisions from rank 0's numbers.
     numbers = dist.from_main(scalars(metrics) if run.main else None)
     return metrics if run.main else numbers

@@ -48,10 +48,13 @@ class SegmentationMetrics:
         counts = torch.bincount(target * k + pred, minlength=k * k).reshape(k, k)
         self.matrix = counts if self.matrix is None else self.matrix + counts.to(self.matrix.device)
 
-    def compute(self) -> dict:
+    def counts(self) -> torch.Tensor:
+        """The C x C matrix so far (zeros before any batch)."""
         k = len(self.classes)
-        matrix = np.zeros((k, k), np.int64) if self.matrix is None else self.matrix.cpu().numpy()
-        return metrics_from_confusion(matrix, self.classes)
+        return torch.zeros((k, k), dtype=torch.int64) if self.matrix is None else self.matrix
+
+    def compute(self) -> dict:
+        return metrics_from_confusion(self.counts().cpu().numpy(), self.classes)
 
 
 def metrics_from_confusion(matrix: np.ndarray, classes: list[str]) -> dict:

@@ -71,12 +71,15 @@ class TaskAdapter(Protocol):
         ...
 
     def evaluate(
-        self, model: nn.Module, loader: DataLoader, device: torch.device, classes: list[str], autocast: AbstractContextManager
+        self, model: nn.Module, loader: DataLoader, device: torch.device, classes: list[str], autocast: AbstractContextManager,
+        sharded: bool = False,
     ) -> dict[str, Any]:
         """Val metrics, plus `protocol` (how they were computed, as readable strings) and `per_image`
         (`{"metric", "higher_is_better", "images": [{"file", "score", "index", ...}]}`, one record per image
         evaluated, `index` its position in the loader's dataset); may hold `loss` and `raw` (numpy arrays
-        the trainer saves beside metrics.json)."""
+        the trainer saves beside metrics.json). `sharded`: under torchrun, the loader holds this rank's
+        shard of the val set (distributed.ValShard) and every rank calls this at once; rank 0 returns the
+        whole set's metrics, exactly what one process returns, and the other ranks {}."""
         ...
 
     def render_examples(

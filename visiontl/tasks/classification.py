@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from visiontl.data.augment import classification_transform
 from visiontl.data.classification import (ClassificationDataset, Sample, check_every_class, class_counts,
                                           discover_classes, load_split)
 from visiontl.data.holdout import Holdout, choose, relative_name
+from visiontl.engine import distributed as dist
 from visiontl.evaluation.classification import ClassificationMetrics
 from visiontl.models.build import build_network
 from visiontl.models.classifier import BACKBONE_PREFIX, Classifier
@@ -111,43 +113,52 @@ class ClassificationTask:
 
     @torch.no_grad()
     def evaluate(
-        self, model: nn.Module, loader: DataLoader, device: torch.device, classes: list[str], autocast: AbstractContextManager
+        self, model: nn.Module, loader: DataLoader, device: torch.device, classes: list[str], autocast: AbstractContextManager,
+        sharded: bool = False,
     ) -> dict[str, Any]:
         model.eval()
         metrics = ClassificationMetrics(classes)
-        loss_sum = torch.zeros((), device=device)
-        count = 0
+        losses = []  # per batch, summed over its images: added up once, in batch order, whoever scored them
         per_batch = []
-        size = None
+        sizes = []  # the first batch's image size (none on an empty shard)
         for images, labels, index in loader:
-            size = size or tuple(images.shape[-2:])
+            if not sizes:
+                sizes.append(tuple(images.shape[-2:]))
             images = _to_device(images, device)
             labels = labels.to(device, non_blocking=True)
             with autocast:
                 logits = model(images).float()
-            loss_sum += F.cross_entropy(logits, labels, reduction="sum")
-            count += labels.numel()
+            losses.append(F.cross_entropy(logits, labels, reduction="sum"))
             metrics.update(logits, labels)
             probs = logits.softmax(dim=1)
             per_batch.append((index, labels, probs.gather(1, labels[:, None])[:, 0], probs.argmax(dim=1)))
+        loss_sums = torch.stack(losses).double().tolist() if losses else []
+        records = self._per_image(loader.dataset, per_batch, classes)
+        if sharded:  # this rank's shard of the val set: counts summed over the ranks, the rest joined on rank 0
+            metrics.matrix = dist.summed(torch.from_numpy(metrics.matrix)).numpy()
+            whole = dist.joined((loss_sums, records, sizes))
+            if whole is None:
+                return {}  # rank 0 has the whole set's metrics
+            loss_sums, records, sizes = whole
         out = metrics.compute()
-        out["loss"] = float(loss_sum) / max(1, count)
+        out["loss"] = math.fsum(loss_sums) / max(1, len(records))
+        size = sizes[0] if sizes else None
         out["protocol"] = {
             "prediction": "argmax over the whole val split (every evaluated image counted once)",
             "averaging": "macro F1: class mean over classes present in ground truth or prediction",
             "eval_image_size": f"{size[0]}x{size[1]} (every image resized to it, aspect ratio not kept)" if size else "no images",
         }
-        out["per_image"] = self._per_image(loader.dataset, per_batch, classes)
+        out["per_image"] = {"metric": "probability the model gives the true class (softmax)", "higher_is_better": True,
+                            "images": records}
         return out
 
-    def _per_image(self, dataset: ClassificationDataset, per_batch: list, classes: list[str]) -> dict[str, Any]:
+    def _per_image(self, dataset: ClassificationDataset, per_batch: list, classes: list[str]) -> list[dict[str, Any]]:
         images = []
         for index, labels, p_true, predicted in per_batch:
             for i, y, p, k in zip(index.tolist(), labels.tolist(), p_true.tolist(), predicted.tolist()):
                 images.append({"file": relative_file(dataset.samples[i].path, self.cfg.data.root), "score": p, "index": i,
                                "true": classes[y], "predicted": classes[k], "correct": y == k})
-        return {"metric": "probability the model gives the true class (softmax)", "higher_is_better": True,
-                "images": images}
+        return images
 
     @torch.no_grad()
     def render_examples(self, model: nn.Module, dataset: ClassificationDataset, indices: list[int], device: torch.device,

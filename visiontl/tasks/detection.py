@@ -28,6 +28,7 @@ from visiontl.data.detection import (
 from visiontl.data.check import check_images
 from visiontl.data.formats.registry import get_format
 from visiontl.data.holdout import Holdout, choose, relative_name
+from visiontl.engine import distributed as dist
 from visiontl.errors import CheckpointError, DataError
 from visiontl.evaluation.coco import evaluate_coco
 from visiontl.evaluation.detection_confusion import detection_confusion
@@ -206,15 +207,20 @@ class DetectionTask:
         return [{k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in o.items()} for o in outputs]
 
     def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device, classes: list[str],
-                 autocast: AbstractContextManager) -> dict[str, Any]:
+                 autocast: AbstractContextManager, sharded: bool = False) -> dict[str, Any]:
         dataset: DetectionDataset = loader.dataset
         label_map = dataset.label_map
-        results, seen = [], set()
+        results, seen = [], []
         for images, _, ids in loader:
             for image_id, out in zip(ids, self.detect(model, images, device, autocast)):
-                seen.add(image_id)
+                seen.append(image_id)
                 results += _to_results(image_id, out, label_map)
-        gt = subset(dataset.aset, seen)
+        if sharded:  # this rank's shard of the val set: the detections are gathered and scored once, on rank 0
+            whole = dist.joined((results, seen))
+            if whole is None:
+                return {}
+            results, seen = whole
+        gt = subset(dataset.aset, set(seen))
         gt = AnnotationSet([c for c in gt.categories if c.id in label_map.category_ids], gt.images,
                            [a for a in gt.instances if a.category_id in label_map.category_ids], gt.image_root, gt.report)
         metrics: dict[str, Any] = {}
@@ -223,7 +229,7 @@ class DetectionTask:
             scores, raw = evaluate_coco(gt, results, iou_type)
             metrics.update(scores)
             raws.update({f"{iou_type}_{k}": v for k, v in raw.items()})
-        metrics["num_images"] = len(seen)
+        metrics["num_images"] = len(set(seen))
         metrics["num_detections"] = len(results)
         model_threshold = model_score_threshold(model)
         threshold = display_threshold(self.cfg.model.display_threshold, model_threshold)

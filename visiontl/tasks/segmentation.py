@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from visiontl.data.annotations import AnnotationSet, LabelMap, ReadReport
 from visiontl.data.holdout import Holdout, choose, relative_name
 from visiontl.data.masks import MaskSample, check_pairs, find_pairs
 from visiontl.data.segmentation import PadCollate, SegmentationDataset, segmentation_transform
+from visiontl.engine import distributed as dist
 from visiontl.errors import ConfigError, DataError
 from visiontl.evaluation.per_image import image_confusions, segmentation_image_scores
 from visiontl.evaluation.segmentation import SegmentationMetrics
@@ -154,43 +156,49 @@ class SegmentationTask:
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device, classes: list[str],
-                 autocast: AbstractContextManager) -> dict[str, Any]:
+                 autocast: AbstractContextManager, sharded: bool = False) -> dict[str, Any]:
         model.eval()
         ignore = loader.dataset.ignore_index
         metrics = SegmentationMetrics(classes, ignore)
-        loss_sum, count = torch.zeros((), device=device), 0
-        per_batch = []
+        losses, pixels = [], []  # per batch with labelled pixels: added up once, in batch order, whoever scored them
+        records = []
         for images, masks, index in loader:
             images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
             with autocast:
                 logits = model(images).float()
             labelled = (masks != ignore).sum()
             if labelled:
-                loss_sum += F.cross_entropy(logits, masks, ignore_index=ignore, reduction="sum")
-                count += int(labelled)
+                losses.append(F.cross_entropy(logits, masks, ignore_index=ignore, reduction="sum"))
+                pixels.append(int(labelled))
             metrics.update(logits, masks)  # checks the labels, so the per-image counts below may trust them
-            per_batch.append((index, image_confusions(logits.argmax(dim=1), masks, len(classes), ignore).cpu()))
+            confusions = image_confusions(logits.argmax(dim=1), masks, len(classes), ignore).cpu()
+            records += self._image_records(loader.dataset, index, confusions)
+        loss_sums = torch.stack(losses).double().tolist() if losses else []
+        if sharded:  # this rank's shard of the val set: counts summed over the ranks, the rest joined on rank 0
+            metrics.matrix = dist.summed(metrics.counts())
+            whole = dist.joined((loss_sums, pixels, records))
+            if whole is None:
+                return {}  # rank 0 has the whole set's metrics
+            loss_sums, pixels, records = whole
         out = metrics.compute()
-        out["loss"] = float(loss_sum) / max(1, count)
+        out["loss"] = math.fsum(loss_sums) / max(1, sum(pixels))
         out["protocol"] = {
             "counting": "confusion matrix over every labelled pixel of the split",
             "ignore_index": f"{ignore} (pixels with this label, and batch padding, are not scored)",
             "averaging": "class mean over classes present in ground truth or prediction",
             "eval_image_size": "each image at its own size (batches padded to a multiple of 32, padding not scored)",
         }
-        out["per_image"] = self._per_image(loader.dataset, per_batch)
+        out["per_image"] = {"metric": "the image's own mean IoU over the classes present in its ground truth or "
+                                      "prediction (labelled pixels only; 1.0 when none is labelled)",
+                            "higher_is_better": True, "images": records}
         return out
 
-    def _per_image(self, dataset: SegmentationDataset, per_batch: list) -> dict[str, Any]:
-        images = []
-        for index, confusions in per_batch:
-            miou, accuracy = segmentation_image_scores(confusions.numpy())
-            for i, m, a in zip(index.tolist(), miou.tolist(), accuracy.tolist()):
-                images.append({"file": relative_file(dataset.names(i), self.cfg.data.root), "score": m, "index": i,
-                               "pixel_accuracy": a})
-        return {"metric": "the image's own mean IoU over the classes present in its ground truth or prediction "
-                          "(labelled pixels only; 1.0 when none is labelled)",
-                "higher_is_better": True, "images": images}
+    def _image_records(self, dataset: SegmentationDataset, index: torch.Tensor,
+                       confusions: torch.Tensor) -> list[dict[str, Any]]:
+        miou, accuracy = segmentation_image_scores(confusions.numpy())
+        return [{"file": relative_file(dataset.names(i), self.cfg.data.root), "score": m, "index": i,
+                 "pixel_accuracy": a}
+                for i, m, a in zip(index.tolist(), miou.tolist(), accuracy.tolist())]
 
     @torch.no_grad()
     def render_examples(self, model: nn.Module, dataset: SegmentationDataset, indices: list[int], device: torch.device,
