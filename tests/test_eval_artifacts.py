@@ -146,7 +146,10 @@ def check_gallery(folder: Path, images: int) -> list[dict]:
 
 def check_run_json(folder: Path, command: str, task: str, train_images: int | None, val_images: int) -> None:
     run = json.loads((folder / "run.json").read_text())
-    assert set(run) == RUN_KEYS
+    # a gradient-trained run also says which fine-tuning phases ran (finetune.phase_record)
+    assert set(run) == RUN_KEYS | ({"phases"} if command == "train" else set())
+    if command == "train":
+        assert [p["phase"] for p in run["phases"]] == [1] and run["phases"][0]["first_step"] == 1
     assert (run["command"], run["task"], run["device"]) == (command, task, "cpu")
     assert (run["train_images"], run["val_images"]) == (train_images, val_images)
     assert run["started"] <= run["finished"] and run["started"].endswith("+00:00") and run["wall_seconds"] > 0
