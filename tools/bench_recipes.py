@@ -1,7 +1,7 @@
 """The starting recipes (configs/starting/) against a plain training loop and against themselves from scratch,
 per task, on the shipped data and a fixed step budget, in one invocation.
 
-    python tools/bench_recipes.py [--tasks detection segmentation classification] [--steps-scale 1.0]
+    python tools/bench_recipes.py [--tasks detection segmentation classification] [--quick]
         [--bccd ../shared/datasets/bccd] [--camvid ../shared/datasets/camvid] [--out runs/bench_recipes]
 
 Workloads (each skipped, with a line saying so, when its dataset is missing):
@@ -69,6 +69,7 @@ class Workload:
     steps: int
     metrics: tuple[str, ...]  # the first is the headline
     overrides: dict[str, Any]  # data and budget only: what any user of the recipe sets
+    train_images: int
 
 
 def workloads(args: argparse.Namespace) -> list[Workload]:
@@ -80,11 +81,11 @@ def workloads(args: argparse.Namespace) -> list[Workload]:
             continue
         if task == "detection":
             found.append(Workload(task, ROOT / "configs/starting/detection.yaml", 150, ("bbox/AP50", "bbox/AP"), {
-                "data.format": "voc", "data.root": str(args.bccd), "data.train": "train", "data.val": "val"}))
+                "data.format": "voc", "data.root": str(args.bccd), "data.train": "train", "data.val": "val"}, 205))
         elif task == "segmentation":
             found.append(Workload(task, ROOT / "configs/starting/segmentation.yaml", 120, ("mIoU", "pixel_accuracy"), {
                 "data.root": str(args.camvid), "data.train": "train.txt", "data.val": "val.txt",
-                "data.classes": CAMVID_CLASSES, "data.ignore_index": 11, "data.image_size": 224}))
+                "data.classes": CAMVID_CLASSES, "data.ignore_index": 11, "data.image_size": 224}, 367))
         else:
             from visiontl.demo import cut_crops
 
@@ -92,11 +93,17 @@ def workloads(args: argparse.Namespace) -> list[Workload]:
             if not crops.is_dir():
                 cut_crops(args.bccd, crops)
             found.append(Workload(task, ROOT / "configs/starting/classification.yaml", 60, ("accuracy", "macro_f1"), {
-                "data.root": str(crops), "data.image_size": 96}))
+                "data.root": str(crops), "data.image_size": 96}, len(list((crops / "train").rglob("*.png")))))
     for w in found:
-        w.steps = max(2, round(w.steps * args.steps_scale))
-        w.overrides.update({"train.max_steps": w.steps, "train.progress": False, "train.seed": 0,
-                            "train.device": "cpu" if args.cpu else "auto"})
+        w.steps = 2 if args.quick else w.steps
+        if args.quick:  # a check of the tool itself: validation on 5% of the train images, not the val split
+            w.overrides["data.val"] = 0.05
+        batch = vtl.load_config(w.recipe).train.batch_size
+        # the budget: max_steps, and the whole epochs it reaches into (the schedule spans epochs x steps per epoch
+        # where that is shorter than train.max_steps: the recipe's own epochs would stretch one cosine cycle over
+        # far more steps than run)
+        w.overrides.update({"train.max_steps": w.steps, "train.epochs": math.ceil(w.steps * batch / w.train_images),
+                            "train.progress": False, "train.seed": 0, "train.device": "cpu" if args.cpu else "auto"})
     return found
 
 
@@ -155,19 +162,18 @@ def run_recipe(w: Workload, overrides: dict[str, Any]) -> dict[str, Any]:
     run = vtl.train(w.recipe, overrides, force=True)
     with open(run.dir / "log.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    steps = int(float(rows[-1]["step"])) if rows and "step" in rows[-1] else None
-    return {**{m: float(run.metrics[m]) for m in w.metrics}, "steps": steps,
+    return {**{m: float(run.metrics[m]) for m in w.metrics}, "epochs": len(rows),
             "train_seconds": sum(float(r["train_seconds"]) for r in rows)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", nargs="+", default=["detection", "segmentation", "classification"],
+    parser.add_argument("--tasks", nargs="+", default=["classification", "segmentation", "detection"],
                         choices=["detection", "segmentation", "classification"])
     parser.add_argument("--bccd", type=Path, default=SHARED / "bccd")
     parser.add_argument("--camvid", type=Path, default=SHARED / "camvid")
-    parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply every workload's step budget (a "
-                        "quick check: 0.05)")
+    parser.add_argument("--quick", action="store_true", help="check the tool, not the recipes: 2 steps per run, "
+                        "validation on 5%% of the train images")
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even where CUDA is available")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_recipes")
     args = parser.parse_args()
