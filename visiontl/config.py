@@ -634,6 +634,11 @@ def config_reference() -> str:
              "backbone (mobilenet_v3_small, ~240 bytes of activations per input pixel in bf16) already needs ~64 GB,",
              "and twice the side (~260 GB) more than any GPU holds. Seeds are 0 to 2**63 - 1 (a signed 64-bit",
              f"integer; torch's generators take 64 bits); step counts stop at {MAX_STEPS:,}.",
+             "",
+             f"`{BASE_KEY}: other.yaml` at the top of a file builds it on another recipe (a path relative to the file;",
+             "bases chain): sections merge key by key, any other value (a list too) replaces the base's, and a",
+             "finetune.strategy of the file's own drops the base's stages / freeze_stages. `visiontl config show FILE`",
+             "prints the merged result, which is what a run stores. configs/starting/ holds one recipe per task.",
              ""]
 
     def section(model: type[BaseModel], prefix: str) -> None:
