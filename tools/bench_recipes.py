@@ -1,7 +1,7 @@
 """The starting recipes (configs/starting/) against a plain training loop and against themselves from scratch,
 per task, on the shipped data and a fixed step budget, in one invocation.
 
-    python tools/bench_recipes.py [--tasks detection segmentation classification] [--quick]
+    python tools/bench_recipes.py [--tasks classification segmentation detection] [--steps TASK=N ...] [--quick]
         [--bccd ../shared/datasets/bccd] [--camvid ../shared/datasets/camvid] [--out runs/bench_recipes]
 
 Workloads (each skipped, with a line saying so, when its dataset is missing):
@@ -95,7 +95,7 @@ def workloads(args: argparse.Namespace) -> list[Workload]:
             found.append(Workload(task, ROOT / "configs/starting/classification.yaml", 60, ("accuracy", "macro_f1"), {
                 "data.root": str(crops), "data.image_size": 96}, len(list((crops / "train").rglob("*.png")))))
     for w in found:
-        w.steps = 2 if args.quick else w.steps
+        w.steps = 2 if args.quick else args.steps.get(w.task, w.steps)
         if args.quick:  # a check of the tool itself: validation on 5% of the train images, not the val split
             w.overrides["data.val"] = 0.05
         batch = vtl.load_config(w.recipe).train.batch_size
@@ -174,9 +174,12 @@ def main() -> None:
     parser.add_argument("--camvid", type=Path, default=SHARED / "camvid")
     parser.add_argument("--quick", action="store_true", help="check the tool, not the recipes: 2 steps per run, "
                         "validation on 5%% of the train images")
+    parser.add_argument("--steps", nargs="+", default=[], metavar="TASK=N", help="another step budget for a task "
+                        "(segmentation=45)")
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even where CUDA is available")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_recipes")
     args = parser.parse_args()
+    args.steps = {task: int(n) for task, _, n in (item.partition("=") for item in args.steps)}
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
