@@ -84,17 +84,38 @@ def test_cache_returns_what_decoding_returns_and_respects_its_budget(tmp_path: P
     np.testing.assert_array_equal(images.read_image(files[0]), expected[0])
 
 
-def test_training_with_cache_equals_training_without(synthetic_root: Path, tmp_path: Path) -> None:
+def test_training_with_cache_equals_training_without(synthetic_root: Path, tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
     finals = []
     for use_cache in (False, True):
         cache.clear()
         cfg = build_config(tiny_config(synthetic_root, tmp_path / f"cache{use_cache}", train={"epochs": 1},
                                        data={"cache": use_cache}))
-        train(cfg)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="visiontl"):
+            train(cfg)
         finals.append(torch.load(tmp_path / f"cache{use_cache}" / "checkpoints" / "last.pt", weights_only=True)["model"])
-        assert bool(images.CACHE) == use_cache
+        filled = [r.getMessage() for r in caplog.records if r.getMessage().startswith("data.cache: ")]
+        assert filled == (["data.cache: 36 images decoded into memory (0.00 GB)"] if use_cache else [])
+        assert not images.CACHE  # emptied when training ends: a notebook that trains again holds no old pixels
     for name in finals[0]:
         assert torch.equal(finals[0][name], finals[1][name]), name
+
+
+def test_cache_auto_caches_a_set_that_fits_and_says_when_not(synthetic_root: Path, caplog: pytest.LogCaptureFixture,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    files = sorted(str(f) for f in synthetic_root.rglob("*.png"))
+    assert len(files) == 36 and cache.estimated_bytes(files) == 36 * 32 * 32 * 3  # the synthetic set's 32x32 images
+    monkeypatch.setattr(cache, "available_memory", lambda: 4e9)
+    with caplog.at_level("INFO", logger="visiontl"):
+        assert cache.cache_budget("auto", files, max_gb=8.0, processes=2) == pytest.approx(0.5e9)  # 4 GB / 4 / 2
+        assert cache.cache_budget("auto", files, max_gb=100e-9, processes=1) is None  # 100 bytes: does not fit
+    assert [r.getMessage() for r in caplog.records] == [
+        "data.cache auto: 36 images, about 0.00 GB decoded, over the budget of 0.00 GB; decoded per read "
+        "(data.cache: true caches what fits)"]
+    assert cache.cache_budget(True, files, max_gb=8.0, processes=2) == 8e9  # true: the budget as given
+    assert cache.cache_budget(False, files, max_gb=8.0, processes=1) is None
+    assert build_config({}).data.cache == "auto"
 
 
 def test_compile_is_refused_for_detectors() -> None:

@@ -213,7 +213,7 @@ def test_report_of_a_real_classification_run(trained: dict[str, Path]) -> None:
     curves = section_of(html, "curves")
     assert "data:image/png;base64," in curves and "mark the fine-tuning phases" in curves  # two phases logged
     assert "confusion matrix" in section_of(html, "task-plots")
-    assert "## Per-epoch log" in md and "| epoch | phase |" in md
+    assert "## Per-epoch log" in md and "| epoch | step | phase |" in md
     assert "## Evaluation protocol" in md and "## Environment" in md
     assert not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp"))
 

@@ -35,7 +35,7 @@ def test_run_directory_contents(synthetic_root: Path, tmp_path: Path) -> None:
     assert (run / "config.yaml").is_file() and yaml.safe_load((run / "config.yaml").read_text())["train"]["epochs"] == 2
     rows = read_log(run)
     assert [r["epoch"] for r in rows] == ["1", "2"]
-    expected = {"epoch", "phase", "trainable_params", "lr/head", "lr/backbone.stage1", "train_loss", "val_loss",
+    expected = {"epoch", "step", "phase", "trainable_params", "lr/head", "lr/backbone.stage1", "train_loss", "val_loss",
                 "accuracy", "macro_f1", "seconds", "train_seconds", "img_per_s"}
     assert expected <= set(rows[0])
     saved = json.loads((run / "metrics.json").read_text())
@@ -238,3 +238,53 @@ def test_throughput_bar_total_and_progress_lines(monkeypatch: pytest.MonkeyPatch
         clock[0] += 1000
         off.maybe(done, step=40)
     assert not caplog.records
+
+
+def test_staged_recipe_with_a_budget_below_its_first_phase_still_trains_the_backbone(
+        synthetic_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """2 + 8 epochs written (3 steps an epoch: 6 + 24 steps), train.max_steps 4: the phases shrink to 1 + 3 steps,
+    the backbone trains in the last three, and the log, log.csv, run.json and report say what ran."""
+    from visiontl.engine import trainer as trainer_module
+    from visiontl.report import write_report
+
+    stages = [{"epochs": 2, "unfreeze": 0, "lr": 0.01}, {"epochs": 8, "unfreeze": "all", "lr": 0.01}]
+    cfg = build_config(tiny_config(synthetic_root, tmp_path / "run", finetune={"strategy": "staged", "stages": stages},
+                                   train={"max_steps": 4, "warmup_steps": 50, "schedule": "constant"}))
+    before: dict[str, torch.Tensor] = {}
+    run_epochs = trainer_module._run_epochs
+
+    def snapshot_then_run(loop, state):  # the weights as training starts
+        before.update({k: v.clone() for k, v in loop.run.model.state_dict().items()})
+        return run_epochs(loop, state)
+
+    monkeypatch.setattr(trainer_module, "_run_epochs", snapshot_then_run)
+    with caplog.at_level("INFO", logger="visiontl"):
+        train(cfg)
+    messages = [r.getMessage() for r in caplog.records]
+    assert ("schedule: phase 1, steps 1-1 (1, scaled from 2 epoch(s) = 6 steps): head only, LR 0.01; warm-up 0 steps "
+            "(train.warmup_steps 50, capped at 0.2 of the phase)") in messages
+    assert any(m.startswith("schedule: phase 2, steps 2-4 (3, scaled from 8 epoch(s) = 24 steps): 5 of 5 backbone")
+               for m in messages)
+    assert any(m.startswith("phase 2 (steps 2-4, epoch 1): 5 of 5 backbone stages train") for m in messages)
+    assert any(m.startswith("epoch 2/2 ") for m in messages)  # the epochs that ran, not train.epochs' 10
+    after = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"]
+    stage_weights = [k for k in before if k.startswith("backbone.") and before[k].is_floating_point()
+                     and "running" not in k]
+    assert stage_weights and any(not torch.equal(before[k], after[k]) for k in stage_weights)
+    rows = read_log(tmp_path / "run")
+    assert [(r["epoch"], r["step"], r["phase"]) for r in rows] == [("1", "3", "2"), ("2", "4", "2")]
+    ran = json.loads((tmp_path / "run" / "run.json").read_text())["phases"]
+    assert [(p["first_step"], p["last_step"], p["trainable_stages"], p["warmup_steps"]) for p in ran] == [
+        (1, 1, 0, 0), (2, 4, 5, 0)]
+    report = (write_report(tmp_path / "run").parent / "report.md").read_text()
+    assert "Ran: phase 1 steps 1-1 head only at lr 0.01; phase 2 steps 2-4 all stages at lr 0.01" in report
+
+
+def test_a_freeze_stages_no_strategy_reads_is_said(synthetic_root: Path, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    cfg = build_config(tiny_config(synthetic_root, tmp_path / "run", finetune={"strategy": "full", "freeze_stages": 3},
+                                   train={"epochs": 1, "max_steps": 1}))
+    with caplog.at_level("INFO", logger="visiontl"):
+        train(cfg)
+    assert ("finetune.freeze_stages=3 is ignored: only finetune.strategy 'partial' reads it, this run's is 'full'"
+            in [r.getMessage() for r in caplog.records if r.levelname == "WARNING"])

@@ -177,8 +177,10 @@ class DataConfig(_Strict):
         "error stops naming it; skip leaves it out, named in the log, data.json and the report. One that passed "
         "them but fails to decode mid-epoch (a file replaced, a network share failing): error stops training "
         "naming it; skip trains on the next image instead and names it in a warning (validation always stops)")
-    cache: bool = _f(False, "decode every image once, before training, and keep it in memory (small datasets whose "
-                     "decoding is the bottleneck, e.g. PNGs; shared with forked workers)")
+    cache: bool | Literal["auto"] = _f(
+        "auto", "decode every image once, before training, and keep it in memory (shared with forked workers): true "
+        "caches up to data.cache_max_gb; auto only when the whole decoded set fits data.cache_max_gb and a quarter of "
+        "the available memory, shared by the machine's training processes; false never")
     cache_max_gb: float = _f(8.0, "data.cache: decoded bytes at most; images beyond it are decoded as usual", gt=0.0)
     # The pixel budget of inference (docs/serve.md); le: visiontl.data.images.MAX_PIXELS, what is read at all.
     max_pixels: int = _f(120_000_000, "predict, serve: an image whose header declares more pixels (width x height) "
@@ -254,15 +256,20 @@ class EarlyStoppingConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    epochs: int = _f(10, "epochs (staged: the sum of the phases unless set)", gt=0, le=MAX_EPOCHS)
-    max_steps: int | None = _f(None, "stop after this many optimizer steps", gt=0, le=MAX_STEPS)
+    epochs: int = _f(10, "epochs (staged: the sum of the phases unless set; set, the phases scale to it)", gt=0,
+                     le=MAX_EPOCHS)
+    max_steps: int | None = _f(None, "stop after this many optimizer steps (fewer than train.epochs give: the phases "
+                               "and the LR schedule scale to it)", gt=0, le=MAX_STEPS)
     batch_size: int = _f(32, "images per batch (per optimizer step: batch_size * accumulate)", gt=0, le=MAX_BATCH)
     lr: float = _f(1e-3, "base learning rate of the head (backbone stages: times finetune.lr_mult)", gt=0.0)
     weight_decay: float = _f(1e-4, "weight decay of trainable parameters (frozen ones get none)", ge=0.0)
     optimizer: Literal["sgd", "adam", "adamw"] = _f("adamw", "optimizer")
     momentum: float = _f(0.9, "SGD momentum", ge=0.0, lt=1.0)
-    schedule: Literal["constant", "cosine", "step"] = _f("cosine", "LR schedule within each phase")
+    schedule: Literal["constant", "cosine", "step"] = _f("cosine", "LR schedule within each phase (cosine: decays to near 0 "
+                                                          "over the phase's steps)")
     warmup_steps: int = _f(0, "linear warm-up steps at the start of each phase", ge=0, le=MAX_STEPS)
+    warmup_max_fraction: float = _f(0.2, "warm-up takes at most this share of a phase's steps (a short phase is not "
+                                    "spent warming up)", ge=0.0, le=1.0)
     step_epochs: int = _f(10, "schedule step: multiply the LR by step_gamma every step_epochs epochs", gt=0,
                           le=MAX_EPOCHS)
     step_gamma: float = _f(0.1, "schedule step: the factor", gt=0.0)
@@ -354,11 +361,6 @@ class Config(_Strict):
             total = sum(p.epochs for p in self.finetune.stages)
             if "epochs" not in self.train.model_fields_set:
                 self.train.epochs = total
-            elif self.train.epochs != total:
-                raise ValueError(
-                    f"train.epochs is {self.train.epochs} but the phases of finetune.stages add up to {total} "
-                    "epochs; leave train.epochs out or make them agree"
-                )
         if self.train.monitor is None:
             self.train.monitor = DEFAULT_MONITOR[self.task]
         return self

@@ -8,7 +8,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch.utils.data import DataLoader
@@ -38,9 +38,11 @@ class Fit:
     device: torch.device
     stop: StopRequest
     steps_per_epoch: int
-    phase: Phase
-    base_lrs: dict[str, float]  # the phase's LR per parameter group, before the schedule's factor
+    epochs: int  # the epochs the run will run (fewer than train.epochs under train.max_steps)
     checkpoints: Any  # trainer.Checkpoints: save(state, phase, progress) writes a mid-epoch last.pt
+    enter_phase: Callable[[Fit, int], None]  # set model, phase and base_lrs for optimizer step n (the trainer's)
+    phase: Phase | None = None
+    base_lrs: dict[str, float] | None = None  # the phase's LR per parameter group, before the schedule's factor
 
 
 @dataclass
@@ -114,7 +116,7 @@ def train_one_epoch(fit: Fit, loader: DataLoader, state: TrainState) -> EpochPro
         # Making the iterator draws from the global RNG; the uninterrupted run drew it before these batches.
         set_rng_state(start.rng)
     total = batches_to_run(n_batches, t.max_steps, state.step, t.accumulate)
-    bar = tqdm(batches, total=total, desc=f"epoch {state.epoch + 1}/{t.epochs}", disable=not t.progress,
+    bar = tqdm(batches, total=total, desc=f"epoch {state.epoch + 1}/{fit.epochs}", disable=not t.progress,
                leave=False, mininterval=1.0)
     lines = ProgressLines(0 if t.progress else t.progress_seconds, state.epoch + 1, start.batches + total, start)
     stop_now, consumed = False, 0
@@ -135,6 +137,8 @@ def train_one_epoch(fit: Fit, loader: DataLoader, state: TrainState) -> EpochPro
         lines.maybe(done, state.step)
         if t.max_steps is not None and state.step >= t.max_steps:
             break
+        if state.step == fit.phase.end_step and i + 1 < n_batches:  # a phase ended inside the epoch: the next starts
+            fit.enter_phase(fit, state.step)
         if t.checkpoint_every and state.step % t.checkpoint_every == 0 and i + 1 < n_batches:
             fit.checkpoints.save(state, fit.phase, done)
     bar.close()
@@ -164,9 +168,7 @@ def _optimizer_step(fit: Fit, dataset: Any, state: TrainState, done: EpochProgre
     if finite:
         done.loss_total += pending.loss
         done.seen += pending.seen
-        phase = fit.phase
-        factor = lr_factor(t, state.step - phase.start_epoch * fit.steps_per_epoch, phase.epochs * fit.steps_per_epoch,
-                           state.epoch - phase.start_epoch)
+        factor = lr_factor(t, fit.phase, state.step, fit.steps_per_epoch)
         for g in fit.optimizer.param_groups:
             g["lr"] = fit.base_lrs[g["name"]] * factor
         if t.clip_grad is not None:

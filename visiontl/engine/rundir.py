@@ -333,10 +333,14 @@ class RunDir:
         atomic_write_json(self.path / "metrics.json", metrics)
 
     def write_run_json(self, command: str, task: str, device: Any, watch: Stopwatch, train_images: int | None,
-                       val_images: int) -> None:
-        """run.json: what the command ran on and how long it took (engine.environment)."""
+                       val_images: int, phases: list[dict] | None = None) -> None:
+        """run.json: what the command ran on and how long it took (engine.environment); for a gradient-trained
+        run, the fine-tuning phases that ran, in optimizer steps (finetune.phase_record)."""
         if self.writes:
-            atomic_write_json(self.path / "run.json", run_record(command, task, device, watch, train_images, val_images))
+            record = run_record(command, task, device, watch, train_images, val_images)
+            if phases is not None:
+                record["phases"] = phases
+            atomic_write_json(self.path / "run.json", record)
 
     def write_report(self) -> None:
         """report.html and report.md of a finished run or evaluation. The report is drawn from files already

@@ -11,10 +11,11 @@ import contextlib
 import functools
 import logging
 import math
+import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from visiontl import __version__
 from visiontl.backbones import create_backbone
 from visiontl.config import Config, with_absolute_paths
 from visiontl.data.sampling import EpochSampler, GroupedBatchSampler
+from visiontl.data.cache import cache_budget, preload_images, release
 from visiontl.engine import distributed as dist
 from visiontl.engine.checkpoint import load_checkpoint
 from visiontl.engine.environment import Stopwatch
@@ -43,7 +45,8 @@ from visiontl.engine.rundir import EarlyLog, RunDir
 from visiontl.engine.seed import seed_everything, set_rng_state
 from visiontl.engine.state import TrainState, scalars
 from visiontl.errors import CheckpointError, ConfigError, Interrupted
-from visiontl.finetune import Phase, apply_phase, group_lrs, param_groups, phase_at, plan_phases, set_train_mode
+from visiontl.finetune import (Phase, apply_phase, describe_phases, group_lrs, param_groups, phase_at, phase_record,
+                               plan_phases, set_train_mode)
 from visiontl.tasks import get_task
 from visiontl.text import printable
 from visiontl.tracking import Tracker
@@ -162,6 +165,7 @@ class _Run:
     main: bool  # rank 0 (or the only process): it validates and writes the run directory
     watch: Stopwatch
     resumed: dict[str, Any] | None  # --resume: the checkpoint the run continues
+    cached: list[str] = field(default_factory=list)  # the images this run put in data.cache
 
     @property
     def last_path(self) -> Path:
@@ -186,7 +190,10 @@ def _train(cfg: Config, resume: bool, force: bool, log_file: bool, held: context
         if dist.active():
             raise ConfigError(f"model.head: {cfg.model.head!r} is fitted in one process; run it without torchrun")
         return _fit_closed_form(run, train_set, val_set, start())
-    return _fit(run, train_set, val_set, start)
+    try:
+        return _fit(run, train_set, val_set, start)
+    finally:
+        release(run.cached)  # data.cache: this run's pixels leave memory with it
 
 
 def _prepare(cfg: Config, run_dir: RunDir, resume: bool, watch: Stopwatch) -> _Run:
@@ -275,6 +282,7 @@ class _Loop:
     stop: StopRequest
     wrapped: torch.nn.Module | None = None  # the DDP wrapper, rebuilt when a phase changes what trains
     wrapped_phase: int | None = None
+    trainable: int = 0  # trainable parameters of the phase in hand
 
 
 def _fit(run: _Run, train_set: Any, val_set: Any, start: Callable[[], Tracker]) -> dict[str, Any]:
@@ -283,7 +291,12 @@ def _fit(run: _Run, train_set: Any, val_set: Any, start: Callable[[], Tracker]) 
     autocast, scaler = _place_model(run)
     loaders = _make_loaders(run, train_set, val_set)
     steps_per_epoch = math.ceil(len(loaders.train) / t.accumulate)
-    phases = plan_phases(cfg, run.backbone.num_stages)
+    phases = plan_phases(cfg, run.backbone.num_stages, steps_per_epoch)
+    for line in describe_phases(phases, run.backbone.num_stages, steps_per_epoch, t):
+        log.info("%s", line)
+    if cfg.finetune.freeze_stages and cfg.finetune.strategy != "partial":
+        log.warning("finetune.freeze_stages=%d is ignored: only finetune.strategy 'partial' reads it, this run's is %r",
+                    cfg.finetune.freeze_stages, cfg.finetune.strategy)
     optimizer = build_optimizer(cfg, param_groups(run.model, run.backbone, t.weight_decay))
     state = _resume(run, optimizer, scaler)
     if run.resumed is not None:
@@ -297,7 +310,8 @@ def _fit(run: _Run, train_set: Any, val_set: Any, start: Callable[[], Tracker]) 
     dist.write_test_digest(run.model)
     if run.main:
         run.run_dir.write_evaluation(final, run.task, run.model, loaders.val_set, run.device, autocast, run.data.classes)
-        run.run_dir.write_run_json("train", cfg.task, run.device, run.watch, loaders.n_train, loaders.n_val)
+        run.run_dir.write_run_json("train", cfg.task, run.device, run.watch, loaders.n_train, loaders.n_val,
+                                   phases=phase_record(phases, run.backbone.num_stages, state.step))
         run.run_dir.write_report()
         tracker.finish(run.run_dir.path)
     dist.barrier()  # no rank leaves (and tears the group down) before rank 0 has written the run
@@ -328,11 +342,7 @@ def _make_loaders(run: _Run, train_set: Any, val_set: Any) -> _Loaders:
     else:
         train_sampler = EpochSampler(len(train_set), shuffle=True, seed=t.seed)
         val_sampler = EpochSampler(len(val_set), shuffle=False, seed=t.seed)
-    if cfg.data.cache:
-        from visiontl.data.cache import preload_images
-
-        preload_images(train_set.image_files() + val_set.image_files(), cfg.data.cache_max_gb * 1e9,
-                       threads=max(1, t.workers), progress=t.progress)
+    _fill_cache(run, train_set.image_files() + val_set.image_files())
     # Training is sharded across ranks; validation runs on rank 0 over the whole set (distributed.py says why).
     groups = task.batch_groups(train_set)
     epoch_sampler = dist.shard(train_sampler)
@@ -340,6 +350,18 @@ def _make_loaders(run: _Run, train_set: Any, val_set: Any) -> _Loaders:
                                epoch_sampler, t.batch_size, t.workers, task.collate, run.device, groups, resumable=True)
     val_loader = make_loader(val_set, val_sampler, t.batch_size, t.workers, task.collate, run.device)
     return _Loaders(train_loader, val_loader, val_set, epoch_sampler, len(train_sampler), len(val_sampler))
+
+
+def _fill_cache(run: _Run, files: list) -> None:
+    """data.cache: decode `files` into memory before the loaders start (data/cache.py); run.cached keeps what
+    this run put there, for `_fit` to drop when training ends."""
+    cfg = run.cfg
+    # torchrun's processes on this machine each hold a copy
+    budget = cache_budget(cfg.data.cache, [str(f) for f in files], cfg.data.cache_max_gb,
+                          int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    if budget is not None:
+        preload_images(files, budget, threads=max(1, cfg.train.workers), progress=cfg.train.progress)
+        run.cached = [str(f) for f in files]
 
 
 def _resume(run: _Run, optimizer: torch.optim.Optimizer, scaler: Any) -> TrainState:
@@ -373,14 +395,14 @@ def _run_epochs(loop: _Loop, state: TrainState) -> None:
     ends the run with Interrupted."""
     run, t, stop = loop.run, loop.run.cfg.train, loop.stop
     start_epoch = state.epoch
-    for epoch in range(start_epoch, t.epochs):
+    for epoch in range(start_epoch, _epochs_to_run(loop)):
         if t.max_steps is not None and state.step >= t.max_steps:
             break
         if dist.step_flags(torch.zeros(()), stop.requested)[1] and epoch > start_epoch:
             # the signal came during validation or the checkpoint: last.pt already holds this point
             raise Interrupted(f"stopped by {signal.Signals(stop.signal or signal.SIGTERM).name} after epoch {epoch}: "
                               f"{run.last_path} written; add --resume to continue", stop.signal or signal.SIGTERM)
-        fit, trainable = _begin_epoch(loop, epoch, epoch == start_epoch)
+        fit = _begin_epoch(loop, epoch, state.step, epoch == start_epoch)
         started = time.perf_counter()
         with translated_worker_errors(run.cfg, state):
             progress = train_one_epoch(fit, loop.loaders.train, state)
@@ -391,21 +413,43 @@ def _run_epochs(loop: _Loop, state: TrainState) -> None:
             raise Interrupted(f"stopped by {name} in epoch {epoch + 1} after {progress.batches} batches (step "
                               f"{state.step}): {run.last_path} written; add --resume to continue", progress.interrupted)
         state.progress = EpochProgress()
-        if _end_epoch(loop, fit, state, progress, trainable, started):
+        if _end_epoch(loop, fit, state, progress, started):
             break
 
 
-def _begin_epoch(loop: _Loop, epoch: int, first: bool) -> tuple[Fit, int]:
-    """Set what trains in this epoch's phase (and its LRs); the Fit of the epoch and its trainable parameters."""
+def _epochs_to_run(loop: _Loop) -> int:
+    """train.epochs, or the epochs train.max_steps reaches into (the last phase ends with the budget)."""
+    return math.ceil(loop.phases[-1].end_step / loop.checkpoints.steps_per_epoch)
+
+
+def _begin_epoch(loop: _Loop, epoch: int, step: int, first: bool) -> Fit:
+    """The Fit of an epoch starting at optimizer step `step`, in the phase of that step."""
     run, cfg = loop.run, loop.run.cfg
-    phase = phase_at(loop.phases, epoch)
-    trainable = apply_phase(run.model, run.backbone, phase, cfg.finetune.bn)
-    base_lrs = group_lrs(phase, loop.optimizer.param_groups)
-    if epoch == phase.start_epoch or first:
+    fit = Fit(cfg, run.task, run.model, loop.optimizer, loop.scaler, loop.autocast, run.device, loop.stop,
+              loop.checkpoints.steps_per_epoch, _epochs_to_run(loop), loop.checkpoints,
+              lambda fit, at: _enter_phase(loop, fit, at, first=False))
+    _enter_phase(loop, fit, step, first)
+    loop.loaders.train_sampler.set_epoch(epoch)
+    if run.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(run.device)
+    return fit
+
+
+def _enter_phase(loop: _Loop, fit: Fit, step: int, first: bool) -> None:
+    """Set what trains at optimizer step `step` (its phase's stages and LRs) on `fit`; a phase that starts at
+    `step` (or the first phase of this process) says so with every group's LR."""
+    run, cfg = loop.run, loop.run.cfg
+    phase = phase_at(loop.phases, step)
+    if fit.phase is not None and phase.index == fit.phase.index:
+        return
+    loop.trainable = apply_phase(run.model, run.backbone, phase, cfg.finetune.bn)
+    fit.phase, fit.base_lrs = phase, group_lrs(phase, loop.optimizer.param_groups)
+    if step == phase.start_step or first:
         log.info(
-            "phase %d (epochs %d-%d): %d of %d backbone stages train, %d trainable parameters; LR %s",
-            phase.index + 1, phase.start_epoch + 1, phase.end_epoch, phase.trainable_stages,
-            run.backbone.num_stages, trainable, ", ".join(f"{name} {lr:.3g}" for name, lr in base_lrs.items()),
+            "phase %d (steps %d-%d, epoch %d): %d of %d backbone stages train, %d trainable parameters; LR %s",
+            phase.index + 1, phase.start_step + 1, phase.end_step, step // fit.steps_per_epoch + 1,
+            phase.trainable_stages, run.backbone.num_stages, loop.trainable,
+            ", ".join(f"{name} {lr:.3g}" for name, lr in fit.base_lrs.items()),
         )
     set_train_mode(run.model, run.backbone, phase, cfg.finetune.bn)
     if phase.index != loop.wrapped_phase:
@@ -413,16 +457,10 @@ def _begin_epoch(loop: _Loop, epoch: int, first: bool) -> tuple[Fit, int]:
         loop.wrapped, loop.wrapped_phase = dist.wrap(run.model, run.device), phase.index
         if cfg.train.compile:  # compiled around DDP, as torch recommends; the plain model still evaluates and saves
             loop.wrapped = torch.compile(loop.wrapped)
-    loop.loaders.train_sampler.set_epoch(epoch)
-    if run.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(run.device)
-    fit = Fit(cfg, run.task, loop.wrapped, loop.optimizer, loop.scaler, loop.autocast, run.device, loop.stop,
-              loop.checkpoints.steps_per_epoch, phase, base_lrs, loop.checkpoints)
-    return fit, trainable
+    fit.model = loop.wrapped
 
 
-def _end_epoch(loop: _Loop, fit: Fit, state: TrainState, trained: EpochProgress, trainable: int,
-               started: float) -> bool:
+def _end_epoch(loop: _Loop, fit: Fit, state: TrainState, trained: EpochProgress, started: float) -> bool:
     """Validate the epoch just trained, log it, checkpoint it; True when early stopping ends the run."""
     run, t = loop.run, loop.run.cfg.train
     loss_sum, seen = dist.sum_over_ranks(float(trained.loss_total), trained.seen)  # the mean over all ranks
@@ -435,7 +473,8 @@ def _end_epoch(loop: _Loop, fit: Fit, state: TrainState, trained: EpochProgress,
                           f"{run.task.log_metrics}")
     min_delta = t.early_stopping.min_delta if t.early_stopping else 0.0
     improved = state.record(value, state.epoch + 1, 1.0 if t.monitor_mode == "max" else -1.0, min_delta)
-    row = {"epoch": state.epoch + 1, "phase": fit.phase.index + 1, "trainable_params": trainable}
+    row = {"epoch": state.epoch + 1, "step": state.step, "phase": fit.phase.index + 1,
+           "trainable_params": loop.trainable}
     row.update({f"lr/{g['name']}": g["lr"] for g in loop.optimizer.param_groups})
     row.update(train_loss=loss_sum / max(1, seen), val_loss=metrics.get("loss", ""))
     row.update({k: metrics[k] for k in run.task.log_metrics})
@@ -477,7 +516,7 @@ def _validate(loop: _Loop, fit: Fit, state: TrainState, trained: EpochProgress) 
 
 def _log_epoch(loop: _Loop, row: dict[str, Any], metrics: dict[str, Any]) -> None:
     """An epoch's row: log.csv and the trackers (rank 0), and one log line."""
-    run, t, epoch = loop.run, loop.run.cfg.train, row["epoch"]
+    run, epoch = loop.run, row["epoch"]
     if run.main:
         run.run_dir.log_row(row)
         loop.tracker.log_epoch(epoch, row)
@@ -485,7 +524,7 @@ def _log_epoch(loop: _Loop, row: dict[str, Any], metrics: dict[str, Any]) -> Non
                                 run.data.classes)
     log.info(
         "epoch %d/%d  train_loss %.4f  %s%s  %s img/s  %.1fs%s",
-        epoch, t.epochs, row["train_loss"], f"val_loss {metrics['loss']:.4f}  " if "loss" in metrics else "",
+        epoch, _epochs_to_run(loop), row["train_loss"], f"val_loss {metrics['loss']:.4f}  " if "loss" in metrics else "",
         "  ".join(f"{k} {metrics[k]:.4f}" for k in run.task.log_metrics), rate(row["img_per_s"]), row["seconds"],
         _memory_note(run.device),
     )

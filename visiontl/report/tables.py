@@ -52,7 +52,7 @@ MISSING_NOTE = {
 # Top-level entries of metrics.json that are not scalar metrics.
 NOT_SCALARS = ("best", "raw", "protocol", "confusion_matrix", "sklearn_head")
 # log.csv columns that are bookkeeping rather than val metrics.
-LOG_BOOKKEEPING = ("epoch", "phase", "trainable_params", "train_loss", "val_loss", "seconds", "train_seconds",
+LOG_BOOKKEEPING = ("epoch", "step", "phase", "trainable_params", "train_loss", "val_loss", "seconds", "train_seconds",
                    "img_per_s", "gpu_mem_gib")
 
 
@@ -184,13 +184,20 @@ def weights_summary(run: Run) -> str:
 
 
 def finetune_summary(run: Run) -> str:
+    """The strategy as configured, then the phases as they ran (run.json, in optimizer steps) where the run
+    recorded them: a budget shorter than the phases scales them, and only the ran ones are told."""
     strategy = run.setting("finetune.strategy", "?")
     if strategy == "partial":
-        return f"partial (first {run.setting('finetune.freeze_stages')} backbone stages frozen)"
-    if strategy == "staged":
+        written = f"partial (first {run.setting('finetune.freeze_stages')} backbone stages frozen)"
+    elif strategy == "staged":
         stages = [s for s in run.setting("finetune.stages") or [] if isinstance(s, dict)]
-        return "staged: " + "; then ".join(_phase_summary(s) for s in stages)
-    return str(strategy)
+        written = "staged: " + "; then ".join(_phase_summary(s) for s in stages)
+    else:
+        written = str(strategy)
+    ran = [p for p in run.info.get("phases") or [] if isinstance(p, dict)]
+    if not ran:
+        return written
+    return f"{written}. Ran: " + "; ".join(_ran_summary(p) for p in ran)
 
 
 def _phase_summary(phase: dict[str, Any]) -> str:
@@ -198,6 +205,16 @@ def _phase_summary(phase: dict[str, Any]) -> str:
     what = "head only" if unfreeze == 0 else "all stages" if unfreeze == "all" else f"deepest {unfreeze} stages"
     lr = f" at lr {phase['lr']}" if phase.get("lr") is not None else ""
     return f"{epochs} epoch{'' if epochs == 1 else 's'} {what}{lr}"
+
+
+def _ran_summary(phase: dict[str, Any]) -> str:
+    first, last, planned = phase.get("first_step"), phase.get("last_step"), phase.get("planned_steps")
+    stages, of = phase.get("trainable_stages"), phase.get("backbone_stages")
+    what = "head only" if stages == 0 else "all stages" if stages == of else f"deepest {stages} of {of} stages"
+    cut = ""
+    if isinstance(first, int) and isinstance(last, int) and isinstance(planned, int) and last - first + 1 < planned:
+        cut = f" (stopped before its {planned} steps)"
+    return f"phase {phase.get('phase')} steps {first}-{last} {what} at lr {phase.get('lr')}{cut}"
 
 
 def headline_tables(run: Run) -> list[Table]:
@@ -276,7 +293,7 @@ def epoch_table(run: Run) -> Table | None:
 def _format_log_cell(column: str, value: float | None) -> str:
     if value is None:
         return MISSING
-    if column in ("epoch", "phase", "trainable_params"):
+    if column in ("epoch", "step", "phase", "trainable_params"):
         return str(int(value))
     if column in ("seconds", "train_seconds", "img_per_s"):
         return f"{value:.1f}"
