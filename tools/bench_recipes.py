@@ -1,7 +1,8 @@
 """The starting recipes (configs/starting/) against a plain training loop and against themselves from scratch,
 per task, on the shipped data and a fixed step budget, in one invocation.
 
-    python tools/bench_recipes.py [--tasks classification segmentation detection] [--steps TASK=N ...] [--quick]
+    python tools/bench_recipes.py [--tasks classification segmentation detection] [--steps TASK=N ...]
+        [--runs recipe plain scratch] [--quick]
         [--bccd ../shared/datasets/bccd] [--camvid ../shared/datasets/camvid] [--out runs/bench_recipes]
 
 Workloads (each skipped, with a line saying so, when its dataset is missing):
@@ -58,6 +59,7 @@ from visiontl.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
+RUNS = {"recipe": "recipe", "plain": "plain loop", "scratch": "recipe, scratch"}
 CAMVID_CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",
                   "Bicyclist"]
 
@@ -176,6 +178,7 @@ def main() -> None:
                         "validation on 5%% of the train images")
     parser.add_argument("--steps", nargs="+", default=[], metavar="TASK=N", help="another step budget for a task "
                         "(segmentation=45)")
+    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS), help="which of the three to run")
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even where CUDA is available")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_recipes")
     args = parser.parse_args()
@@ -184,7 +187,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for w in workloads(args):
-        for label in ("recipe", "plain loop", "recipe, scratch"):
+        for label in [RUNS[r] for r in args.runs]:
             overrides = {**w.overrides, "run.dir": str(args.out / f"{w.task}_{label.replace(', ', '_').replace(' ', '_')}")}
             if label == "recipe, scratch":
                 overrides.update({"model.weights": "none", "finetune.strategy": "full"})
