@@ -204,6 +204,15 @@ def cmd_weights_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config_show(args: argparse.Namespace) -> int:
+    import yaml
+
+    from visiontl.config import load_config
+
+    print(yaml.safe_dump(load_config(args.config, args.overrides).to_dict(), sort_keys=False), end="")
+    return 0
+
+
 def cmd_data_preview(args: argparse.Namespace) -> int:
     from visiontl.config import load_config
     from visiontl.data.preview import preview
@@ -411,6 +420,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nproc", type=int, default=None, metavar="N", help="data-parallel training in N processes on "
                    "this machine: re-launches itself under torchrun (one per GPU; gloo on CPU); docs/distributed.md")
     p.set_defaults(func=cmd_train)
+
+    c = sub.add_parser("config", help="look at configs").add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = c.add_parser("show", help="the whole config a run would use: its base: chain merged, overrides applied, "
+                     "every default filled in (YAML)")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("overrides", nargs="*", help="key.path=value overrides")
+    p.set_defaults(func=cmd_config_show)
 
     p = sub.add_parser("evaluate", help="score a checkpoint on its val split (or data.val=...)")
     p.add_argument("checkpoint")

@@ -460,7 +460,51 @@ def _phase_lr(raw: dict[str, Any], stages: Any, strategy: Any) -> str:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
+    """The sections of a config file, with its `base:` chain merged in (see merge_recipe)."""
+    return _load_with_bases(Path(path), ())
+
+
+def _load_with_bases(path: Path, children: tuple[Path, ...]) -> dict[str, Any]:
+    raw = _read_yaml(path)
+    if BASE_KEY not in raw:
+        return raw
+    base = raw.pop(BASE_KEY)
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: {BASE_KEY}: must be the path of another config file (relative to this one), "
+                          f"got {printable(repr(base), 80)}")
+    base_path = path.parent / base
+    chain = (*children, path.resolve())
+    if base_path.resolve() in chain:
+        loop = " -> ".join(str(p) for p in (*chain, base_path.resolve()))
+        raise ConfigError(printable(f"{path}: {BASE_KEY}: {base} makes a cycle ({loop})", 400))
+    if not base_path.is_file():
+        raise ConfigError(printable(f"{path}: {BASE_KEY}: {base} not found (looked for {base_path})", 400))
+    return merge_recipe(_load_with_bases(base_path, chain), raw)
+
+
+# A config file may name the recipe it builds on; its own keys then change only what they name.
+BASE_KEY = "base"
+
+
+def merge_recipe(base: dict[str, Any], recipe: dict[str, Any]) -> dict[str, Any]:
+    """`recipe` on top of `base`: sections merge key by key at every depth, while a value that is not a
+    mapping (a number, a string, a list such as finetune.stages or data.classes) replaces the base's whole.
+    A recipe naming its own finetune.strategy drops the base's keys that only the base's strategy reads (its
+    stages, its freeze_stages), as a strategy given on the command line does (compose_strategy): a staged
+    recipe on a partial base does not inherit freeze_stages, nor a partial one the base's phases."""
+    merged = dict(base)
+    for key, value in recipe.items():
+        old = merged.get(key)
+        merged[key] = merge_recipe(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+    ft, own = merged.get("finetune"), recipe.get("finetune")
+    if isinstance(ft, dict) and isinstance(own, dict) and "strategy" in own:
+        for key, owner in STRATEGY_KEYS.items():
+            if owner != own["strategy"] and key not in own:
+                ft.pop(key, None)
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} not found")
     try:
@@ -596,6 +640,11 @@ def config_reference() -> str:
              "backbone (mobilenet_v3_small, ~240 bytes of activations per input pixel in bf16) already needs ~64 GB,",
              "and twice the side (~260 GB) more than any GPU holds. Seeds are 0 to 2**63 - 1 (a signed 64-bit",
              f"integer; torch's generators take 64 bits); step counts stop at {MAX_STEPS:,}.",
+             "",
+             f"`{BASE_KEY}: other.yaml` at the top of a file builds it on another recipe (a path relative to the file;",
+             "bases chain): sections merge key by key, any other value (a list too) replaces the base's, and a",
+             "finetune.strategy of the file's own drops the base's stages / freeze_stages. `visiontl config show FILE`",
+             "prints the merged result, which is what a run stores. configs/starting/ holds one recipe per task.",
              ""]
 
     def section(model: type[BaseModel], prefix: str) -> None:
