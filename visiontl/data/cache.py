@@ -34,9 +34,9 @@ def cache_budget(setting: bool | str, files: list[str], max_gb: float, processes
     the training processes of this machine (each caches its own copy). auto says when the set does not fit."""
     if setting is False:
         return None
-    if setting is True:
-        return max_gb * 1e9
     budget = max_gb * 1e9
+    if setting is True:
+        return budget
     available = available_memory()
     if available is not None:
         budget = min(budget, AUTO_MEMORY_SHARE * available)

@@ -358,13 +358,12 @@ def _make_loaders(run: _Run, train_set: Any, val_set: Any) -> _Loaders:
 def _fill_cache(run: _Run, files: list) -> None:
     """data.cache: decode `files` into memory before the loaders start (data/cache.py); run.cached keeps what
     this run put there, for `_fit` to drop when training ends."""
-    cfg = run.cfg
+    cfg, names = run.cfg, [str(f) for f in files]
     # torchrun's processes on this machine each hold a copy
-    budget = cache_budget(cfg.data.cache, [str(f) for f in files], cfg.data.cache_max_gb,
-                          int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    budget = cache_budget(cfg.data.cache, names, cfg.data.cache_max_gb, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     if budget is not None:
-        preload_images(files, budget, threads=max(1, cfg.train.workers), progress=cfg.train.progress)
-        run.cached = [str(f) for f in files]
+        preload_images(names, budget, threads=max(1, cfg.train.workers), progress=cfg.train.progress)
+        run.cached = names
 
 
 def _resume(run: _Run, optimizer: torch.optim.Optimizer, scaler: Any) -> TrainState:
