@@ -2,7 +2,7 @@
 per task, on the shipped data and a fixed step budget, in one invocation.
 
     python tools/bench_recipes.py [--tasks classification segmentation detection] [--steps TASK=N ...]
-        [--runs recipe plain scratch] [--quick]
+        [--runs recipe plain scratch] [--seeds 0 1] [--set KEY=VALUE ...] [--quick]
         [--bccd ../shared/datasets/bccd] [--camvid ../shared/datasets/camvid] [--out runs/bench_recipes]
 
 Workloads (each skipped, with a line saying so, when its dataset is missing):
@@ -24,7 +24,9 @@ Each workload runs three times, all with the same model, data, batch, optimizer,
   crop, flip, colour; classification: random resized crop, flip, colour), fp32;
 - `recipe, scratch`: the recipe with model.weights=none and finetune.strategy=full (freezing random stages
   would only handicap it).
-All are scored by the same evaluator (visiontl's task.evaluate on the same val loader) once the budget is
+Each arm runs once per seed (--seeds; train.seed for the recipe, the plain loop's init, shuffle and augmentation
+seed): the table gives every run and the mean per arm. `--set` adds overrides to the recipe runs (to try a change
+to a starting recipe before making it). All are scored by the same evaluator (visiontl's task.evaluate on the same val loader) once the budget is
 spent. Wall seconds count everything the run does (the recipe validates after each epoch too; the plain loop
 once); train seconds are the optimizer steps alone. Prints a markdown table and writes results.md /
 results.json into --out.
@@ -112,9 +114,9 @@ def workloads(args: argparse.Namespace) -> list[Workload]:
 # ---- the plain loop -------------------------------------------------------------------------------------
 
 
-def run_plain(w: Workload, cfg: Config, device: torch.device) -> dict[str, Any]:
+def run_plain(w: Workload, cfg: Config, device: torch.device, seed: int) -> dict[str, Any]:
     """The tutorial-style loop around visiontl's network and evaluator, for exactly w.steps optimizer steps."""
-    seed_everything(0, False)
+    seed_everything(seed, False)
     task = get_task(cfg)
     data = task.prepare_data(cfg)
     backbone = create_backbone(cfg.model.backbone, cfg.model.weights)
@@ -132,7 +134,7 @@ def run_plain(w: Workload, cfg: Config, device: torch.device) -> dict[str, Any]:
         dataset = TutorialClassification(vis_train, cfg.data.image_size, backbone.mean, backbone.std)
     loader = DataLoader(dataset, batch_size=cfg.train.batch_size, shuffle=True, num_workers=cfg.train.workers,
                         collate_fn=collate, worker_init_fn=worker_init, drop_last=True,
-                        generator=torch.Generator().manual_seed(0), persistent_workers=cfg.train.workers > 0)
+                        generator=torch.Generator().manual_seed(seed), persistent_workers=cfg.train.workers > 0)
     t = cfg.train
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer: torch.optim.Optimizer = (
@@ -179,34 +181,56 @@ def main() -> None:
     parser.add_argument("--steps", nargs="+", default=[], metavar="TASK=N", help="another step budget for a task "
                         "(segmentation=45)")
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS), help="which of the three to run")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="run every arm once per seed")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="settings",
+                        help="overrides for the recipe runs (data.augment=light)")
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even where CUDA is available")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_recipes")
     args = parser.parse_args()
     args.steps = {task: int(n) for task, _, n in (item.partition("=") for item in args.steps)}
+    settings = dict(item.partition("=")[::2] for item in args.settings)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for w in workloads(args):
-        for label in [RUNS[r] for r in args.runs]:
-            overrides = {**w.overrides, "run.dir": str(args.out / f"{w.task}_{label.replace(', ', '_').replace(' ', '_')}")}
+        for label, seed in itertools.product([RUNS[r] for r in args.runs], args.seeds):
+            name = f"{w.task}_{label.replace(', ', '_').replace(' ', '_')}_seed{seed}"
+            overrides = {**w.overrides, "train.seed": seed, "run.dir": str(args.out / name)}
+            if label != "plain loop":
+                overrides.update(settings)
             if label == "recipe, scratch":
                 overrides.update({"model.weights": "none", "finetune.strategy": "full"})
             started = time.perf_counter()
             if label == "plain loop":
                 cfg = vtl.load_config(w.recipe, overrides)
                 result = run_plain(w, cfg, torch.device("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available()
-                                                        else "cpu"))
+                                                        else "cpu"), seed)
             else:
                 result = run_recipe(w, overrides)
-            rows.append({"task": w.task, "run": label, "steps": w.steps, "metric": w.metrics[0], **result,
+            rows.append({"task": w.task, "run": label, "seed": seed, "steps": w.steps, "metric": w.metrics[0], **result,
                          "wall_seconds": time.perf_counter() - started})
             print(json.dumps(rows[-1]), flush=True)
             (args.out / "partial.json").write_text(json.dumps(rows, indent=1))  # what a time limit leaves behind
-    report(args.out, "starting recipes vs a plain loop vs scratch (same model, data, batch, optimizer, steps)",
-           ["task", "run", "steps", "val metric", "value", "second metric", "train s", "wall s"],
-           [[r["task"], r["run"], str(r["steps"]), r["metric"], f"{r[r['metric']]:.3f}",
-             ", ".join(f"{m} {r[m]:.3f}" for m in r if "/" in m and m != r["metric"] or m in ("pixel_accuracy", "macro_f1")),
-             f"{r['train_seconds']:.0f}", f"{r['wall_seconds']:.0f}"] for r in rows], rows)
+    extra = f"; recipe runs with {' '.join(args.settings)}" if args.settings else ""
+    report(args.out, f"starting recipes vs a plain loop vs scratch (same model, data, batch, optimizer, steps){extra}",
+           ["task", "run", "seeds", "steps", "val metric", "mean", "per seed", "second metric (mean)", "train s",
+            "wall s"], [summary(group) for _, group in itertools.groupby(rows, key=lambda r: (r["task"], r["run"]))],
+           rows)
+
+
+def summary(group: Any) -> list[str]:
+    """One table row per task and arm: the headline metric's mean and every seed's value."""
+    runs = list(group)
+    first, metric = runs[0], runs[0]["metric"]
+    seconds = [m for m in first if "/" in m and m != metric or m in ("pixel_accuracy", "macro_f1")]
+
+    def mean(key: str) -> float:
+        return sum(r[key] for r in runs) / len(runs)
+
+    return [first["task"], first["run"], " ".join(str(r["seed"]) for r in runs), str(first["steps"]), metric,
+            f"{mean(metric):.3f}", " / ".join(f"{r[metric]:.3f}" for r in runs),
+            ", ".join(f"{m} {mean(m):.3f}" for m in seconds), f"{mean('train_seconds'):.0f}",
+            f"{mean('wall_seconds'):.0f}"]
 
 
 if __name__ == "__main__":
