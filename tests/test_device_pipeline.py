@@ -123,14 +123,31 @@ def test_device_decoding_equals_the_workers_and_honours_exif(tmp_path: Path) -> 
     items = _items(len(dataset))
     cpu_images = _batches_cpu(dataset, PadCollate(IGNORE), items)[0]
     raw, images, _, index = _batches_device(dataset, items, decode_jpegs=True)
-    sent = {int(index[slot]) for slot, _ in raw.encoded}
+    sent = {int(index[slot]) for slot, _, _ in raw.encoded}
     assert sent == {0, 2}  # the EXIF-turned file was decoded in the worker
-    assert raw.pixels[[slot for slot, _ in raw.encoded]].eq(0).all()  # their pixels come from the bytes
+    assert raw.pixels[[slot for slot, _, _ in raw.encoded]].eq(0).all()  # their pixels come from the bytes
     assert (images - cpu_images).abs().max().item() <= TOLERANCE
+    assert all(name.endswith(("val_000.jpg", "val_002.jpg")) for _, _, name in raw.encoded)
 
     cache.preload_images(dataset.image_files(), 1e9, progress=False)  # data.cache: nothing left to decode
     raw, images, _, _ = _batches_device(dataset, items, decode_jpegs=True)
     assert raw.encoded == [] and (images - cpu_images).abs().max().item() <= TOLERANCE
+
+
+def test_a_file_the_device_decoder_refuses_is_decoded_as_the_workers_do(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from visiontl.data import device_pipeline
+
+    def refuse(data, device):
+        raise RuntimeError("nvjpeg: unsupported")
+
+    root = make_segmentation_folders(tmp_path / "d", train=0, val=2, seed=4)
+    dataset = _segmentation_set(root, "val", None, "none")
+    items = _items(len(dataset))
+    cpu_images = _batches_cpu(dataset, PadCollate(IGNORE), items)[0]
+    monkeypatch.setattr(device_pipeline, "decode_jpegs", refuse)
+    raw, images, _, _ = _batches_device(dataset, items, decode_jpegs=True)
+    assert len(raw.encoded) == 2 and (images - cpu_images).abs().max().item() <= TOLERANCE
 
 
 def test_no_device_decoding_where_geometry_comes_first(tmp_path: Path) -> None:

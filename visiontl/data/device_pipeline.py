@@ -107,7 +107,7 @@ class DeviceImages:
     jitter: torch.Tensor  # B x 4: brightness, contrast, saturation factors, hue shift (IDENTITY: untouched)
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    encoded: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (slot in the batch, JPEG bytes)
+    encoded: list[tuple[int, torch.Tensor, str]] = field(default_factory=list)  # (slot in the batch, JPEG bytes, file)
 
     def __len__(self) -> int:
         return self.pixels.shape[0]
@@ -127,7 +127,7 @@ class DeviceImages:
         if self.encoded:
             if pixels.data_ptr() == self.pixels.data_ptr():  # on the CPU: the batch itself stays as the workers left it
                 pixels = pixels.clone()
-            for (slot, _), decoded in zip(self.encoded, decode_jpegs([b for _, b in self.encoded], device)):
+            for (slot, _, _), decoded in zip(self.encoded, self._decoded(device)):
                 pixels[slot, :, : decoded.shape[-2], : decoded.shape[-1]] = decoded
         x = pixels.float().div_(255.0)
         sizes = self.sizes.tolist()
@@ -144,8 +144,17 @@ class DeviceImages:
             size = self.sizes.to(device, non_blocking=True)
             rows = torch.arange(height, device=device).view(1, height, 1) < size[:, 0].view(-1, 1, 1)
             cols = torch.arange(width, device=device).view(1, 1, width) < size[:, 1].view(-1, 1, 1)
-            x = x * (rows & cols).unsqueeze(1)
+            x = x.masked_fill_(~(rows & cols).unsqueeze(1), 0.0)
         return x
+
+    def _decoded(self, device: torch.device) -> list[torch.Tensor]:
+        """The JPEGs of `encoded`, decoded on `device` in one call; where that decoder fails, by the workers'
+        decoder, one by one, so a bad file is named (they all passed the checks before training)."""
+        try:
+            return decode_jpegs([data for _, data, _ in self.encoded], device)
+        except RuntimeError:
+            return [torch.from_numpy(images.decode_image_file(name)).permute(2, 0, 1).to(device)
+                    for _, _, name in self.encoded]
 
 
 def color_jitter(image: torch.Tensor, brightness: float, contrast: float, saturation: float, hue: float) -> torch.Tensor:
@@ -211,7 +220,7 @@ class DeviceItems(Dataset):
         pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
         return pixels, target, index, jitter, tuple(image.shape[:2])
 
-    def _encoded(self, index: int) -> torch.Tensor | None:
+    def _encoded(self, index: int) -> tuple[torch.Tensor, str] | None:
         """The bytes of image `index` when the device can decode it as read_image would, else None."""
         path = self.inner.file_of(index)
         if Path(path).suffix.lower() not in (".jpg", ".jpeg") or str(path) in images.CACHE or images.EMBEDDED:
@@ -223,7 +232,7 @@ class DeviceItems(Dataset):
                     return None
         except Exception:  # noqa: BLE001 (the worker's own decoding then says what is wrong, naming the file)
             return None
-        return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        return torch.frombuffer(bytearray(data), dtype=torch.uint8), str(path)
 
     def collate(self, batch: list[Any]) -> tuple[DeviceImages, torch.Tensor, torch.Tensor]:
         """(DeviceImages, labels or masks, indices); segmentation pads to the batch's largest image rounded up
@@ -238,8 +247,8 @@ class DeviceItems(Dataset):
         pixels = torch.zeros((len(batch), 3, h, w), dtype=torch.uint8)
         encoded = []
         for k, (im, (ih, iw)) in enumerate(zip(images_, sizes)):
-            if im.dim() == 1:
-                encoded.append((k, im))
+            if isinstance(im, tuple):
+                encoded.append((k, *im))
             else:
                 pixels[k, :, :ih, :iw] = im
         if self.segmentation:
