@@ -36,6 +36,7 @@ from torch.utils.data import Dataset
 
 from visiontl.data import images
 from visiontl.data.sampling import split_item
+from visiontl.data.segmentation import SegmentationDataset
 from visiontl.errors import ConfigError
 
 PIPELINES = ("cpu", "device")
@@ -191,7 +192,7 @@ class DeviceItems(Dataset):
     def __init__(self, dataset: Dataset, decode_jpegs: bool = False):
         self.inner = dataset
         self.split = split_transform(dataset.transform)
-        self.segmentation = hasattr(dataset, "ignore_index")
+        self.segmentation = isinstance(dataset, SegmentationDataset)
         self.decode_jpegs = decode_jpegs and self.segmentation and not self.split.geometry.transforms
 
     def __len__(self) -> int:
