@@ -110,6 +110,30 @@ def test_segmentation_matches_the_cpu_path_padding_included(tmp_path: Path, crop
     assert torch.equal(masks, cpu_masks) and (masks == IGNORE).any()
 
 
+@pytest.mark.parametrize("kind", ["classification", "segmentation"])
+def test_standard_geometry_is_the_cpu_paths(tmp_path: Path, kind: str) -> None:
+    """Random resized crops (classification), random scale + crop (segmentation) and flips: the same per-sample
+    seed gives the same geometry. The CPU path's jitter is turned off (it is the last op before Normalize, so
+    its draws come after every geometric one); the device path's samples whose jitter was not drawn compare."""
+    from visiontl.tasks.classification import collate
+
+    if kind == "classification":
+        dataset, pad = _classification_set(tmp_path, "standard", True), collate
+    else:
+        root = make_segmentation_folders(tmp_path / "s", train=8, val=0, size=(90, 70))
+        dataset, pad = _segmentation_set(root, "train", 48, "standard"), PadCollate(IGNORE)
+    items = _items(len(dataset), epoch=2)
+    raw, images, _, _ = _batches_device(dataset, items)
+    jitter = [op for op in dataset.transform.transforms if type(op).__name__ == "ColorJitter"][0]
+    jitter.p = 0.0
+    cpu_images = _batches_cpu(dataset, pad, items)[0]
+    plain = [k for k, j in enumerate(raw.jitter.tolist()) if tuple(j) == IDENTITY]
+    assert 0 < len(plain) < len(items)
+    assert (images[plain] - cpu_images[plain]).abs().max().item() <= TOLERANCE
+    unplain = [k for k in range(len(items)) if k not in plain]
+    assert (images[unplain] - cpu_images[unplain]).abs().max().item() > 1e-3  # jittered: another image
+
+
 def test_device_decoding_equals_the_workers_and_honours_exif(tmp_path: Path) -> None:
     """The bytes path (nvjpeg on CUDA) run here on the CPU decoder: the logic (slots, sizes, padding, the files
     that must stay in the workers) is the same."""
