@@ -211,14 +211,35 @@ def test_color_jitter_ranges_and_identity() -> None:
         assert 0.8 <= b <= 1.2 and 0.8 <= c <= 1.2 and 0.8 <= s <= 1.2 and -0.02 <= h <= 0.02
     assert draws == [ranges.draw(seed) for seed in range(2000)]  # a function of the seed alone
 
-    image = torch.rand(3, 17, 23, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(color_jitter(image, *IDENTITY), image)
-    brighter = color_jitter(image, 1.2, 1.0, 1.0, 0.0)
-    assert torch.allclose(brighter, (image * 1.2).clamp(0, 1))
-    for factors in applied[:20]:
-        out = color_jitter(image, *factors)
-        assert out.min() >= 0 and out.max() <= 1
-        assert (out - image).abs().max() <= 0.5  # +-20 % factors and a 2 % hue turn move no pixel further
+    images = torch.rand(4, 3, 17, 23, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(color_jitter(images, torch.tensor([IDENTITY] * 4)), images)
+    brighter = color_jitter(images, torch.tensor([(1.2, 1.0, 1.0, 0.0)] * 4))
+    assert torch.equal(brighter, (images * 1.2).clamp(0, 1))
+    factors = torch.tensor(applied[:4])
+    out = color_jitter(images, factors)
+    assert out.min() >= 0 and out.max() <= 1
+    assert (out - images).abs().max() <= 0.5  # +-20 % factors and a 2 % hue turn move no pixel further
+    for k in range(4):  # batched, each image gets torchvision's own adjust_* with its factors, in that order
+        assert (out[k] - _torchvision_jitter(images[k], *applied[k])).abs().max() <= 1e-5
+
+
+def _torchvision_jitter(image: torch.Tensor, brightness: float, contrast: float, saturation: float,
+                        hue: float) -> torch.Tensor:
+    from torchvision.transforms.v2 import functional as F
+
+    image = F.adjust_contrast(F.adjust_brightness(image, brightness), contrast)
+    return F.adjust_hue(F.adjust_saturation(image, saturation), hue)
+
+
+def test_contrast_takes_its_mean_over_the_image_not_the_padding() -> None:
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    region = torch.zeros(2, 1, 32, 32, dtype=torch.bool)
+    region[0, :, :20, :25] = True
+    region[1] = True
+    factors = [(1.1, 0.85, 1.15, 0.01), (0.9, 1.2, 0.8, -0.015)]
+    out = color_jitter(images, torch.tensor(factors), region)
+    assert (out[0, :, :20, :25] - _torchvision_jitter(images[0, :, :20, :25], *factors[0])).abs().max() <= 1e-5
+    assert (out[1] - _torchvision_jitter(images[1], *factors[1])).abs().max() <= 1e-5
 
 
 def test_finish_jitters_only_the_image_not_the_padding() -> None:

@@ -131,21 +131,22 @@ class DeviceImages:
             for (slot, _, _), decoded in zip(self.encoded, self._decoded(device)):
                 pixels[slot, :, : decoded.shape[-2], : decoded.shape[-1]] = decoded
         x = pixels.float().div_(255.0)
-        sizes = self.sizes.tolist()
-        jitter = self.jitter.tolist()
-        for k, factors in enumerate(jitter):
-            if tuple(factors) != IDENTITY:
-                h, w = sizes[k]
-                x[k, :, :h, :w] = color_jitter(x[k, :, :h, :w], *factors)
-        mean = torch.tensor(self.mean, device=device, dtype=torch.float32).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=device, dtype=torch.float32).view(1, -1, 1, 1)
-        x = x.sub_(mean).div_(std)
         height, width = x.shape[-2:]
-        if any(h != height or w != width for h, w in sizes):
+        region = None
+        if any(h != height or w != width for h, w in self.sizes.tolist()):
             size = self.sizes.to(device, non_blocking=True)
             rows = torch.arange(height, device=device).view(1, height, 1) < size[:, 0].view(-1, 1, 1)
             cols = torch.arange(width, device=device).view(1, 1, width) < size[:, 1].view(-1, 1, 1)
-            x = x.masked_fill_(~(rows & cols).unsqueeze(1), 0.0)
+            region = (rows & cols).unsqueeze(1)
+        jittered = [k for k, factors in enumerate(self.jitter.tolist()) if tuple(factors) != IDENTITY]
+        if jittered:
+            pick = torch.tensor(jittered, device=device)
+            x[pick] = color_jitter(x[pick], self.jitter[jittered], region[pick] if region is not None else None)
+        mean = torch.tensor(self.mean, device=device, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=device, dtype=torch.float32).view(1, -1, 1, 1)
+        x = x.sub_(mean).div_(std)
+        if region is not None:  # the CPU path pads normalised images with zeros
+            x = x.masked_fill_(~region, 0.0)
         return x
 
     def _decoded(self, device: torch.device) -> list[torch.Tensor]:
@@ -158,20 +159,39 @@ class DeviceImages:
                     for _, _, name in self.encoded]
 
 
-def color_jitter(image: torch.Tensor, brightness: float, contrast: float, saturation: float, hue: float) -> torch.Tensor:
-    """One float image in [0, 1] (3 x H x W), in the fixed order brightness, contrast, saturation, hue; a factor
-    of 1 (hue 0) leaves the image exactly as it is."""
-    from torchvision.transforms.v2 import functional as F
+def color_jitter(images: torch.Tensor, factors: torch.Tensor, region: torch.Tensor | None = None) -> torch.Tensor:
+    """Float images in [0, 1] (B x 3 x H x W), each with its own factors (B x 4: brightness, contrast,
+    saturation, hue shift), batched, in the fixed order brightness, contrast, saturation, hue; the formulas are
+    torchvision.transforms.v2.functional's adjust_* (tests compare). `region` (B x 1 x H x W, bool): each image's
+    real pixels, over which contrast takes its mean (batch padding must not darken it). An op whose factors are
+    all the identity is skipped, so IDENTITY leaves an image exactly as it is. `factors` stay on the CPU: which
+    ops run is decided without waiting for the device."""
+    on_device = factors.to(images.device, non_blocking=True)
+    b, c, s, h = (on_device[:, i].view(-1, 1, 1, 1) for i in range(4))
+    x = images
+    if (factors[:, 0] != 1).any():
+        x = (x * b).clamp_(0.0, 1.0)
+    if (factors[:, 1] != 1).any():
+        gray = _grayscale(x)
+        if region is None:
+            mean = gray.mean(dim=(-3, -2, -1), keepdim=True)
+        else:
+            mean = (gray * region).sum(dim=(-3, -2, -1), keepdim=True) / region.sum(dim=(-3, -2, -1), keepdim=True)
+        x = (c * x + (1.0 - c) * mean).clamp_(0.0, 1.0)
+    if (factors[:, 2] != 1).any():
+        x = (s * x + (1.0 - s) * _grayscale(x)).clamp_(0.0, 1.0)
+    if (factors[:, 3] != 0).any():
+        # torchvision's public adjust_hue takes one shift for the whole batch; its HSV conversions take any
+        from torchvision.transforms.v2.functional._color import _hsv_to_rgb, _rgb_to_hsv
 
-    if brightness != 1.0:
-        image = F.adjust_brightness(image, brightness)
-    if contrast != 1.0:
-        image = F.adjust_contrast(image, contrast)
-    if saturation != 1.0:
-        image = F.adjust_saturation(image, saturation)
-    if hue != 0.0:
-        image = F.adjust_hue(image, hue)
-    return image
+        hue, sat, val = _rgb_to_hsv(x).unbind(dim=-3)
+        x = _hsv_to_rgb(torch.stack(((hue + h[:, 0]).remainder_(1.0), sat, val), dim=-3))
+    return x
+
+
+def _grayscale(x: torch.Tensor) -> torch.Tensor:
+    r, g, b = x.unbind(dim=-3)
+    return r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114).unsqueeze(dim=-3)
 
 
 def decode_jpegs(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
