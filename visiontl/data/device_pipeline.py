@@ -10,8 +10,8 @@ difference 1e-5, tests/test_device_pipeline.py), padding included.
 
 Colour jitter keeps the CPU path's ranges and probability but is not pixel-identical to albumentations'
 ColorJitter: its factors are drawn in the worker from the sample's own seed (so they do not depend on the
-worker count) and applied on the device to float pixels in [0, 1], always in the order brightness, contrast,
-saturation, hue (albumentations shuffles the order and works on uint8).
+worker count) and applied on the device to float pixels in [0, 1], batched, always in the order brightness,
+contrast, saturation, hue (albumentations shuffles the order and works on uint8).
 
 JPEG decoding on the device (nvjpeg) happens only where it is exact and needs no geometry before the
 normalisation: the validation images of segmentation (kept at their own size), on a CUDA device, for RGB
@@ -39,8 +39,6 @@ from visiontl.data.sampling import split_item
 from visiontl.data.segmentation import SegmentationDataset
 from visiontl.errors import ConfigError
 
-PIPELINES = ("cpu", "device")
-DEVICE_TASKS = ("classification", "segmentation")
 IDENTITY = (1.0, 1.0, 1.0, 0.0)  # brightness, contrast, saturation factors and hue shift that change nothing
 
 
@@ -258,7 +256,7 @@ class DeviceItems(Dataset):
     def collate(self, batch: list[Any]) -> tuple[DeviceImages, torch.Tensor, torch.Tensor]:
         """(DeviceImages, labels or masks, indices); segmentation pads to the batch's largest image rounded up
         to 32 (masks with ignore_index), as PadCollate does."""
-        images_, targets, index, jitter, sizes = zip(*batch)
+        pictures, targets, index, jitter, sizes = zip(*batch)
         if self.segmentation:
             stride = 32
             h = math.ceil(max(s[0] for s in sizes) / stride) * stride
@@ -267,7 +265,7 @@ class DeviceItems(Dataset):
             h, w = sizes[0]
         pixels = torch.zeros((len(batch), 3, h, w), dtype=torch.uint8)
         encoded = []
-        for k, (im, (ih, iw)) in enumerate(zip(images_, sizes)):
+        for k, (im, (ih, iw)) in enumerate(zip(pictures, sizes)):
             if isinstance(im, tuple):
                 encoded.append((k, *im))
             else:
