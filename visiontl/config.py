@@ -186,6 +186,12 @@ class DataConfig(_Strict):
         "caches up to data.cache_max_gb; auto only when the whole decoded set fits data.cache_max_gb and a quarter of "
         "the available memory, shared by the machine's training processes; false never")
     cache_max_gb: float = _f(8.0, "data.cache: decoded bytes at most; images beyond it are decoded as usual", gt=0.0)
+    augment_on: Literal["cpu", "device"] = _f(
+        "cpu", "classification, segmentation: where augmentation runs. cpu: the DataLoader workers decode, augment "
+        "and normalise; device: the workers decode and do the geometry (resize, crops, flips) on uint8, and colour "
+        "jitter and normalisation run batched on the training device (segmentation val JPEGs are decoded there on "
+        "CUDA). Same tensors up to float rounding without colour jitter; jitter has the same ranges, not the same "
+        "pixels. cpu stays the default until a GPU measurement says otherwise (docs/performance.md)")
     # The pixel budget of inference (docs/serve.md); le: visiontl.data.images.MAX_PIXELS, what is read at all.
     max_pixels: int = _f(120_000_000, "predict, serve: an image whose header declares more pixels (width x height) "
                          "is refused before it is decoded (120 M: a 100-megapixel photo fits; --max-pixels overrides)",
@@ -349,6 +355,12 @@ class Config(_Strict):
         if self.train.compile and self.task in ("detection", "instance_segmentation"):
             raise ValueError("train.compile is for classification and segmentation: torchvision's detectors change "
                              "shapes and control flow per image, so compiling them recompiles instead of speeding up")
+        if self.data.augment_on == "device" and self.task not in ("classification", "segmentation"):
+            raise ValueError(f"data.augment_on 'device' is for classification and segmentation, not task {self.task!r}: "
+                             "detection keeps its boxes in the CPU workers' augmentation; use data.augment_on cpu")
+        if self.data.augment_on == "device" and self.task == "segmentation" and self.data.augment == "strong":
+            raise ValueError("data.augment_on 'device' has no device version of the 'strong' preset's blur; use "
+                             "data.augment standard, or data.augment_on cpu")
         if self.task != "classification" and self.model.head != "linear":
             raise ValueError(f"model.head {self.model.head!r} is a classification head; task {self.task!r} uses model.arch")
         if self.finetune.strategy == "feature_extraction" and self.model.weights == "none":

@@ -142,10 +142,14 @@ class ClassificationDataset(Dataset):
     def file_of(self, index: int) -> str:
         return str(self.samples[index].path)
 
+    def load(self, index: int) -> tuple[np.ndarray, int]:
+        """The decoded image (HxWx3 uint8) and label of `index`, before any transform."""
+        sample = self.samples[index]
+        return read_image(sample.path), sample.label
+
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int, int]:
         index, seed = split_item(item)
-        sample = self.samples[index]
+        image, label = self.load(index)
         self.transform.set_random_seed(seed)
-        image = self.transform(image=read_image(sample.path))["image"]
-        return image, sample.label, index
+        return self.transform(image=image)["image"], label, index
 

@@ -76,11 +76,15 @@ class SegmentationDataset(Dataset):
         return str(self.samples[index].image) if self.samples is not None else str(self.coco.image_path(self.coco.images[index]))
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.load_image(index), self.load_mask(index)
+
+    def load_image(self, index: int) -> np.ndarray:
+        return read_image(self.names(index))
+
+    def load_mask(self, index: int) -> np.ndarray:
         if self.samples is not None:
-            s = self.samples[index]
-            return read_image(s.image), read_mask(s.mask, self.palette, self.ignore_index)
-        record = self.coco.images[index]
-        return read_image(self.coco.image_path(record)), coco_semantic_mask(self.coco, record.id, self.label_of, self.ignore_index)
+            return read_mask(self.samples[index].mask, self.palette, self.ignore_index)
+        return coco_semantic_mask(self.coco, self.coco.images[index].id, self.label_of, self.ignore_index)
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
         index, seed = split_item(item)

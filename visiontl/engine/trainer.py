@@ -27,6 +27,8 @@ from visiontl.backbones import create_backbone
 from visiontl.config import Config, with_absolute_paths
 from visiontl.data.sampling import EpochSampler, GroupedBatchSampler
 from visiontl.data.cache import cache_budget, preload_images, release
+from visiontl.data.device_pipeline import DeviceItems
+from visiontl.data.device_pipeline import describe as describe_pipeline
 from visiontl.engine import distributed as dist
 from visiontl.engine.checkpoint import load_checkpoint
 from visiontl.engine.environment import Stopwatch
@@ -346,13 +348,24 @@ def _make_loaders(run: _Run, train_set: Any, val_set: Any) -> _Loaders:
     # Training and validation are sharded across ranks (distributed.py says how).
     groups = task.batch_groups(train_set)
     epoch_sampler = dist.shard(train_sampler)
-    train_loader = make_loader(SkipBadImages(train_set) if cfg.data.on_bad_image == "skip" else train_set,
-                               epoch_sampler, t.batch_size, t.workers, task.collate, run.device, groups, resumable=True)
-    val_loader = make_loader(val_set, dist.val_shard(val_sampler, t.batch_size), t.batch_size, t.workers,
-                             task.collate, run.device)
+    (train_items, train_collate), (val_items, val_collate) = (_loader_items(run, s) for s in (train_set, val_set))
+    train_loader = make_loader(SkipBadImages(train_items) if cfg.data.on_bad_image == "skip" else train_items,
+                               epoch_sampler, t.batch_size, t.workers, train_collate, run.device, groups, resumable=True)
+    val_loader = make_loader(val_items, dist.val_shard(val_sampler, t.batch_size), t.batch_size, t.workers,
+                             val_collate, run.device)
+    log.info("%s", describe_pipeline(cfg.data.augment_on, cfg.task, run.device, run.device.type == "cuda"))
     if dist.active():
         log.info("validation: %s", dist.describe_shards(len(val_sampler), t.batch_size, dist.world_size()))
     return _Loaders(train_loader, val_loader, val_set, epoch_sampler, len(train_sampler), len(val_sampler))
+
+
+def _loader_items(run: _Run, dataset: Any) -> tuple[Any, Callable[[list[Any]], Any]]:
+    """What a loader of `dataset` reads, and its collate: the dataset itself, or under data.augment_on device
+    its uint8 items, finished on the device by the task (data/device_pipeline.py)."""
+    if run.cfg.data.augment_on == "cpu":
+        return dataset, run.task.collate
+    items = DeviceItems(dataset, decode_jpegs=run.device.type == "cuda")
+    return items, items.collate
 
 
 def _fill_cache(run: _Run, files: list) -> None:

@@ -23,6 +23,7 @@ from visiontl.data import dataset_root, relative_file
 from visiontl.data.augment import classification_transform
 from visiontl.data.classification import (ClassificationDataset, Sample, check_every_class, class_counts,
                                           discover_classes, load_split)
+from visiontl.data.device_pipeline import DeviceImages, to_device
 from visiontl.data.holdout import Holdout, choose, relative_name
 from visiontl.engine import distributed as dist
 from visiontl.evaluation.classification import ClassificationMetrics
@@ -221,8 +222,8 @@ def collate(batch: list[Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     return torch.stack(images), torch.as_tensor(labels), torch.as_tensor(index)
 
 
-def _to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    images = images.to(device, non_blocking=True)
+def _to_device(images: torch.Tensor | DeviceImages, device: torch.device) -> torch.Tensor:
+    images = to_device(images, device)
     return images.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else images
 
 

@@ -19,6 +19,7 @@ from visiontl.backbones import Backbone
 from visiontl.config import Config
 from visiontl.data import dataset_root, relative_file
 from visiontl.data.annotations import AnnotationSet, LabelMap, ReadReport
+from visiontl.data.device_pipeline import to_device
 from visiontl.data.holdout import Holdout, choose, relative_name
 from visiontl.data.masks import MaskSample, check_pairs, find_pairs
 from visiontl.data.segmentation import PadCollate, SegmentationDataset, segmentation_transform
@@ -148,7 +149,7 @@ class SegmentationTask:
 
     def loss(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int]:
         images, masks, _ = batch
-        images = images.to(device, non_blocking=True)
+        images = to_device(images, device)
         if device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
         logits = model(images).float()
@@ -163,7 +164,7 @@ class SegmentationTask:
         losses, pixels = [], []  # per batch with labelled pixels: added up once, in batch order, whoever scored them
         records = []
         for images, masks, index in loader:
-            images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
+            images, masks = to_device(images, device), masks.to(device, non_blocking=True)
             with autocast:
                 logits = model(images).float()
             labelled = (masks != ignore).sum()
