@@ -154,8 +154,32 @@ def test_device_decoding_equals_the_workers_and_honours_exif(tmp_path: Path) -> 
     assert all(name.endswith(("val_000.jpg", "val_002.jpg")) for _, _, name in raw.encoded)
 
     cache.preload_images(dataset.image_files(), 1e9, progress=False)  # data.cache: nothing left to decode
-    raw, images, _, _ = _batches_device(dataset, items, decode_jpegs=True)
+    try:
+        raw, images, _, _ = _batches_device(dataset, items, decode_jpegs=True)
+    finally:
+        cache.release(dataset.image_files())
     assert raw.encoded == [] and (images - cpu_images).abs().max().item() <= TOLERANCE
+
+
+def test_an_image_embedded_in_an_annotation_file_is_decoded_by_the_workers(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """labelme's imageData has no file for the device to read; another set's embedded images change nothing."""
+    import base64
+
+    from visiontl.data import images as image_files
+
+    root = make_segmentation_folders(tmp_path / "d", train=0, val=3, seed=4)
+    embedded = root / "images" / "val" / "val_001.jpg"
+    monkeypatch.setattr(image_files, "EMBEDDED", {})
+    image_files.embed(tmp_path / "elsewhere" / "other.jpg", base64.b64encode(b"not read").decode())
+    dataset = _segmentation_set(root, "val", None, "none")
+    items = _items(len(dataset))
+    cpu_images = _batches_cpu(dataset, PadCollate(IGNORE), items)[0]
+    image_files.embed(embedded, base64.b64encode(embedded.read_bytes()).decode())
+    embedded.unlink()
+    raw, images, _, index = _batches_device(dataset, items, decode_jpegs=True)
+    assert {int(index[slot]) for slot, _, _ in raw.encoded} == {0, 2}
+    assert (images - cpu_images).abs().max().item() <= TOLERANCE
 
 
 def test_a_file_the_device_decoder_refuses_is_decoded_as_the_workers_do(tmp_path: Path,

@@ -242,9 +242,9 @@ class DeviceItems(Dataset):
     def _encoded(self, index: int) -> tuple[torch.Tensor, str] | None:
         """The bytes of image `index` when the device can decode it as read_image would, else None."""
         path = self.inner.file_of(index)
-        if Path(path).suffix.lower() not in (".jpg", ".jpeg") or str(path) in images.CACHE or images.EMBEDDED:
+        if Path(path).suffix.lower() not in (".jpg", ".jpeg") or str(path) in images.CACHE:
             return None
-        try:
+        try:  # an image embedded in an annotation file has no file to read: it is decoded by the workers
             data = Path(path).read_bytes()
             with images.open_image(io.BytesIO(data), name=path) as im:
                 if im.format != "JPEG" or im.mode != "RGB" or images.orientation(im) != 1:
