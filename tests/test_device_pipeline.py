@@ -336,20 +336,13 @@ def test_sharded_validation_under_torchrun_equals_one_cpu_path_evaluation(tmp_pa
     """Two ranks (gloo) train and validate through the device path, each scoring its shard of val images of
     their own size; one process evaluating the saved model through the CPU path gets the same metrics, up to
     float rounding."""
-    from test_distributed import torchrun
-    from visiontl.engine.inference import evaluate_checkpoint
+    from test_distributed import evaluate_in_one_process, torchrun
 
     root = make_segmentation_folders(tmp_path / "data", train=6, val=5)
     run = tmp_path / "run"
     proc, _ = torchrun(seg_config(root, run, data={"augment_on": "device", "augment": "light"},
                                   train={"epochs": 1, "batch_size": 2}), tmp_path)
     assert "data.augment_on device:" in (run / "train.log").read_text()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each rank ran (OMP_NUM_THREADS=1)
-    try:
-        evaluate_checkpoint(run / "checkpoints" / "last.pt", [], tmp_path / "one_process")
-    finally:
-        torch.set_num_threads(threads)
-    ranks, one = (json.loads((folder / "metrics.json").read_text()) for folder in (run, tmp_path / "one_process"))
+    ranks, one = evaluate_in_one_process(run, tmp_path / "one_process")
     assert ranks["confusion_matrix"] == one["confusion_matrix"]
     assert ranks["mIoU"] == pytest.approx(one["mIoU"], abs=1e-9) and ranks["loss"] == pytest.approx(one["loss"], rel=1e-5)

@@ -65,17 +65,23 @@ def assert_one_run(run: Path, digests: Path, epochs: int) -> None:
     assert ranks["rank0.sha256"] == ranks["rank1.sha256"] == saved
 
 
+def evaluate_in_one_process(run: Path, out: Path) -> tuple[dict, dict]:
+    """metrics.json of the run (scored by its ranks) and of one process evaluating its last.pt into `out`, with
+    one thread as each rank ran (OMP_NUM_THREADS=1)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        evaluate_checkpoint(run / "checkpoints" / "last.pt", [], out)
+    finally:
+        torch.set_num_threads(threads)
+    return tuple(json.loads((folder / "metrics.json").read_text()) for folder in (run, out))
+
+
 def assert_one_process_evaluation(run: Path, tmp_path: Path) -> None:
     """The run's final evaluation, made by two ranks each scoring its shard of the val set, is exactly what one
     process scoring the saved model over the whole val set gives: metrics.json (loss included, to the last bit)
     and eval_images.json."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each rank ran (OMP_NUM_THREADS=1)
-    try:
-        evaluate_checkpoint(run / "checkpoints" / "last.pt", [], tmp_path / "one_process")
-    finally:
-        torch.set_num_threads(threads)
-    ranks, one = (json.loads((folder / "metrics.json").read_text()) for folder in (run, tmp_path / "one_process"))
+    ranks, one = evaluate_in_one_process(run, tmp_path / "one_process")
     for key in ("best", "checkpoint", "split"):  # what train and evaluate add beside the evaluation
         ranks.pop(key, None)
         one.pop(key, None)
