@@ -22,7 +22,6 @@ The workers send those files' bytes; every other image is decoded by the workers
 from __future__ import annotations
 
 import io
-import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ from torch.utils.data import Dataset
 
 from visiontl.data import images
 from visiontl.data.sampling import split_item
-from visiontl.data.segmentation import SegmentationDataset
+from visiontl.data.segmentation import PadCollate, SegmentationDataset
 from visiontl.errors import ConfigError
 
 IDENTITY = (1.0, 1.0, 1.0, 0.0)  # brightness, contrast, saturation factors and hue shift that change nothing
@@ -212,6 +211,7 @@ class DeviceItems(Dataset):
         self.split = split_transform(dataset.transform)
         self.segmentation = isinstance(dataset, SegmentationDataset)
         self.decode_jpegs = decode_jpegs and self.segmentation and not self.split.geometry.transforms
+        self.pad = PadCollate(dataset.ignore_index) if self.segmentation else None  # the CPU path's padding
 
     def __len__(self) -> int:
         return len(self.inner)
@@ -254,15 +254,10 @@ class DeviceItems(Dataset):
         return torch.frombuffer(bytearray(data), dtype=torch.uint8), str(path)
 
     def collate(self, batch: list[Any]) -> tuple[DeviceImages, torch.Tensor, torch.Tensor]:
-        """(DeviceImages, labels or masks, indices); segmentation pads to the batch's largest image rounded up
-        to 32 (masks with ignore_index), as PadCollate does."""
+        """(DeviceImages, labels or masks, indices); segmentation pads as PadCollate does, to the batch's
+        largest image rounded up to its stride (masks with ignore_index)."""
         pictures, targets, index, jitter, sizes = zip(*batch)
-        if self.segmentation:
-            stride = 32
-            h = math.ceil(max(s[0] for s in sizes) / stride) * stride
-            w = math.ceil(max(s[1] for s in sizes) / stride) * stride
-        else:
-            h, w = sizes[0]
+        h, w = self.pad.padded_size(sizes) if self.pad is not None else sizes[0]
         pixels = torch.zeros((len(batch), 3, h, w), dtype=torch.uint8)
         encoded = []
         for k, (im, (ih, iw)) in enumerate(zip(pictures, sizes)):
@@ -270,12 +265,7 @@ class DeviceItems(Dataset):
                 encoded.append((k, *im))
             else:
                 pixels[k, :, :ih, :iw] = im
-        if self.segmentation:
-            out_targets = torch.full((len(batch), h, w), self.inner.ignore_index, dtype=torch.int64)
-            for k, m in enumerate(targets):
-                out_targets[k, : m.shape[-2], : m.shape[-1]] = m
-        else:
-            out_targets = torch.as_tensor(targets)
+        out_targets = self.pad.pad_masks(targets, (h, w)) if self.pad is not None else torch.as_tensor(targets)
         batch_images = DeviceImages(pixels, torch.tensor(sizes, dtype=torch.int64),
                                     torch.tensor(jitter, dtype=torch.float32), self.split.mean, self.split.std, encoded)
         return batch_images, out_targets, torch.as_tensor(index)

@@ -9,7 +9,7 @@ trained on or scored.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import albumentations as A
 import cv2
@@ -103,11 +103,20 @@ class PadCollate:
 
     def __call__(self, batch: list[Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         images, masks, index = zip(*batch)
-        h = math.ceil(max(i.shape[-2] for i in images) / self.stride) * self.stride
-        w = math.ceil(max(i.shape[-1] for i in images) / self.stride) * self.stride
+        h, w = self.padded_size([im.shape[-2:] for im in images])
         out_images = images[0].new_zeros(len(images), images[0].shape[0], h, w)
-        out_masks = torch.full((len(images), h, w), self.ignore_index, dtype=torch.int64)
-        for k, (im, m) in enumerate(zip(images, masks)):
+        for k, im in enumerate(images):
             out_images[k, :, : im.shape[-2], : im.shape[-1]] = im
-            out_masks[k, : m.shape[-2], : m.shape[-1]] = m
-        return out_images, out_masks, torch.as_tensor(index)
+        return out_images, self.pad_masks(masks, (h, w)), torch.as_tensor(index)
+
+    def padded_size(self, sizes: Sequence[Sequence[int]]) -> tuple[int, int]:
+        """The batch's largest height and width (of `sizes`, (height, width) each), rounded up to the stride."""
+        return (math.ceil(max(h for h, _ in sizes) / self.stride) * self.stride,
+                math.ceil(max(w for _, w in sizes) / self.stride) * self.stride)
+
+    def pad_masks(self, masks: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        """The masks stacked at `size`, ignore_index beyond each one's own size."""
+        out = torch.full((len(masks), *size), self.ignore_index, dtype=torch.int64)
+        for k, m in enumerate(masks):
+            out[k, : m.shape[-2], : m.shape[-1]] = m
+        return out
